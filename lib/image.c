@@ -1,0 +1,521 @@
+/* qemount image layer: probing, opening chains, and the generic parts of
+ * reads and extents that every format shares.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/fs.h>
+
+#include "decompress.h"
+#include "image.h"
+#include "ploop.h"
+
+const struct image_ops *const image_formats[] = {
+  &qcow2_ops, &ploop_ops, &raw_ops, NULL
+};
+
+const struct image_library *
+image_libraries (void)
+{
+  static const struct image_library libraries[] = {
+    { "libxml2", ploop_descriptor_xml_version },
+    { "zstd", decompress_zstd_version },
+    { "libdeflate", decompress_deflate_version },
+    { NULL, NULL },
+  };
+
+  return libraries;
+}
+
+/* Messages. */
+
+static void
+default_error (const char *msg)
+{
+  fprintf (stderr, "qemount: error: %s\n", msg);
+}
+
+static void
+default_warning (const char *msg)
+{
+  fprintf (stderr, "qemount: warning: %s\n", msg);
+}
+
+static void (*error_handler) (const char *) = default_error;
+static void (*warning_handler) (const char *) = default_warning;
+
+void
+image_set_message_handlers (void (*error) (const char *msg),
+                            void (*warning) (const char *msg))
+{
+  error_handler = error ? error : default_error;
+  warning_handler = warning ? warning : default_warning;
+}
+
+/* Format the message and hand it to handler, keeping errno intact so
+ * that callers can report first and return -1 afterwards.
+ */
+static void
+emit (void (*handler) (const char *), const char *fs, va_list args)
+{
+  int saved_errno = errno;
+  char msg[1024];
+
+  vsnprintf (msg, sizeof msg, fs, args);
+  handler (msg);
+  errno = saved_errno;
+}
+
+void
+image_error (const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  emit (error_handler, fs, args);
+  va_end (args);
+}
+
+void
+image_warning (const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  emit (warning_handler, fs, args);
+  va_end (args);
+}
+
+/* Files. */
+
+int
+image_file_size (int fd, const char *path, uint64_t *size)
+{
+  struct stat st;
+
+  if (fstat (fd, &st) == -1) {
+    image_error ("%s: fstat: %m", path);
+    return -1;
+  }
+  if (S_ISBLK (st.st_mode)) {
+    if (ioctl (fd, BLKGETSIZE64, size) == -1) {
+      image_error ("%s: cannot get the size of the block device: %m", path);
+      return -1;
+    }
+    return 0;
+  }
+  if (!S_ISREG (st.st_mode)) {
+    image_error ("%s: not a regular file or block device", path);
+    errno = EINVAL;
+    return -1;
+  }
+  *size = st.st_size;
+  return 0;
+}
+
+int
+image_read_file (struct image *img, void *buf, size_t count,
+                 uint64_t offset, const char *what)
+{
+  char *p = buf;
+
+  if (offset > INT64_MAX || count > INT64_MAX - offset) {
+    image_error ("%s: %s at offset %" PRIu64 " is out of range",
+                 img->path, what, offset);
+    errno = EIO;
+    return -1;
+  }
+  while (count > 0) {
+    ssize_t r = pread (img->fd, p, count, offset);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      image_error ("%s: reading %s at offset %" PRIu64 ": %m",
+                   img->path, what, offset);
+      return -1;
+    }
+    if (r == 0) {
+      image_error ("%s: %s at offset %" PRIu64 " is past the end of the "
+                   "file (truncated image?)", img->path, what, offset);
+      errno = EIO;
+      return -1;
+    }
+    p += r;
+    count -= r;
+    offset += r;
+  }
+  return 0;
+}
+
+struct image *
+image_alloc (const struct image_ops *ops, const char *path, int fd)
+{
+  struct image *img = calloc (1, sizeof *img);
+
+  if (img == NULL || (img->path = strdup (path)) == NULL) {
+    image_error ("%s: %m", path);
+    free (img);
+    close (fd);
+    return NULL;
+  }
+  img->ops = ops;
+  img->fd = fd;
+  img->block_size = 512;
+  return img;
+}
+
+/* Opening.
+ *
+ * Chains are opened depth first on one thread (the plugin opens once at
+ * start-up), so the files opened so far along the current chain are
+ * simply a stack indexed by depth; a backing file equal to any of them
+ * is a loop.
+ */
+static __thread struct { dev_t dev; ino_t ino; } open_stack[MAX_CHAIN_DEPTH + 1];
+
+static const struct image_ops *
+find_format (const char *path, int fd, const char *format)
+{
+  uint8_t buf[4096];
+  ssize_t len;
+  size_t i;
+
+  if (format != NULL && strcmp (format, "auto") != 0) {
+    for (i = 0; image_formats[i] != NULL; ++i)
+      if (strcmp (image_formats[i]->name, format) == 0)
+        return image_formats[i];
+    /* Names other tools use for the same formats. */
+    if (strcmp (format, "parallels") == 0)
+      return &ploop_ops;
+    image_error ("%s: unknown format '%s' (known: raw, qcow2, ploop)",
+                 path, format);
+    errno = EINVAL;
+    return NULL;
+  }
+
+  do
+    len = pread (fd, buf, sizeof buf, 0);
+  while (len == -1 && errno == EINTR);
+  if (len == -1) {
+    image_error ("%s: reading the header: %m", path);
+    return NULL;
+  }
+  for (i = 0; image_formats[i] != NULL; ++i)
+    if (image_formats[i]->probe (buf, len))
+      return image_formats[i];
+  abort ();                     /* raw matches anything */
+}
+
+static struct image *
+open_at_depth (const char *path, const char *format,
+               const struct image_options *opts, unsigned depth)
+{
+  const struct image_ops *ops;
+  struct stat st;
+  unsigned i;
+  int fd;
+
+  if (!opts->readonly) {
+    image_error ("%s: writing is not supported: the image layer is "
+                 "read-only (open it read-only, e.g. nbdkit -r)", path);
+    errno = EROFS;
+    return NULL;
+  }
+  if (depth > MAX_CHAIN_DEPTH) {
+    image_error ("%s: backing chain is longer than %d images",
+                 path, MAX_CHAIN_DEPTH);
+    errno = ELOOP;
+    return NULL;
+  }
+
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1) {
+    image_error ("%s: %m", path);
+    return NULL;
+  }
+  if (fstat (fd, &st) == -1) {
+    image_error ("%s: fstat: %m", path);
+    goto err;
+  }
+  for (i = 0; i < depth; ++i) {
+    if (open_stack[i].dev == st.st_dev && open_stack[i].ino == st.st_ino) {
+      image_error ("%s: backing chain loop: this file is already in the "
+                   "chain above it", path);
+      errno = ELOOP;
+      goto err;
+    }
+  }
+  open_stack[depth].dev = st.st_dev;
+  open_stack[depth].ino = st.st_ino;
+
+  ops = find_format (path, fd, format);
+  if (ops == NULL)
+    goto err;
+  return ops->open (path, fd, opts, depth);
+
+ err:
+  close (fd);
+  return NULL;
+}
+
+struct image *
+image_open (const char *path, const struct image_options *opts)
+{
+  return open_at_depth (path, opts->format, opts, 0);
+}
+
+/* Backing names that are not plain local paths (QEMU accepts
+ * "nbd:...", "json:{...}", "https://..." and more) are never followed.
+ */
+static bool
+looks_like_protocol (const char *name)
+{
+  size_t prefix = strcspn (name, ":/");
+
+  return name[prefix] == ':';
+}
+
+/* The directory holding path, resolved, or NULL after an error. */
+static char *
+real_dirname (const char *path)
+{
+  char *copy = strdup (path);
+  char *dir;
+
+  if (copy == NULL) {
+    image_error ("%s: %m", path);
+    return NULL;
+  }
+  dir = realpath (dirname (copy), NULL);
+  if (dir == NULL)
+    image_error ("%s: cannot resolve its directory: %m", path);
+  free (copy);
+  return dir;
+}
+
+struct image *
+image_open_backing (const struct image *parent, const char *backing_name,
+                    const char *format, const struct image_options *opts,
+                    unsigned depth)
+{
+  return image_open_relative (parent->path, backing_name, format, opts,
+                              depth);
+}
+
+struct image *
+image_open_relative (const char *parent_path, const char *backing_name,
+                     const char *format, const struct image_options *opts,
+                     unsigned depth)
+{
+  char *parent_dir = NULL, *path = NULL, *real = NULL, *real_dir = NULL;
+  struct image *backing = NULL;
+
+  if (backing_name[0] == '\0') {
+    image_error ("%s: empty backing file name", parent_path);
+    errno = EINVAL;
+    return NULL;
+  }
+  if (looks_like_protocol (backing_name)) {
+    image_error ("%s: backing file '%s' is not a local file; only local "
+                 "files are followed", parent_path, backing_name);
+    errno = EPERM;
+    return NULL;
+  }
+
+  parent_dir = real_dirname (parent_path);
+  if (parent_dir == NULL)
+    goto out;
+  if (backing_name[0] == '/')
+    path = strdup (backing_name);
+  else if (asprintf (&path, "%s/%s", parent_dir, backing_name) == -1)
+    path = NULL;
+  if (path == NULL) {
+    image_error ("%s: %m", parent_path);
+    goto out;
+  }
+
+  if (opts->backing == BACKING_SAME_DIR) {
+    struct stat st;
+
+    real = realpath (path, NULL);
+    if (real == NULL) {
+      image_error ("%s: backing file '%s': %m", parent_path, backing_name);
+      goto out;
+    }
+    real_dir = real_dirname (real);
+    if (real_dir == NULL)
+      goto out;
+    if (strcmp (real_dir, parent_dir) != 0) {
+      image_error ("%s: backing file '%s' is outside the image's directory "
+                   "%s; use backing=yes to follow it",
+                   parent_path, backing_name, parent_dir);
+      errno = EPERM;
+      goto out;
+    }
+    if (stat (real, &st) == -1 || !S_ISREG (st.st_mode)) {
+      image_error ("%s: backing file '%s' is not a regular file; use "
+                   "backing=yes to follow it", parent_path, backing_name);
+      errno = EPERM;
+      goto out;
+    }
+  }
+
+  backing = open_at_depth (path, format, opts, depth);
+
+ out:
+  free (parent_dir);
+  free (path);
+  free (real);
+  free (real_dir);
+  return backing;
+}
+
+void
+image_close (struct image *img)
+{
+  while (img != NULL) {
+    struct image *backing = img->backing;
+
+    if (img->ops && img->ops->close)
+      img->ops->close (img);
+    if (img->fd >= 0)
+      close (img->fd);
+    free (img->path);
+    free (img);
+    img = backing;
+  }
+}
+
+/* Reading. */
+
+int
+image_pread (struct image *img, void *buf, size_t count, uint64_t offset)
+{
+  if (offset > img->size || count > img->size - offset) {
+    image_error ("%s: read of %zu bytes at offset %" PRIu64
+                 " is beyond the end of the disk (%" PRIu64 " bytes)",
+                 img->path, count, offset, img->size);
+    errno = EINVAL;
+    return -1;
+  }
+  if (count == 0)
+    return 0;
+  return img->ops->pread (img, buf, count, offset);
+}
+
+int
+image_read_backing (struct image *img, void *buf, size_t count,
+                    uint64_t offset)
+{
+  struct image *backing = img->backing;
+  size_t n = 0;
+
+  if (backing != NULL && offset < backing->size) {
+    n = count;
+    if (n > backing->size - offset)
+      n = backing->size - offset;
+    if (image_pread (backing, buf, n, offset) == -1)
+      return -1;
+  }
+  memset ((char *) buf + n, 0, count - n);
+  return 0;
+}
+
+/* Extents.
+ *
+ * Decoders report their own layer only; ranges marked
+ * IMAGE_EXTENT_BACKING are resolved here against the backing image.
+ * Because any layer may report fewer extents than asked, we track how
+ * far the caller has been told, and stop as soon as a lower layer stops
+ * short: extents must stay contiguous.
+ */
+struct extents_ctx {
+  struct image *img;
+  image_extent_fn fn;
+  void *opaque;
+  uint64_t reached;             /* caller has been told up to here */
+};
+
+static int extents_layer (struct image *img, uint64_t offset,
+                          uint64_t length, image_extent_fn fn, void *opaque,
+                          uint64_t *reached);
+
+static int
+resolve_extent (void *opaque, uint64_t offset, uint64_t length,
+                uint32_t flags)
+{
+  struct extents_ctx *ctx = opaque;
+  struct image *backing = ctx->img->backing;
+  uint64_t end = offset + length;
+  int r;
+
+  if (!(flags & IMAGE_EXTENT_BACKING)) {
+    r = ctx->fn (ctx->opaque, offset, length, flags);
+    if (r == 0)
+      ctx->reached = end;
+    return r;
+  }
+
+  if (backing != NULL && offset < backing->size) {
+    uint64_t n = length;
+
+    if (n > backing->size - offset)
+      n = backing->size - offset;
+    r = extents_layer (backing, offset, n, ctx->fn, ctx->opaque,
+                       &ctx->reached);
+    if (r != 0 || ctx->reached < offset + n)
+      return r == -1 ? -1 : 1;
+    offset += n;
+  }
+  if (offset < end) {
+    r = ctx->fn (ctx->opaque, offset, end - offset,
+                 IMAGE_EXTENT_HOLE | IMAGE_EXTENT_ZERO);
+    if (r == 0)
+      ctx->reached = end;
+    return r;
+  }
+  return 0;
+}
+
+static int
+extents_layer (struct image *img, uint64_t offset, uint64_t length,
+               image_extent_fn fn, void *opaque, uint64_t *reached)
+{
+  struct extents_ctx ctx = {
+    .img = img, .fn = fn, .opaque = opaque, .reached = *reached,
+  };
+  int r;
+
+  r = img->ops->extents (img, offset, length, resolve_extent, &ctx);
+  *reached = ctx.reached;
+  return r == -1 ? -1 : 0;
+}
+
+int
+image_extents (struct image *img, uint64_t offset, uint64_t length,
+               image_extent_fn fn, void *opaque)
+{
+  uint64_t reached = offset;
+
+  if (offset > img->size || length > img->size - offset) {
+    image_error ("%s: extents request at offset %" PRIu64
+                 " is beyond the end of the disk", img->path, offset);
+    errno = EINVAL;
+    return -1;
+  }
+  if (length == 0)
+    return 0;
+  return extents_layer (img, offset, length, fn, opaque, &reached);
+}

@@ -1,0 +1,156 @@
+/* qemount image layer: one decoder per format behind one small vtable.
+ *
+ * Nothing in lib/ knows about nbdkit or processes.  Errors are reported
+ * once, where the cause is known, through image_error() and the caller
+ * sees -1 (or NULL) with errno set.
+ *
+ * Every decoder must be safe for concurrent image_pread / image_extents
+ * calls from many threads on the same struct image (the plugin runs with
+ * the PARALLEL thread model and shares one open image between all
+ * connections).
+ */
+
+#ifndef QEMOUNT_IMAGE_H
+#define QEMOUNT_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* How far backing files / lower deltas may be followed. */
+enum backing_policy {
+  BACKING_SAME_DIR,     /* default: only files in the image's own directory */
+  BACKING_YES,          /* any local file */
+  BACKING_NO,           /* never: unallocated areas read as zeros */
+};
+
+struct image_options {
+  const char *format;           /* NULL or "auto": probe; else forced */
+  enum backing_policy backing;
+  bool readonly;                /* must be true for now: decoders are read-only */
+};
+
+/* Extent flags, same meaning and values as NBD's base:allocation. */
+#define IMAGE_EXTENT_HOLE     1u  /* no storage in this layer */
+#define IMAGE_EXTENT_ZERO     2u  /* reads as zeros */
+/* Only between a decoder and image.c: this range is not stored in this
+ * layer; its contents come from the backing image (or zeros if none).
+ * image_extents() resolves it, callers never see it.
+ */
+#define IMAGE_EXTENT_BACKING  4u
+
+/* Called for consecutive, non-overlapping ranges in increasing order.
+ * Returns 0 to go on, 1 to stop early (enough was reported), -1 on error.
+ */
+typedef int (*image_extent_fn) (void *opaque, uint64_t offset,
+                                uint64_t length, uint32_t flags);
+
+struct image;
+
+struct image_ops {
+  const char *name;             /* "raw", "qcow2", "ploop" */
+
+  /* True if the first bytes of the file (len may be < 4096 for short files)
+   * are this format.  Must not look at anything past len.
+   */
+  bool (*probe) (const uint8_t *buf, size_t len);
+
+  /* Open path (already opened read-only as fd; the decoder owns fd from
+   * here, even on failure).  Returns a struct image allocated by
+   * image_alloc(), or NULL after image_error().
+   */
+  struct image *(*open) (const char *path, int fd,
+                         const struct image_options *opts, unsigned depth);
+
+  /* Read count bytes at offset; offset + count <= size is guaranteed.
+   * Areas not stored in this layer are read with image_read_backing().
+   */
+  int (*pread) (struct image *img, void *buf, size_t count, uint64_t offset);
+
+  /* Report extents from offset onwards (at least one, at most up to
+   * offset + length, which is <= size) through fn.
+   */
+  int (*extents) (struct image *img, uint64_t offset, uint64_t length,
+                  image_extent_fn fn, void *opaque);
+
+  /* Free the format's private state (not the backing, not img itself). */
+  void (*close) (struct image *img);
+};
+
+struct image {
+  const struct image_ops *ops;
+  char *path;                   /* as given, for messages */
+  int fd;
+  uint64_t size;                /* virtual size in bytes */
+  uint32_t block_size;          /* natural granularity (cluster size) */
+  bool dirty;                   /* left open/in use by its last writer */
+  struct image *backing;        /* lower layer or NULL */
+  void *priv;                   /* the format's state */
+};
+
+extern const struct image_ops raw_ops, qcow2_ops, ploop_ops;
+
+/* All formats, probe order; raw is last and matches anything. */
+extern const struct image_ops *const image_formats[];
+
+/* Open path with opts; depth is 0 for the top image and counts chain
+ * levels for backing files (loops and over-long chains are refused).
+ */
+struct image *image_open (const char *path, const struct image_options *opts);
+struct image *image_open_backing (const struct image *parent,
+                                  const char *backing_name,
+                                  const char *format,
+                                  const struct image_options *opts,
+                                  unsigned depth);
+/* Same, for a file named relative to parent_path's directory by something
+ * that is not an image (a ploop DiskDescriptor.xml).
+ */
+struct image *image_open_relative (const char *parent_path,
+                                   const char *name, const char *format,
+                                   const struct image_options *opts,
+                                   unsigned depth);
+void image_close (struct image *img);
+
+/* For decoders: allocate the common part (takes ownership of fd). */
+struct image *image_alloc (const struct image_ops *ops, const char *path,
+                           int fd);
+
+int image_pread (struct image *img, void *buf, size_t count, uint64_t offset);
+int image_extents (struct image *img, uint64_t offset, uint64_t length,
+                   image_extent_fn fn, void *opaque);
+
+/* For decoders: read an area not stored in img from its backing image,
+ * zeros where there is none or past the backing's end.
+ */
+int image_read_backing (struct image *img, void *buf, size_t count,
+                        uint64_t offset);
+
+/* For decoders: pread(2) of exactly count bytes from img->fd.  A short
+ * read (truncated file) is an error naming the file.
+ */
+int image_read_file (struct image *img, void *buf, size_t count,
+                     uint64_t offset, const char *what);
+
+/* Size of the open file (regular file or block device). */
+int image_file_size (int fd, const char *path, uint64_t *size);
+
+#define MAX_CHAIN_DEPTH 64
+
+/* The libraries the decoders use, for --dump-plugin; ends with a NULL name. */
+struct image_library {
+  const char *name;
+  const char *(*version) (void);
+};
+const struct image_library *image_libraries (void);
+
+/* Error and warning reporting.  The default handler prints to stderr;
+ * the plugin routes errors to nbdkit_error.
+ */
+void image_error (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+void image_warning (const char *fs, ...)
+  __attribute__ ((format (printf, 1, 2)));
+void image_set_message_handlers (void (*error) (const char *msg),
+                                 void (*warning) (const char *msg));
+
+#endif /* QEMOUNT_IMAGE_H */
