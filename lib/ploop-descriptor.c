@@ -1,0 +1,308 @@
+/* ploop DiskDescriptor.xml: a snapshot chain of ploop deltas.
+ *
+ * StorageData/Storage/Image lists the deltas (GUID, Type, File) and
+ * Snapshots lists Shot GUID -> ParentGUID with TopGUID the newest.  The
+ * top delta wins; its holes fall through to its parent, down to the base,
+ * which may also be a raw ("Plain") file.  We resolve the chain into a
+ * list of images, each the backing of the one above it.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "image.h"
+#include "ploop.h"
+
+#define DESCRIPTOR_MAX_SIZE (1u << 20)
+#define NULL_GUID "{00000000-0000-0000-0000-000000000000}"
+
+struct delta {
+  const xmlChar *guid, *file, *type;
+};
+
+struct shot {
+  const xmlChar *guid, *parent;
+};
+
+struct descriptor {
+  const char *path;
+  struct delta deltas[MAX_CHAIN_DEPTH];
+  size_t n_deltas;
+  struct shot shots[MAX_CHAIN_DEPTH];
+  size_t n_shots;
+  const xmlChar *top;
+};
+
+const char *
+ploop_descriptor_xml_version (void)
+{
+  return xmlParserVersion;
+}
+
+bool
+ploop_descriptor_probe (const uint8_t *buf, size_t len)
+{
+  return memmem (buf, len, "<Parallels_disk_image", 21) != NULL;
+}
+
+static xmlNode *
+child (const xmlNode *parent, const char *name)
+{
+  for (xmlNode *n = parent ? parent->children : NULL; n; n = n->next)
+    if (n->type == XML_ELEMENT_NODE &&
+        xmlStrcmp (n->name, BAD_CAST name) == 0)
+      return n;
+  return NULL;
+}
+
+/* Text of the child element called name, or NULL; owned by the document
+ * (we only read the first text node, which is all these fields have).
+ */
+static const xmlChar *
+child_text (const xmlNode *parent, const char *name)
+{
+  xmlNode *n = child (parent, name);
+
+  if (n == NULL || n->children == NULL || n->children->type != XML_TEXT_NODE)
+    return NULL;
+  return n->children->content;
+}
+
+static int
+collect (struct descriptor *d, const xmlNode *root)
+{
+  const xmlNode *storage_data = child (root, "StorageData");
+  const xmlNode *snapshots = child (root, "Snapshots");
+  const xmlNode *storage = child (storage_data, "Storage");
+
+  if (storage == NULL) {
+    image_error ("%s: no StorageData/Storage element", d->path);
+    return -1;
+  }
+  for (const xmlNode *n = storage->next; n; n = n->next)
+    if (n->type == XML_ELEMENT_NODE &&
+        xmlStrcmp (n->name, BAD_CAST "Storage") == 0) {
+      image_error ("%s: more than one Storage element (split images are "
+                   "not supported)", d->path);
+      return -1;
+    }
+
+  for (const xmlNode *n = storage->children; n; n = n->next) {
+    struct delta *delta;
+
+    if (n->type != XML_ELEMENT_NODE ||
+        xmlStrcmp (n->name, BAD_CAST "Image") != 0)
+      continue;
+    if (d->n_deltas == MAX_CHAIN_DEPTH) {
+      image_error ("%s: more than %d images", d->path, MAX_CHAIN_DEPTH);
+      return -1;
+    }
+    delta = &d->deltas[d->n_deltas++];
+    delta->guid = child_text (n, "GUID");
+    delta->file = child_text (n, "File");
+    delta->type = child_text (n, "Type");
+    if (delta->guid == NULL || delta->file == NULL) {
+      image_error ("%s: an Image element lacks its GUID or File", d->path);
+      return -1;
+    }
+  }
+  if (d->n_deltas == 0) {
+    image_error ("%s: no Image element", d->path);
+    return -1;
+  }
+
+  for (const xmlNode *n = snapshots ? snapshots->children : NULL; n;
+       n = n->next) {
+    struct shot *shot;
+
+    if (n->type != XML_ELEMENT_NODE ||
+        xmlStrcmp (n->name, BAD_CAST "Shot") != 0)
+      continue;
+    if (d->n_shots == MAX_CHAIN_DEPTH) {
+      image_error ("%s: more than %d snapshots", d->path, MAX_CHAIN_DEPTH);
+      return -1;
+    }
+    shot = &d->shots[d->n_shots++];
+    shot->guid = child_text (n, "GUID");
+    shot->parent = child_text (n, "ParentGUID");
+    if (shot->guid == NULL) {
+      image_error ("%s: a Shot element lacks its GUID", d->path);
+      return -1;
+    }
+  }
+
+  d->top = child_text (snapshots, "TopGUID");
+  if (d->top == NULL) {
+    if (d->n_deltas > 1) {
+      image_error ("%s: several images but no Snapshots/TopGUID", d->path);
+      return -1;
+    }
+    d->top = d->deltas[0].guid;
+  }
+  return 0;
+}
+
+static const struct delta *
+find_delta (const struct descriptor *d, const xmlChar *guid)
+{
+  for (size_t i = 0; i < d->n_deltas; ++i)
+    if (xmlStrcmp (d->deltas[i].guid, guid) == 0)
+      return &d->deltas[i];
+  return NULL;
+}
+
+static const xmlChar *
+parent_of (const struct descriptor *d, const xmlChar *guid)
+{
+  for (size_t i = 0; i < d->n_shots; ++i)
+    if (xmlStrcmp (d->shots[i].guid, guid) == 0)
+      return d->shots[i].parent;
+  return NULL;
+}
+
+/* Fill chain[] from the top delta down to the base; returns its length.
+ * A chain longer than the number of images must revisit one: a loop.
+ */
+static ssize_t
+resolve_chain (const struct descriptor *d, const struct delta **chain)
+{
+  const xmlChar *guid = d->top;
+  size_t n = 0;
+
+  while (guid != NULL && xmlStrcmp (guid, BAD_CAST NULL_GUID) != 0) {
+    const struct delta *delta = find_delta (d, guid);
+
+    if (delta == NULL) {
+      image_error ("%s: snapshot %s has no Image with that GUID",
+                   d->path, (const char *) guid);
+      return -1;
+    }
+    for (size_t i = 0; i < n; ++i)
+      if (chain[i] == delta) {
+        image_error ("%s: snapshot chain loops at %s", d->path,
+                     (const char *) guid);
+        return -1;
+      }
+    chain[n++] = delta;
+    guid = parent_of (d, guid);
+  }
+  if (n == 0) {
+    image_error ("%s: TopGUID names no image", d->path);
+    return -1;
+  }
+  return n;
+}
+
+/* Open the deltas top first (so that loop checks see the files above),
+ * each one the backing of the previous.
+ */
+static struct image *
+open_chain (const struct descriptor *d, const struct delta **chain,
+            size_t n, const struct image_options *opts, unsigned depth)
+{
+  struct image *top = NULL, *above = NULL;
+
+  if (opts->backing == BACKING_NO && n > 1) {
+    image_warning ("%s: backing=no: serving only the top delta %s, its "
+                   "holes read as zeros", d->path,
+                   (const char *) chain[0]->file);
+    n = 1;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    bool plain = chain[i]->type &&
+      xmlStrcmp (chain[i]->type, BAD_CAST "Plain") == 0;
+    struct image *img;
+
+    img = image_open_relative (d->path, (const char *) chain[i]->file,
+                               plain ? "raw" : "ploop", opts,
+                               depth + 1 + i);
+    if (img == NULL) {
+      image_close (top);
+      return NULL;
+    }
+    if (above)
+      above->backing = img;
+    else
+      top = img;
+    above = img;
+  }
+  return top;
+}
+
+struct image *
+ploop_descriptor_open (const char *path, int fd,
+                       const struct image_options *opts, unsigned depth)
+{
+  struct descriptor d = { .path = path };
+  const struct delta *chain[MAX_CHAIN_DEPTH];
+  struct image *top = NULL;
+  xmlDoc *doc = NULL;
+  const xmlNode *root;
+  uint64_t size;
+  char *xml = NULL;
+  ssize_t n;
+
+  if (depth > 0) {
+    image_error ("%s: a DiskDescriptor.xml cannot be a backing file", path);
+    goto out;
+  }
+  if (image_file_size (fd, path, &size) == -1)
+    goto out;
+  if (size > DESCRIPTOR_MAX_SIZE) {
+    image_error ("%s: descriptor is larger than %u bytes", path,
+                 DESCRIPTOR_MAX_SIZE);
+    goto out;
+  }
+  xml = malloc (size + 1);
+  if (xml == NULL) {
+    image_error ("%s: %m", path);
+    goto out;
+  }
+  n = pread (fd, xml, size, 0);
+  if (n != (ssize_t) size) {
+    image_error ("%s: reading the descriptor failed", path);
+    goto out;
+  }
+
+  /* No network, no entity expansion, no DTD loading: the descriptor is
+   * untrusted input.
+   */
+  xmlInitParser ();
+  doc = xmlReadMemory (xml, size, path, NULL,
+                       XML_PARSE_NONET | XML_PARSE_NOERROR |
+                       XML_PARSE_NOWARNING);
+  if (doc == NULL) {
+    const xmlError *e = xmlGetLastError ();
+    image_error ("%s: invalid XML: %s", path,
+                 e && e->message ? e->message : "parse error");
+    goto out;
+  }
+  root = xmlDocGetRootElement (doc);
+  if (root == NULL ||
+      xmlStrcmp (root->name, BAD_CAST "Parallels_disk_image") != 0) {
+    image_error ("%s: not a ploop DiskDescriptor.xml (root element is not "
+                 "Parallels_disk_image)", path);
+    goto out;
+  }
+  if (collect (&d, root) == -1)
+    goto out;
+  n = resolve_chain (&d, chain);
+  if (n == -1)
+    goto out;
+  top = open_chain (&d, chain, n, opts, depth);
+
+ out:
+  if (top == NULL && errno == 0)
+    errno = EINVAL;
+  xmlFreeDoc (doc);
+  free (xml);
+  close (fd);
+  return top;
+}
