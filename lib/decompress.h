@@ -1,0 +1,34 @@
+/* Whole-buffer decompression helpers shared by the decoders.
+ *
+ * Both functions decompress into a buffer whose final size is known in
+ * advance (one cluster, one block) and succeed only if exactly out_len
+ * bytes were produced.  They return 0, or -1 with errno = EIO and no
+ * message: the caller knows the file and offset and reports.
+ *
+ * Decompressor contexts are cached per thread, so concurrent calls need
+ * no lock and a call allocates nothing once its thread is warm.
+ */
+
+#ifndef QEMOUNT_DECOMPRESS_H
+#define QEMOUNT_DECOMPRESS_H
+
+#include <stddef.h>
+
+/* Raw DEFLATE (RFC 1951, no zlib or gzip wrapper).  Input bytes after
+ * the final block are ignored.
+ */
+int decompress_deflate_raw (const void *in, size_t in_len,
+                            void *out, size_t out_len);
+
+/* One or more concatenated zstd frames, possibly followed by padding
+ * (e.g. zeros up to a sector boundary) which is never looked at once
+ * out_len bytes have been produced.
+ */
+int decompress_zstd (const void *in, size_t in_len,
+                     void *out, size_t out_len);
+
+/* Library versions, for --dump-plugin. */
+const char *decompress_deflate_version (void);
+const char *decompress_zstd_version (void);
+
+#endif /* QEMOUNT_DECOMPRESS_H */

@@ -1,0 +1,1363 @@
+/* qcow2 (QEMU copy-on-write v2 and v3), read-only.
+ *
+ * Guest clusters are mapped through a two-level table: the L1 table,
+ * loaded at open, points at L2 tables of one cluster each, whose entries
+ * point at data clusters (plain, zero, compressed or unallocated).  L2
+ * tables are read lazily through a small cache of fixed-size slices so
+ * that memory stays bounded whatever the image size.
+ *
+ * Every field of the file is treated as hostile.  What can be checked
+ * cheaply at open (header, L1 table) is checked there; L2 entries are
+ * checked when they are used, and a bad one fails that read with EIO.
+ *
+ * Not supported (refused at open): encryption, external data files,
+ * unknown incompatible features.  Internal snapshots, bitmaps and
+ * refcounts are ignored: only the active L1 table is read.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bytes.h"
+#include "decompress.h"
+#include "image.h"
+
+#define QCOW2_MAGIC             0x514649fbu     /* "QFI\xfb" */
+#define V2_HEADER_LENGTH        72
+#define V3_HEADER_LENGTH        104
+#define MIN_CLUSTER_BITS        9
+#define MAX_CLUSTER_BITS        21              /* QEMU's limit too */
+#define MIN_EXTL2_CLUSTER_BITS  14
+#define MAX_L1_BYTES            (UINT32_C (32) << 20)
+#define MAX_BACKING_NAME        1023
+#define SECTOR                  512
+
+/* Header extension types. */
+#define EXT_END                 0x00000000u
+#define EXT_BACKING_FORMAT      0xe2792acau
+#define EXT_FEATURE_TABLE       0x6803f857u
+#define EXT_CRYPTO_HEADER       0x0537be77u
+#define EXT_DATA_FILE           0x44415441u
+
+/* Incompatible feature bits. */
+#define INCOMPAT_DIRTY          (UINT64_C (1) << 0)
+#define INCOMPAT_CORRUPT        (UINT64_C (1) << 1)
+#define INCOMPAT_DATA_FILE      (UINT64_C (1) << 2)
+#define INCOMPAT_COMPRESSION    (UINT64_C (1) << 3)
+#define INCOMPAT_EXTL2          (UINT64_C (1) << 4)
+#define INCOMPAT_KNOWN          (UINT64_C (0x1f))
+
+#define FEATURE_ENTRY_SIZE      48
+#define FEATURE_NAME_SIZE       46
+
+#define COMPRESSION_DEFLATE     0
+#define COMPRESSION_ZSTD        1
+
+/* L1 and L2 entries: bits 9-55 are a host offset. */
+#define OFFSET_MASK             UINT64_C (0x00fffffffffffe00)
+#define L2E_COMPRESSED          (UINT64_C (1) << 62)
+#define L2E_ZERO                UINT64_C (1)
+
+/* L2 cache geometry.  A slice is 4 KiB of entries (less when a whole L2
+ * table is smaller); 256 slices is 1 MiB per image, which maps 8 GiB of
+ * guest with 64 KiB clusters.
+ */
+#define SLICE_MAX_BYTES         4096
+#define CACHE_MAX_SLOTS         256
+
+/* extents() stops after examining this many L2 entries (an unallocated
+ * L1 entry counts as one) or finding this many runs, whichever comes
+ * first: callers accept fewer extents than asked for and come back for
+ * more, and a request must not turn into a scan of a huge image.
+ */
+#define EXTENTS_MAX_ENTRIES     65536
+#define EXTENTS_MAX_RUNS        4096
+
+/* Cache of L2 slices, keyed on their file offset (never 0: L2 tables
+ * are never in the header cluster).  A chained hash table over a fixed
+ * array of slots with clock eviction.  Slices are stored in host byte
+ * order.
+ */
+struct l2_cache {
+  pthread_mutex_t lock;
+  uint32_t nslots;
+  unsigned bucket_bits;
+  uint32_t hand;                /* clock hand */
+  uint64_t *keys;               /* [nslots], 0 = free slot */
+  int32_t *next;                /* [nslots], hash chain, -1 ends */
+  int32_t *buckets;             /* [1 << bucket_bits] */
+  uint8_t *referenced;          /* [nslots], clock bits */
+  uint64_t *data;               /* [nslots * slice_words] */
+};
+
+struct qcow2 {
+  uint64_t id;                  /* unique per open, for per-thread caches */
+  uint32_t version;
+  unsigned cluster_bits;
+  uint64_t cluster_size;
+  bool extended_l2;
+  unsigned entry_words;         /* 64-bit words per L2 entry: 1 or 2 */
+  unsigned l2_bits;             /* log2 of entries per L2 table */
+  unsigned subcluster_bits;     /* log2 of subcluster size (extended L2) */
+  unsigned slice_bits;          /* log2 of slice size in bytes */
+  uint32_t slice_entries;       /* L2 entries per slice */
+  unsigned compression;
+  unsigned compressed_shift;    /* x in the spec */
+  uint64_t compressed_offset_mask;
+  uint64_t compressed_sectors_mask;
+  uint64_t file_size;           /* at open; the file is not written */
+  uint64_t *l1;                 /* L2 table offsets, 0 = unallocated */
+  uint32_t l1_size;
+  uint8_t *header;              /* first cluster, only during open */
+  bool cache_lock_ok;
+  struct l2_cache cache;
+};
+
+/* A window onto the L2 mapping: one slice copied out of the cache, or a
+ * whole unallocated L2 range.  Lives on the reader's stack, so mapping
+ * lookups need the cache lock only to copy a slice.
+ */
+struct window {
+  uint64_t first;               /* first guest cluster covered */
+  uint64_t n;                   /* clusters covered, 0 = empty window */
+  bool unallocated;
+  uint64_t words[SLICE_MAX_BYTES / 8];
+};
+
+/* How a range of the guest is stored. */
+enum run_kind { RUN_DATA, RUN_ZERO, RUN_BACKING, RUN_COMPRESSED };
+
+/* A guest range (within one cluster, or a whole unallocated L2 range)
+ * stored in one way.
+ */
+struct run {
+  enum run_kind kind;
+  bool hole;                    /* RUN_ZERO without any host cluster */
+  uint64_t host;                /* RUN_DATA: host offset of the start;
+                                 * RUN_COMPRESSED: the L2 entry */
+  uint64_t len;
+};
+
+/* The last cluster decompressed by this thread, so that small
+ * sequential reads inside a compressed cluster decompress it once.
+ * Keyed on the image's unique id (not its address, which malloc can
+ * reuse after a close) and the L2 entry, which locates the data
+ * completely; an image is never written, so entries never go stale.
+ */
+struct thread_cache {
+  uint64_t image_id;            /* 0 = nothing cached */
+  uint64_t entry;
+  uint8_t *cluster;
+  size_t cluster_cap;
+  uint8_t *in;
+  size_t in_cap;
+};
+
+static pthread_key_t thread_cache_key;
+static pthread_once_t thread_cache_once = PTHREAD_ONCE_INIT;
+static bool thread_cache_key_ok;
+static uint64_t next_image_id = 1;
+
+/* For format errors at open: report, set errno, evaluate to -1. */
+#define OPEN_ERROR(err, ...) \
+  (image_error (__VA_ARGS__), errno = (err), -1)
+
+/* For bad metadata met while reading: report with the guest offset,
+ * set errno = EIO, evaluate to -1.
+ */
+#define READ_ERROR(img, guest, fs, ...)                                 \
+  (image_error ("%s: guest offset %" PRIu64 ": " fs, (img)->path,       \
+                (uint64_t) (guest), ##__VA_ARGS__),                     \
+   errno = EIO, -1)
+
+/* Thread exit: free that thread's decompressed-cluster cache. */
+static void
+free_thread_cache (void *p)
+{
+  struct thread_cache *t = p;
+
+  if (t != NULL) {
+    free (t->cluster);
+    free (t->in);
+    free (t);
+  }
+}
+
+/* Create the thread key, once per process. */
+static void
+make_thread_cache_key (void)
+{
+  thread_cache_key_ok =
+    pthread_key_create (&thread_cache_key, free_thread_cache) == 0;
+}
+
+/* On unload, make sure threads still alive never call the destructor,
+ * which would no longer be mapped (their caches are leaked instead).
+ */
+static void __attribute__ ((destructor))
+delete_thread_cache_key (void)
+{
+  if (thread_cache_key_ok) {
+    pthread_key_delete (thread_cache_key);
+    thread_cache_key_ok = false;
+  }
+}
+
+/* This thread's cache, created on first use, or NULL if out of memory. */
+static struct thread_cache *
+get_thread_cache (void)
+{
+  struct thread_cache *t = pthread_getspecific (thread_cache_key);
+
+  if (t != NULL)
+    return t;
+  t = calloc (1, sizeof *t);
+  if (t != NULL && pthread_setspecific (thread_cache_key, t) != 0) {
+    free (t);
+    errno = ENOMEM;
+    t = NULL;
+  }
+  return t;
+}
+
+/* Copy len bytes of untrusted text into dst for a message, stopping at
+ * a NUL and replacing anything unprintable.
+ */
+static void
+sanitize (const void *src, size_t len, char *dst, size_t dst_size)
+{
+  const uint8_t *s = src;
+  size_t i;
+
+  for (i = 0; i < len && i + 1 < dst_size && s[i] != '\0'; ++i)
+    dst[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+  dst[i] = '\0';
+}
+
+static bool
+qcow2_probe (const uint8_t *buf, size_t len)
+{
+  /* qcow version 1 has the same magic; open explains that it is not
+   * supported, which is better than serving it as a raw disk.
+   */
+  return len >= 4 && load_be32 (buf) == QCOW2_MAGIC;
+}
+
+/* True if [a, a + alen) and [b, b + blen) overlap (no end overflows). */
+static bool
+overlaps (uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+  return alen > 0 && blen > 0 && a < b + blen && b < a + alen;
+}
+
+/* What the header extensions told us. */
+struct extensions {
+  const uint8_t *feature_table;
+  size_t feature_table_len;
+  const uint8_t *backing_format;
+  size_t backing_format_len;
+  const uint8_t *data_file;
+  size_t data_file_len;
+  bool crypto_header;
+};
+
+/* Walk the header extensions in [start, end) of the first cluster
+ * (hdr).  Extensions point into hdr, which must outlive ext.
+ */
+static int
+parse_extensions (struct image *img, const uint8_t *hdr, size_t start,
+                  size_t end, struct extensions *ext)
+{
+  size_t pos = start;
+
+  memset (ext, 0, sizeof *ext);
+  /* Fewer than 8 bytes left cannot hold an extension header: the area
+   * simply ends there.
+   */
+  while (pos < end && end - pos >= 8) {
+    uint32_t type = load_be32 (&hdr[pos]);
+    uint32_t len = load_be32 (&hdr[pos + 4]);
+    const uint8_t *data = &hdr[pos + 8];
+    size_t padded;
+
+    if (type == EXT_END)
+      break;
+    if (len > end - pos - 8) {
+      return OPEN_ERROR (EINVAL, "%s: header extension 0x%08" PRIx32
+                         " at offset %zu (%" PRIu32 " bytes) extends past "
+                         "the header area", img->path, type, pos, len);
+    }
+    switch (type) {
+    case EXT_BACKING_FORMAT:
+      if (ext->backing_format == NULL) {
+        ext->backing_format = data;
+        ext->backing_format_len = len;
+      }
+      break;
+    case EXT_FEATURE_TABLE:
+      if (ext->feature_table == NULL) {
+        ext->feature_table = data;
+        ext->feature_table_len = len;
+      }
+      break;
+    case EXT_DATA_FILE:
+      if (ext->data_file == NULL) {
+        ext->data_file = data;
+        ext->data_file_len = len;
+      }
+      break;
+    case EXT_CRYPTO_HEADER:
+      ext->crypto_header = true;
+      break;
+    default:                    /* bitmaps and unknown: ignorable */
+      break;
+    }
+    /* Data is padded to a multiple of 8; the last extension's padding
+     * may be cut off by the end of the area.
+     */
+    padded = ((size_t) len + 7) & ~(size_t) 7;
+    if (padded > end - pos - 8)
+      break;
+    pos += 8 + padded;
+  }
+  return 0;
+}
+
+/* Refuse the incompatible features we do not implement, naming them
+ * from the image's own feature name table where it has one.
+ */
+static int
+check_incompatible (struct image *img, uint64_t incompat,
+                    const struct extensions *ext)
+{
+  uint64_t unknown = incompat & ~INCOMPAT_KNOWN;
+
+  if (unknown != 0) {
+    unsigned bit = __builtin_ctzll (unknown);
+    const uint8_t *t = ext->feature_table;
+    size_t i;
+
+    for (i = 0; t != NULL && i + FEATURE_ENTRY_SIZE <= ext->feature_table_len;
+         i += FEATURE_ENTRY_SIZE) {
+      if (t[i] == 0 /* incompatible */ && t[i + 1] == bit) {
+        char name[FEATURE_NAME_SIZE + 1];
+
+        sanitize (&t[i + 2], FEATURE_NAME_SIZE, name, sizeof name);
+        return OPEN_ERROR (ENOTSUP, "%s: unsupported incompatible feature "
+                           "'%s' (bit %u)", img->path, name, bit);
+      }
+    }
+    return OPEN_ERROR (ENOTSUP, "%s: unknown incompatible feature bit %u",
+                       img->path, bit);
+  }
+
+  if (incompat & INCOMPAT_DATA_FILE) {
+    if (ext->data_file != NULL) {
+      char name[256];
+
+      sanitize (ext->data_file, ext->data_file_len, name, sizeof name);
+      return OPEN_ERROR (ENOTSUP, "%s: external data files are not "
+                         "supported (data file '%s')", img->path, name);
+    }
+    return OPEN_ERROR (ENOTSUP, "%s: external data files are not supported",
+                       img->path);
+  }
+  return 0;
+}
+
+/* The backing file format name from the extension, mapped to our
+ * format names, or NULL (probe) when there is no extension.
+ */
+static int
+backing_format (struct image *img, const struct extensions *ext,
+                const char **format)
+{
+  static const struct { const char *qemu, *ours; } names[] = {
+    { "qcow2", "qcow2" }, { "raw", "raw" }, { "parallels", "ploop" },
+  };
+  char name[64];
+  size_t i;
+
+  *format = NULL;
+  if (ext->backing_format == NULL)
+    return 0;
+  for (i = 0; i < sizeof names / sizeof names[0]; ++i) {
+    if (ext->backing_format_len == strlen (names[i].qemu) &&
+        memcmp (ext->backing_format, names[i].qemu,
+                ext->backing_format_len) == 0) {
+      *format = names[i].ours;
+      return 0;
+    }
+  }
+  /* Probing instead could serve e.g. a vmdk as raw: refuse. */
+  sanitize (ext->backing_format, ext->backing_format_len, name, sizeof name);
+  return OPEN_ERROR (ENOTSUP, "%s: backing file format '%s' is not "
+                     "supported (qcow2, raw and parallels are)",
+                     img->path, name);
+}
+
+static int
+compare_u64 (const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+/* Check every L2 table the L1 table points at: inside the file, clear
+ * of the header and the other tables, and none shared by two L1
+ * entries (which would alias two guest ranges).  Counts the tables.
+ */
+static int
+check_l1 (struct image *img, struct qcow2 *q, uint64_t l1_offset,
+          uint64_t rt_offset, uint64_t rt_bytes, uint32_t *l2_tables)
+{
+  const uint64_t l1_bytes = (uint64_t) q->l1_size * 8;
+  const uint64_t cs = q->cluster_size;
+  uint64_t *sorted, dup = 0;
+  uint32_t i, n = 0, first = 0;
+
+  for (i = 0; i < q->l1_size; ++i) {
+    uint64_t off = q->l1[i];
+
+    if (off == 0)
+      continue;
+    if (off < cs)
+      return OPEN_ERROR (EINVAL, "%s: L1 table entry %" PRIu32 " points "
+                         "into the header (offset %" PRIu64 ")",
+                         img->path, i, off);
+    if (off & (cs - 1))
+      return OPEN_ERROR (EINVAL, "%s: L1 table entry %" PRIu32 " points "
+                         "at an unaligned L2 table (offset %" PRIu64 ")",
+                         img->path, i, off);
+    if (overlaps (off, cs, l1_offset, l1_bytes))
+      return OPEN_ERROR (EINVAL, "%s: L1 table entry %" PRIu32 " points "
+                         "into the L1 table (offset %" PRIu64 ")",
+                         img->path, i, off);
+    if (overlaps (off, cs, rt_offset, rt_bytes))
+      return OPEN_ERROR (EINVAL, "%s: L1 table entry %" PRIu32 " points "
+                         "into the refcount table (offset %" PRIu64 ")",
+                         img->path, i, off);
+    if (q->file_size < cs || off > q->file_size - cs)
+      return OPEN_ERROR (EINVAL, "%s: L1 table entry %" PRIu32 " points "
+                         "past the end of the file (offset %" PRIu64
+                         ", file size %" PRIu64 ")",
+                         img->path, i, off, q->file_size);
+    n++;
+  }
+  *l2_tables = n;
+  if (n < 2)
+    return 0;
+
+  /* Sort a copy to find a duplicate, then look up who shares it. */
+  sorted = malloc ((size_t) n * sizeof *sorted);
+  if (sorted == NULL)
+    return OPEN_ERROR (ENOMEM, "%s: %m", img->path);
+  n = 0;
+  for (i = 0; i < q->l1_size; ++i)
+    if (q->l1[i] != 0)
+      sorted[n++] = q->l1[i];
+  qsort (sorted, n, sizeof *sorted, compare_u64);
+  for (i = 1; i < n && dup == 0; ++i)
+    if (sorted[i] == sorted[i - 1])
+      dup = sorted[i];
+  free (sorted);
+  if (dup == 0)
+    return 0;
+
+  for (i = 0; q->l1[i] != dup; ++i)
+    ;
+  first = i;
+  for (i = first + 1; q->l1[i] != dup; ++i)
+    ;
+  return OPEN_ERROR (EINVAL, "%s: L1 table entries %" PRIu32 " and %" PRIu32
+                     " point at the same L2 table (offset %" PRIu64 ")",
+                     img->path, first, i, dup);
+}
+
+/* Size the L2 cache for the metadata there actually is (a small image
+ * gets a small cache) and allocate it.
+ */
+static int
+init_cache (struct image *img, struct qcow2 *q, uint32_t l2_tables)
+{
+  struct l2_cache *c = &q->cache;
+  const size_t slice_bytes = (size_t) 1 << q->slice_bits;
+  uint64_t slices = (uint64_t) l2_tables << (q->cluster_bits - q->slice_bits);
+  uint32_t i;
+
+  c->nslots = slices < 1 ? 1 : slices > CACHE_MAX_SLOTS ? CACHE_MAX_SLOTS
+    : (uint32_t) slices;
+  c->bucket_bits = 1;
+  while ((UINT32_C (1) << c->bucket_bits) < 2 * c->nslots)
+    c->bucket_bits++;
+  c->hand = 0;
+  c->keys = calloc (c->nslots, sizeof *c->keys);
+  c->next = calloc (c->nslots, sizeof *c->next);
+  c->buckets = malloc (sizeof *c->buckets << c->bucket_bits);
+  c->referenced = calloc (c->nslots, 1);
+  c->data = malloc (c->nslots * slice_bytes);
+  if (c->keys == NULL || c->next == NULL || c->buckets == NULL ||
+      c->referenced == NULL || c->data == NULL)
+    return OPEN_ERROR (ENOMEM, "%s: %m", img->path);
+  for (i = 0; i < (UINT32_C (1) << c->bucket_bits); ++i)
+    c->buckets[i] = -1;
+
+  if (pthread_mutex_init (&c->lock, NULL) != 0)
+    return OPEN_ERROR (ENOMEM, "%s: cannot create the L2 cache lock",
+                       img->path);
+  q->cache_lock_ok = true;
+  return 0;
+}
+
+/* Read the backing file name and open the backing chain (or warn that
+ * it is not followed).
+ */
+static int
+open_backing (struct image *img, struct qcow2 *q,
+              const struct extensions *ext, uint64_t name_offset,
+              uint32_t name_size, const struct image_options *opts,
+              unsigned depth)
+{
+  const char *format;
+  char *name;
+  uint64_t name_end;
+  int r = -1;
+
+  if (name_size > MAX_BACKING_NAME)
+    return OPEN_ERROR (EINVAL, "%s: backing file name is too long (%" PRIu32
+                       " bytes, limit %d)", img->path, name_size,
+                       MAX_BACKING_NAME);
+  if (__builtin_add_overflow (name_offset, name_size, &name_end) ||
+      name_end > q->file_size)
+    return OPEN_ERROR (EINVAL, "%s: backing file name (offset %" PRIu64
+                       ") extends past the end of the file", img->path,
+                       name_offset);
+  name = malloc (name_size + 1);
+  if (name == NULL)
+    return OPEN_ERROR (ENOMEM, "%s: %m", img->path);
+  if (image_read_file (img, name, name_size, name_offset,
+                       "backing file name") == -1)
+    goto out;
+  name[name_size] = '\0';
+  if (strlen (name) != name_size) {
+    r = OPEN_ERROR (EINVAL, "%s: backing file name contains a NUL byte",
+                    img->path);
+    goto out;
+  }
+
+  if (opts->backing == BACKING_NO) {
+    char shown[MAX_BACKING_NAME + 1];
+
+    sanitize (name, name_size, shown, sizeof shown);
+    image_warning ("%s: backing file '%s' is not followed (backing=no): "
+                   "unallocated areas read as zeros", img->path, shown);
+    r = 0;
+    goto out;
+  }
+
+  if (backing_format (img, ext, &format) == -1)
+    goto out;
+  /* It reports its own errors (policy, loops, depth, format). */
+  img->backing = image_open_backing (img, name, format, opts, depth + 1);
+  if (img->backing != NULL)
+    r = 0;
+
+ out:
+  free (name);
+  return r;
+}
+
+/* Parse and check everything; on success img is ready to read. */
+static int
+qcow2_parse (struct image *img, struct qcow2 *q,
+             const struct image_options *opts, unsigned depth)
+{
+  uint8_t h[V3_HEADER_LENGTH];
+  const uint8_t *hdr;
+  size_t hdr_len, header_length, ext_end;
+  struct extensions ext;
+  uint64_t backing_offset, size, l1_offset, rt_offset, rt_bytes;
+  uint64_t incompat = 0, clusters, l1_needed, l1_bytes, l1_end;
+  uint32_t backing_size, cluster_bits, crypt, rt_clusters, l2_tables, i;
+
+  if (image_file_size (img->fd, img->path, &q->file_size) == -1)
+    return -1;
+  if (q->file_size < V2_HEADER_LENGTH)
+    return OPEN_ERROR (EINVAL, "%s: file is too short for a qcow2 header",
+                       img->path);
+  hdr_len = q->file_size < V3_HEADER_LENGTH ? V2_HEADER_LENGTH
+    : V3_HEADER_LENGTH;
+  if (image_read_file (img, h, hdr_len, 0, "qcow2 header") == -1)
+    return -1;
+
+  if (load_be32 (&h[0]) != QCOW2_MAGIC)
+    return OPEN_ERROR (EINVAL, "%s: not a qcow2 image (bad magic)",
+                       img->path);
+  q->version = load_be32 (&h[4]);
+  if (q->version != 2 && q->version != 3)
+    return OPEN_ERROR (ENOTSUP, "%s: qcow version %" PRIu32 " is not "
+                       "supported (only qcow2 versions 2 and 3 are)",
+                       img->path, q->version);
+  backing_offset = load_be64 (&h[8]);
+  backing_size = load_be32 (&h[16]);
+  cluster_bits = load_be32 (&h[20]);
+  size = load_be64 (&h[24]);
+  crypt = load_be32 (&h[32]);
+  q->l1_size = load_be32 (&h[36]);
+  l1_offset = load_be64 (&h[40]);
+  rt_offset = load_be64 (&h[48]);
+  rt_clusters = load_be32 (&h[56]);
+
+  if (cluster_bits < MIN_CLUSTER_BITS || cluster_bits > MAX_CLUSTER_BITS)
+    return OPEN_ERROR (EINVAL, "%s: invalid cluster_bits %" PRIu32
+                       " (must be %d to %d)", img->path, cluster_bits,
+                       MIN_CLUSTER_BITS, MAX_CLUSTER_BITS);
+  q->cluster_bits = cluster_bits;
+  q->cluster_size = UINT64_C (1) << cluster_bits;
+  if (crypt != 0)
+    return OPEN_ERROR (ENOTSUP, "%s: encryption is not supported "
+                       "(crypt_method %" PRIu32 ")", img->path, crypt);
+
+  if (q->version == 2)
+    header_length = V2_HEADER_LENGTH;
+  else {
+    if (hdr_len < V3_HEADER_LENGTH)
+      return OPEN_ERROR (EINVAL, "%s: file is too short for a qcow2 v3 "
+                         "header", img->path);
+    incompat = load_be64 (&h[72]);
+    header_length = load_be32 (&h[100]);
+    if (header_length < V3_HEADER_LENGTH || header_length % 8 != 0 ||
+        header_length > q->cluster_size)
+      return OPEN_ERROR (EINVAL, "%s: invalid header_length %zu (must be "
+                         "a multiple of 8 from %d to the cluster size)",
+                         img->path, header_length, V3_HEADER_LENGTH);
+    if (header_length > q->file_size)
+      return OPEN_ERROR (EINVAL, "%s: file is too short for its header "
+                         "(%zu bytes)", img->path, header_length);
+  }
+
+  /* Header extensions live in the rest of the first cluster. */
+  hdr_len = q->file_size < q->cluster_size ? q->file_size : q->cluster_size;
+  q->header = malloc (hdr_len);
+  if (q->header == NULL)
+    return OPEN_ERROR (ENOMEM, "%s: %m", img->path);
+  hdr = q->header;
+  if (image_read_file (img, q->header, hdr_len, 0, "qcow2 header cluster")
+      == -1)
+    return -1;
+  /* Images written before extensions existed have the backing file
+   * name right after the header, and no end marker: stop there.
+   */
+  ext_end = hdr_len;
+  if (backing_offset != 0 && backing_offset < ext_end)
+    ext_end = backing_offset;
+  memset (&ext, 0, sizeof ext);
+  if (header_length < ext_end &&
+      parse_extensions (img, hdr, header_length, ext_end, &ext) == -1)
+    return -1;
+
+  if (ext.crypto_header)
+    return OPEN_ERROR (ENOTSUP, "%s: encryption is not supported (full "
+                       "disk encryption header present)", img->path);
+  if (check_incompatible (img, incompat, &ext) == -1)
+    return -1;
+
+  q->compression = COMPRESSION_DEFLATE;
+  if (header_length > V3_HEADER_LENGTH)
+    q->compression = hdr[V3_HEADER_LENGTH];
+  if (q->compression != COMPRESSION_DEFLATE &&
+      q->compression != COMPRESSION_ZSTD)
+    return OPEN_ERROR (ENOTSUP, "%s: unknown compression type %u",
+                       img->path, q->compression);
+  if (!!(incompat & INCOMPAT_COMPRESSION) !=
+      (q->compression != COMPRESSION_DEFLATE))
+    return OPEN_ERROR (EINVAL, "%s: compression type %u does not agree "
+                       "with the compression type feature bit", img->path,
+                       q->compression);
+
+  /* Only v3 has incompatible feature bits, so v2 never gets here with
+   * extended L2 entries.
+   */
+  q->extended_l2 = (incompat & INCOMPAT_EXTL2) != 0;
+  if (q->extended_l2 && cluster_bits < MIN_EXTL2_CLUSTER_BITS)
+    return OPEN_ERROR (EINVAL, "%s: extended L2 entries need clusters of "
+                       "at least %d bytes (cluster size is %" PRIu64 ")",
+                       img->path, 1 << MIN_EXTL2_CLUSTER_BITS,
+                       q->cluster_size);
+  q->entry_words = q->extended_l2 ? 2 : 1;
+  q->l2_bits = cluster_bits - (q->extended_l2 ? 4 : 3);
+  q->subcluster_bits = cluster_bits - 5;
+  q->slice_bits = cluster_bits < 12 ? cluster_bits : 12;
+  q->slice_entries =
+    UINT32_C (1) << (q->slice_bits - (q->extended_l2 ? 4 : 3));
+  q->compressed_shift = 62 - (cluster_bits - 8);
+  q->compressed_offset_mask = (UINT64_C (1) << q->compressed_shift) - 1;
+  q->compressed_sectors_mask = (UINT64_C (1) << (cluster_bits - 8)) - 1;
+
+  if (incompat & INCOMPAT_DIRTY) {
+    img->dirty = true;
+    image_warning ("%s: image is marked dirty (not closed cleanly, "
+                   "refcounts may be stale); reading it anyway", img->path);
+  }
+  if (incompat & INCOMPAT_CORRUPT)
+    image_warning ("%s: image is marked corrupt; reading it anyway, "
+                   "some data may be wrong or unreadable", img->path);
+
+  /* Virtual size and the L1 table that must cover it. */
+  if (size > INT64_MAX)
+    return OPEN_ERROR (EINVAL, "%s: virtual size %" PRIu64 " is too large",
+                       img->path, size);
+  clusters = (size >> cluster_bits) + ((size & (q->cluster_size - 1)) != 0);
+  l1_needed = (clusters >> q->l2_bits) +
+    ((clusters & ((UINT64_C (1) << q->l2_bits) - 1)) != 0);
+  if (q->l1_size > MAX_L1_BYTES / 8)
+    return OPEN_ERROR (EINVAL, "%s: L1 table of %" PRIu32 " entries is too "
+                       "large (limit %" PRIu32 " MiB)", img->path,
+                       q->l1_size, MAX_L1_BYTES >> 20);
+  if (l1_needed > q->l1_size)
+    return OPEN_ERROR (EINVAL, "%s: virtual size %" PRIu64 " needs %" PRIu64
+                       " L1 table entries but the L1 table has %" PRIu32,
+                       img->path, size, l1_needed, q->l1_size);
+  l1_bytes = (uint64_t) q->l1_size * 8;
+  if (q->l1_size > 0) {
+    if (l1_offset & (q->cluster_size - 1))
+      return OPEN_ERROR (EINVAL, "%s: L1 table offset %" PRIu64 " is not "
+                         "cluster aligned", img->path, l1_offset);
+    if (l1_offset < q->cluster_size)
+      return OPEN_ERROR (EINVAL, "%s: L1 table overlaps the header",
+                         img->path);
+    if (__builtin_add_overflow (l1_offset, l1_bytes, &l1_end) ||
+        l1_end > q->file_size)
+      return OPEN_ERROR (EINVAL, "%s: L1 table (offset %" PRIu64 ", %"
+                         PRIu32 " entries) extends past the end of the file",
+                         img->path, l1_offset, q->l1_size);
+  }
+
+  /* The refcount table is never read, only kept clear of L2 tables. */
+  rt_bytes = (uint64_t) rt_clusters << cluster_bits;
+  if (rt_offset > UINT64_MAX - rt_bytes)
+    return OPEN_ERROR (EINVAL, "%s: refcount table (offset %" PRIu64 ", %"
+                       PRIu32 " clusters) is out of range", img->path,
+                       rt_offset, rt_clusters);
+
+  /* One spare entry so that an empty table is still a valid malloc. */
+  q->l1 = malloc (l1_bytes + 8);
+  if (q->l1 == NULL)
+    return OPEN_ERROR (ENOMEM, "%s: %m", img->path);
+  if (q->l1_size > 0 &&
+      image_read_file (img, q->l1, l1_bytes, l1_offset, "L1 table") == -1)
+    return -1;
+  /* Only the offset matters for reading: bit 63 (refcount is one) and
+   * the reserved bits are ignored, as they are by QEMU.
+   */
+  for (i = 0; i < q->l1_size; ++i)
+    q->l1[i] = be64toh (q->l1[i]) & OFFSET_MASK;
+  if (check_l1 (img, q, l1_offset, rt_offset, rt_bytes, &l2_tables) == -1 ||
+      init_cache (img, q, l2_tables) == -1)
+    return -1;
+
+  img->size = size;
+  img->block_size = q->extended_l2 ? UINT32_C (1) << q->subcluster_bits
+    : (uint32_t) q->cluster_size;
+
+  /* Backing file, last: it opens a whole chain below us. */
+  if (backing_offset != 0 && backing_size != 0)
+    return open_backing (img, q, &ext, backing_offset, backing_size, opts,
+                         depth);
+  return 0;
+}
+
+static void qcow2_close (struct image *img);
+
+static struct image *
+qcow2_open (const char *path, int fd, const struct image_options *opts,
+            unsigned depth)
+{
+  struct image *img;
+  struct qcow2 *q;
+  int r, saved_errno;
+
+  img = image_alloc (&qcow2_ops, path, fd);
+  if (img == NULL)
+    return NULL;
+
+  pthread_once (&thread_cache_once, make_thread_cache_key);
+  if (!thread_cache_key_ok) {
+    image_error ("%s: cannot create a thread-specific key", path);
+    errno = EAGAIN;
+    goto err;
+  }
+  q = img->priv = calloc (1, sizeof *q);
+  if (q == NULL) {
+    image_error ("%s: %m", path);
+    goto err;
+  }
+  q->id = __atomic_fetch_add (&next_image_id, 1, __ATOMIC_RELAXED);
+  r = qcow2_parse (img, q, opts, depth);
+  /* The first cluster is only needed while parsing. */
+  free (q->header);
+  q->header = NULL;
+  if (r == -1)
+    goto err;
+  return img;
+
+ err:
+  saved_errno = errno;
+  image_close (img);
+  errno = saved_errno;
+  return NULL;
+}
+
+static void
+qcow2_close (struct image *img)
+{
+  struct qcow2 *q = img->priv;
+
+  if (q == NULL)
+    return;
+  if (q->cache_lock_ok)
+    pthread_mutex_destroy (&q->cache.lock);
+  free (q->cache.keys);
+  free (q->cache.next);
+  free (q->cache.buckets);
+  free (q->cache.referenced);
+  free (q->cache.data);
+  free (q->l1);
+  free (q->header);
+  free (q);
+  img->priv = NULL;
+}
+
+/* L2 cache. */
+
+/* Hash bucket of a slice (keys are multiples of the slice size). */
+static uint32_t
+cache_bucket (const struct qcow2 *q, uint64_t key)
+{
+  return ((key >> q->slice_bits) * UINT64_C (0x9e3779b97f4a7c15))
+    >> (64 - q->cache.bucket_bits);
+}
+
+/* Slot holding key, or -1.  Call with the lock held. */
+static int32_t
+cache_find (const struct qcow2 *q, uint64_t key)
+{
+  int32_t i;
+
+  for (i = q->cache.buckets[cache_bucket (q, key)]; i >= 0;
+       i = q->cache.next[i])
+    if (q->cache.keys[i] == key)
+      return i;
+  return -1;
+}
+
+/* Store a slice, evicting the first slot the clock finds unreferenced
+ * since its last pass.  Call with the lock held.
+ */
+static void
+cache_insert (struct qcow2 *q, uint64_t key, const uint64_t *slice)
+{
+  struct l2_cache *c = &q->cache;
+  const size_t slice_words = ((size_t) 1 << q->slice_bits) / 8;
+  int32_t victim, *link;
+
+  for (;;) {
+    victim = c->hand;
+    c->hand = (c->hand + 1) % c->nslots;
+    if (!c->referenced[victim])
+      break;
+    c->referenced[victim] = 0;
+  }
+
+  if (c->keys[victim] != 0) {
+    link = &c->buckets[cache_bucket (q, c->keys[victim])];
+    while (*link != victim)
+      link = &c->next[*link];
+    *link = c->next[victim];
+  }
+  c->keys[victim] = key;
+  link = &c->buckets[cache_bucket (q, key)];
+  c->next[victim] = *link;
+  *link = victim;
+  c->referenced[victim] = 1;
+  memcpy (&c->data[victim * slice_words], slice, slice_words * 8);
+}
+
+/* Copy the slice at file offset key into dst (host byte order).  The
+ * file is read without the lock held: two threads missing the same
+ * slice both read it, which is harmless and rare.
+ */
+static int
+cache_get (struct image *img, uint64_t key, uint64_t *dst)
+{
+  struct qcow2 *q = img->priv;
+  struct l2_cache *c = &q->cache;
+  const size_t slice_words = ((size_t) 1 << q->slice_bits) / 8;
+  int32_t i;
+  size_t w;
+
+  pthread_mutex_lock (&c->lock);
+  i = cache_find (q, key);
+  if (i >= 0) {
+    c->referenced[i] = 1;
+    memcpy (dst, &c->data[i * slice_words], slice_words * 8);
+    pthread_mutex_unlock (&c->lock);
+    return 0;
+  }
+  pthread_mutex_unlock (&c->lock);
+
+  if (image_read_file (img, dst, slice_words * 8, key, "L2 table") == -1)
+    return -1;
+  for (w = 0; w < slice_words; ++w)
+    dst[w] = be64toh (dst[w]);
+
+  pthread_mutex_lock (&c->lock);
+  if (cache_find (q, key) < 0)
+    cache_insert (q, key, dst);
+  pthread_mutex_unlock (&c->lock);
+  return 0;
+}
+
+/* Mapping. */
+
+/* Point the window at the slice holding guest cluster, or at the whole
+ * L2 range around it if its L1 entry is unallocated.
+ */
+static int
+fill_window (struct image *img, struct window *w, uint64_t cluster)
+{
+  struct qcow2 *q = img->priv;
+  uint64_t l1_index = cluster >> q->l2_bits;
+  uint64_t index, start, l2;
+
+  w->n = 0;
+  /* open checked that the L1 table covers the virtual size. */
+  if (l1_index >= q->l1_size)
+    return READ_ERROR (img, cluster << q->cluster_bits,
+                       "beyond the L1 table");
+  l2 = q->l1[l1_index];
+  if (l2 == 0) {
+    w->unallocated = true;
+    w->first = l1_index << q->l2_bits;
+    w->n = UINT64_C (1) << q->l2_bits;
+    return 0;
+  }
+
+  index = cluster & ((UINT64_C (1) << q->l2_bits) - 1);
+  start = index & ~(uint64_t) (q->slice_entries - 1);
+  if (cache_get (img, l2 + start * q->entry_words * 8, w->words) == -1)
+    return -1;
+  w->unallocated = false;
+  w->first = cluster - (index - start);
+  w->n = q->slice_entries;
+  return 0;
+}
+
+/* Check a data cluster's host offset before it is used.  Quietly (no
+ * message) when only looking ahead to extend a run: the entry will be
+ * reported, with its own guest offset, when the run gets to it.
+ */
+static int
+check_data_cluster (struct image *img, uint64_t guest, uint64_t host,
+                    bool report)
+{
+  struct qcow2 *q = img->priv;
+
+  if (host >= q->cluster_size && (host & (q->cluster_size - 1)) == 0 &&
+      host < q->file_size)
+    return 0;
+  if (!report)
+    return -1;
+  if (host < q->cluster_size)
+    return READ_ERROR (img, guest, "data cluster points into the header "
+                       "(host offset %" PRIu64 ")", host);
+  if (host & (q->cluster_size - 1))
+    return READ_ERROR (img, guest, "data cluster host offset %" PRIu64
+                       " is not cluster aligned", host);
+  return READ_ERROR (img, guest, "data cluster host offset %" PRIu64
+                     " is past the end of the file (%" PRIu64 " bytes)",
+                     host, q->file_size);
+}
+
+/* What subcluster sc of an extended L2 entry is. */
+static enum run_kind
+subcluster_kind (uint32_t alloc, uint32_t zero, unsigned sc)
+{
+  if (alloc & (UINT32_C (1) << sc))
+    return RUN_DATA;
+  if (zero & (UINT32_C (1) << sc))
+    return RUN_ZERO;
+  return RUN_BACKING;
+}
+
+/* The run of one kind starting at byte within of guest cluster (which
+ * the window holds), up to the end of the cluster at most.  Bad entries
+ * fail, with a message only if report is set.
+ */
+static int
+cluster_run (struct image *img, const struct window *w, uint64_t cluster,
+             uint64_t within, bool report, struct run *r)
+{
+  struct qcow2 *q = img->priv;
+  const uint64_t guest = (cluster << q->cluster_bits) + within;
+  const uint64_t i = (cluster - w->first) * q->entry_words;
+  const uint64_t entry = w->words[i];
+  const uint64_t host = entry & OFFSET_MASK;
+
+  r->hole = false;
+  r->host = 0;
+  r->len = q->cluster_size - within;
+
+  if (entry & L2E_COMPRESSED) {
+    uint64_t chost = entry & q->compressed_offset_mask;
+
+    if (chost < q->cluster_size || chost >= q->file_size) {
+      if (!report)
+        return -1;
+      if (chost < q->cluster_size)
+        return READ_ERROR (img, guest, "compressed cluster points into "
+                           "the header (host offset %" PRIu64 ")", chost);
+      return READ_ERROR (img, guest, "compressed cluster host offset %"
+                         PRIu64 " is past the end of the file (%" PRIu64
+                         " bytes)", chost, q->file_size);
+    }
+    r->kind = RUN_COMPRESSED;
+    r->host = entry;
+    return 0;
+  }
+
+  if (!q->extended_l2) {
+    if (q->version >= 3 && (entry & L2E_ZERO)) {
+      r->kind = RUN_ZERO;
+      r->hole = host == 0;
+    }
+    else if (host == 0)
+      r->kind = RUN_BACKING;
+    else {
+      if (check_data_cluster (img, guest, host, report) == -1)
+        return -1;
+      r->kind = RUN_DATA;
+      r->host = host + within;
+    }
+    return 0;
+  }
+
+  /* Extended L2: 32 subclusters, each allocated, zero or unallocated. */
+  {
+    const uint64_t bitmap = w->words[i + 1];
+    const uint32_t alloc = bitmap, zero = bitmap >> 32;
+    const unsigned sc = within >> q->subcluster_bits;
+    unsigned sc_end;
+
+    if (alloc & zero) {
+      if (!report)
+        return -1;
+      return READ_ERROR (img, guest, "extended L2 entry has subclusters "
+                         "both allocated and zero (bitmap 0x%016" PRIx64 ")",
+                         bitmap);
+    }
+    if (alloc != 0 && host == 0) {
+      if (!report)
+        return -1;
+      return READ_ERROR (img, guest, "extended L2 entry has allocated "
+                         "subclusters but no host cluster");
+    }
+    if (alloc != 0 && check_data_cluster (img, guest, host, report) == -1)
+      return -1;
+
+    r->kind = subcluster_kind (alloc, zero, sc);
+    for (sc_end = sc + 1; sc_end < 32; ++sc_end)
+      if (subcluster_kind (alloc, zero, sc_end) != r->kind)
+        break;
+    r->len = ((uint64_t) sc_end << q->subcluster_bits) - within;
+    if (r->kind == RUN_DATA)
+      r->host = host + within;
+    else if (r->kind == RUN_ZERO)
+      r->hole = host == 0;
+    return 0;
+  }
+}
+
+/* Find how the guest range starting at offset (< end) is stored: the
+ * longest run of one kind that the window can tell (through following
+ * clusters of the same kind, data only while it is contiguous in the
+ * file), refilling the caller's window first if needed.
+ */
+static int
+classify (struct image *img, struct window *w, uint64_t offset,
+          uint64_t end, struct run *r)
+{
+  struct qcow2 *q = img->priv;
+  const uint64_t cs = q->cluster_size;
+  uint64_t cluster = offset >> q->cluster_bits;
+  uint64_t pos;
+
+  if (w->n == 0 || cluster < w->first || cluster - w->first >= w->n) {
+    if (fill_window (img, w, cluster) == -1)
+      return -1;
+  }
+
+  if (w->unallocated) {
+    /* No overflow: the L1 table is limited to 2^22 entries, each
+     * mapping at most 2^39 bytes.
+     */
+    uint64_t limit = (w->first + w->n) << q->cluster_bits;
+
+    r->kind = RUN_BACKING;
+    r->hole = false;
+    r->host = 0;
+    r->len = (end < limit ? end : limit) - offset;
+    return 0;
+  }
+
+  if (cluster_run (img, w, cluster, offset & (cs - 1), true, r) == -1)
+    return -1;
+
+  /* offset < size <= INT64_MAX, so pos cannot overflow. */
+  pos = offset + r->len;
+  while (pos < end && r->kind != RUN_COMPRESSED && (pos & (cs - 1)) == 0) {
+    struct run next;
+
+    cluster++;
+    if (cluster - w->first >= w->n ||
+        cluster_run (img, w, cluster, 0, false, &next) == -1 ||
+        next.kind != r->kind || next.hole != r->hole ||
+        (r->kind == RUN_DATA && next.host != r->host + r->len))
+      break;
+    r->len += next.len;
+    pos += next.len;
+  }
+
+  if (r->len > end - offset)
+    r->len = end - offset;
+  return 0;
+}
+
+/* Reading. */
+
+/* Read stored data.  A last cluster cut short by the end of the file
+ * reads as zeros past it, as it does for QEMU.
+ */
+static int
+read_data (struct image *img, char *buf, uint64_t len, uint64_t host)
+{
+  struct qcow2 *q = img->priv;
+  uint64_t avail = host < q->file_size ? q->file_size - host : 0;
+  uint64_t n = len < avail ? len : avail;
+
+  if (n > 0 && image_read_file (img, buf, n, host, "data cluster") == -1)
+    return -1;
+  memset (buf + n, 0, len - n);
+  return 0;
+}
+
+/* Read len bytes at guest offset from a compressed cluster, through
+ * this thread's cache of the last cluster it decompressed.
+ */
+static int
+read_compressed (struct image *img, char *buf, uint64_t len, uint64_t guest,
+                 uint64_t entry)
+{
+  struct qcow2 *q = img->priv;
+  struct thread_cache *t = get_thread_cache ();
+  const size_t cs = q->cluster_size;
+  uint64_t host, sectors, in_len;
+  int r;
+
+  if (t == NULL) {
+    image_error ("%s: %m", img->path);
+    return -1;
+  }
+
+  if (t->image_id != q->id || t->entry != entry) {
+    host = entry & q->compressed_offset_mask;
+    sectors = ((entry >> q->compressed_shift) & q->compressed_sectors_mask)
+      + 1;
+    /* The data starts at host and runs to the end of its last sector;
+     * classify checked that host is inside the file, and the end of the
+     * file may cut the last sector short.
+     */
+    in_len = sectors * SECTOR - (host % SECTOR);
+    if (in_len > q->file_size - host)
+      in_len = q->file_size - host;
+
+    t->image_id = 0;            /* until the buffer holds a whole cluster */
+    if (t->cluster_cap < cs) {
+      free (t->cluster);
+      t->cluster = malloc (cs);
+      t->cluster_cap = t->cluster ? cs : 0;
+    }
+    if (t->in_cap < in_len) {
+      free (t->in);
+      t->in = malloc (in_len);
+      t->in_cap = t->in ? in_len : 0;
+    }
+    if (t->cluster == NULL || t->in == NULL) {
+      image_error ("%s: %m", img->path);
+      return -1;
+    }
+
+    if (image_read_file (img, t->in, in_len, host, "compressed cluster")
+        == -1)
+      return -1;
+    if (q->compression == COMPRESSION_ZSTD)
+      r = decompress_zstd (t->in, in_len, t->cluster, cs);
+    else
+      r = decompress_deflate_raw (t->in, in_len, t->cluster, cs);
+    if (r == -1)
+      return READ_ERROR (img, guest, "cannot decompress the %s compressed "
+                         "cluster at host offset %" PRIu64 " (%" PRIu64
+                         " bytes)",
+                         q->compression == COMPRESSION_ZSTD ? "zstd"
+                         : "deflate", host, in_len);
+    t->image_id = q->id;
+    t->entry = entry;
+  }
+
+  memcpy (buf, t->cluster + (guest & (cs - 1)), len);
+  return 0;
+}
+
+/* Fill buf (r->len bytes at guest offset) according to run r. */
+static int
+read_run (struct image *img, const struct run *r, uint64_t guest, char *buf)
+{
+  switch (r->kind) {
+  case RUN_DATA:
+    return read_data (img, buf, r->len, r->host);
+  case RUN_ZERO:
+    memset (buf, 0, r->len);
+    return 0;
+  case RUN_BACKING:
+    return image_read_backing (img, buf, r->len, guest);
+  case RUN_COMPRESSED:
+    return read_compressed (img, buf, r->len, guest, r->host);
+  }
+  abort ();
+}
+
+/* True if run r, which follows run p in the guest, can be done in the
+ * same operation (for data: stored right after it in the file).
+ */
+static bool
+can_merge (const struct run *p, const struct run *r)
+{
+  if (p->kind != r->kind)
+    return false;
+  switch (r->kind) {
+  case RUN_DATA:
+    return p->host + p->len == r->host;
+  case RUN_ZERO:
+  case RUN_BACKING:
+    return true;
+  case RUN_COMPRESSED:
+    break;
+  }
+  return false;
+}
+
+static int
+qcow2_pread (struct image *img, void *buf, size_t count, uint64_t offset)
+{
+  const uint64_t end = offset + count;
+  struct window w = { .n = 0 };
+  struct run pending = { .len = 0 };
+  uint64_t pending_guest = offset;
+  char *out = buf, *pending_buf = buf;
+
+  /* Runs are merged while they can be served by one operation, so a
+   * plain image laid out in order is read with one pread.
+   */
+  while (offset < end) {
+    struct run r;
+
+    if (classify (img, &w, offset, end, &r) == -1)
+      return -1;
+    if (pending.len > 0 && can_merge (&pending, &r))
+      pending.len += r.len;
+    else {
+      if (pending.len > 0 &&
+          read_run (img, &pending, pending_guest, pending_buf) == -1)
+        return -1;
+      pending = r;
+      pending_guest = offset;
+      pending_buf = out;
+    }
+    offset += r.len;
+    out += r.len;
+  }
+  return read_run (img, &pending, pending_guest, pending_buf);
+}
+
+/* Extents. */
+
+/* The extent flags of a run of this layer. */
+static uint32_t
+run_flags (const struct run *r)
+{
+  switch (r->kind) {
+  case RUN_ZERO:
+    return IMAGE_EXTENT_ZERO | (r->hole ? IMAGE_EXTENT_HOLE : 0);
+  case RUN_BACKING:
+    return IMAGE_EXTENT_BACKING;
+  case RUN_DATA:
+  case RUN_COMPRESSED:
+    break;
+  }
+  return 0;
+}
+
+static int
+qcow2_extents (struct image *img, uint64_t offset, uint64_t length,
+               image_extent_fn fn, void *opaque)
+{
+  const struct qcow2 *q = img->priv;
+  const uint64_t end = offset + length;
+  struct window w = { .n = 0 };
+  uint64_t start = offset, len = 0, entries = 0;
+  uint32_t flags = 0;
+  unsigned runs = 0;
+  int r;
+
+  while (offset < end && entries < EXTENTS_MAX_ENTRIES &&
+         runs < EXTENTS_MAX_RUNS) {
+    struct run run;
+    uint32_t f;
+
+    if (classify (img, &w, offset, end, &run) == -1)
+      return -1;
+    runs++;
+    entries += w.unallocated ? 1
+      : ((offset & (q->cluster_size - 1)) + run.len + q->cluster_size - 1)
+        >> q->cluster_bits;
+    f = run_flags (&run);
+    if (len > 0 && f != flags) {
+      r = fn (opaque, start, len, flags);
+      if (r != 0)
+        return r == -1 ? -1 : 0;
+      start = offset;
+      len = 0;
+    }
+    flags = f;
+    len += run.len;
+    offset += run.len;
+  }
+  r = fn (opaque, start, len, flags);
+  return r == -1 ? -1 : 0;
+}
+
+const struct image_ops qcow2_ops = {
+  .name = "qcow2",
+  .probe = qcow2_probe,
+  .open = qcow2_open,
+  .pread = qcow2_pread,
+  .extents = qcow2_extents,
+  .close = qcow2_close,
+};
