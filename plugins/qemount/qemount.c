@@ -1,0 +1,261 @@
+/* nbdkit qemount plugin: serves any image the image layer decodes
+ * (raw, qcow2, ploop and ploop DiskDescriptor.xml chains) as plain blocks.
+ *
+ * Only nbdkit glue lives here; the decoders are in lib/.  The image is
+ * opened once, before the first connection, and shared by all of them:
+ * the decoders are thread-safe, so the thread model is PARALLEL.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "image.h"
+
+static char *filename;
+static char *format;
+static enum backing_policy backing = BACKING_SAME_DIR;
+static struct image *image;
+
+/* NBD allows preferred block sizes from 512 bytes to 32 MiB. */
+#define PREFERRED_MIN 512
+#define PREFERRED_MAX (32u << 20)
+
+static void
+report_error (const char *msg)
+{
+  nbdkit_error ("%s", msg);
+}
+
+/* nbdkit has no warning level; errors would be misleading, debug output
+ * is hidden by default, so warnings go to stderr like nbdkit's own.
+ */
+static void
+report_warning (const char *msg)
+{
+  fprintf (stderr, "nbdkit: qemount: warning: %s\n", msg);
+}
+
+static void
+qemount_load (void)
+{
+  image_set_message_handlers (report_error, report_warning);
+}
+
+static void
+qemount_unload (void)
+{
+  image_close (image);
+  free (filename);
+  free (format);
+}
+
+/* Parse one key=value from the command line. */
+static int
+qemount_config (const char *key, const char *value)
+{
+  if (strcmp (key, "file") == 0) {
+    free (filename);
+    filename = nbdkit_realpath (value);
+    if (filename == NULL)
+      return -1;
+  }
+  else if (strcmp (key, "format") == 0) {
+    free (format);
+    format = strdup (value);
+    if (format == NULL) {
+      nbdkit_error ("strdup: %m");
+      return -1;
+    }
+  }
+  else if (strcmp (key, "backing") == 0) {
+    if (strcmp (value, "samedir") == 0)
+      backing = BACKING_SAME_DIR;
+    else if (strcmp (value, "yes") == 0)
+      backing = BACKING_YES;
+    else if (strcmp (value, "no") == 0)
+      backing = BACKING_NO;
+    else {
+      nbdkit_error ("backing=%s: must be yes, no or samedir", value);
+      return -1;
+    }
+  }
+  else {
+    nbdkit_error ("unknown parameter '%s'", key);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+qemount_config_complete (void)
+{
+  if (filename == NULL) {
+    nbdkit_error ("you must supply the file=<IMAGE> parameter");
+    return -1;
+  }
+  return 0;
+}
+
+#define qemount_config_help \
+  "file=<IMAGE>      (required) Image file or block device.\n" \
+  "format=auto|raw|qcow2|ploop\n" \
+  "                  Format (default: probed from the magic bytes).\n" \
+  "backing=yes|no|samedir\n" \
+  "                  Follow backing files / lower deltas anywhere, never,\n" \
+  "                  or only in the image's directory (default)."
+
+/* Open the image before serving, so that a bad image stops nbdkit at
+ * start-up with the reason instead of failing each connection.
+ */
+static int
+qemount_get_ready (void)
+{
+  struct image_options opts = {
+    .format = format, .backing = backing, .readonly = true,
+  };
+
+  image = image_open (filename, &opts);
+  if (image == NULL)
+    return -1;
+  nbdkit_debug ("%s: format %s, %" PRIu64 " bytes, block size %" PRIu32,
+                filename, image->ops->name, image->size, image->block_size);
+  return 0;
+}
+
+static void
+qemount_dump_plugin (void)
+{
+  printf ("qemount_formats=");
+  for (size_t i = 0; image_formats[i] != NULL; ++i)
+    printf ("%s%s", i ? "," : "", image_formats[i]->name);
+  printf ("\n");
+  for (const struct image_library *lib = image_libraries (); lib->name;
+       ++lib)
+    printf ("qemount_%s_version=%s\n", lib->name, lib->version ());
+}
+
+/* All connections share the one open image: no per-connection state. */
+static void *
+qemount_open (int readonly)
+{
+  return NBDKIT_HANDLE_NOT_NEEDED;
+}
+
+static int64_t
+qemount_get_size (void *handle)
+{
+  return image->size;
+}
+
+/* Writes come later with the overlay; until then the export is
+ * read-only, whatever the client asks.
+ */
+static int
+qemount_can_write (void *handle)
+{
+  return 0;
+}
+
+/* Read-only, so every connection sees the same data. */
+static int
+qemount_can_multi_conn (void *handle)
+{
+  return 1;
+}
+
+static int
+qemount_can_extents (void *handle)
+{
+  return 1;
+}
+
+/* Any byte range can be read; whole clusters are the efficient unit. */
+static int
+qemount_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
+                    uint32_t *maximum)
+{
+  uint32_t p = image->block_size;
+
+  if (p < PREFERRED_MIN || (p & (p - 1)) != 0)
+    p = PREFERRED_MIN;
+  if (p > PREFERRED_MAX)
+    p = PREFERRED_MAX;
+  *minimum = 1;
+  *preferred = p;
+  *maximum = 0xffffffff;
+  return 0;
+}
+
+static int
+qemount_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
+               uint32_t flags)
+{
+  return image_pread (image, buf, count, offset);
+}
+
+struct extents_request {
+  struct nbdkit_extents *extents;
+  bool req_one;
+};
+
+static int
+add_extent (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
+{
+  struct extents_request *req = opaque;
+  uint32_t type = 0;
+
+  if (flags & IMAGE_EXTENT_HOLE)
+    type |= NBDKIT_EXTENT_HOLE;
+  if (flags & IMAGE_EXTENT_ZERO)
+    type |= NBDKIT_EXTENT_ZERO;
+  if (nbdkit_add_extent (req->extents, offset, length, type) == -1)
+    return -1;
+  return req->req_one;
+}
+
+/* Holes and zeros from the format's own map. */
+static int
+qemount_extents (void *handle, uint32_t count, uint64_t offset,
+                 uint32_t flags, struct nbdkit_extents *extents)
+{
+  struct extents_request req = {
+    .extents = extents, .req_one = flags & NBDKIT_FLAG_REQ_ONE,
+  };
+
+  return image_extents (image, offset, count, add_extent, &req);
+}
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+static struct nbdkit_plugin plugin = {
+  .name              = "qemount",
+  .longname          = "qemount image decoder (raw, qcow2, ploop)",
+  .version           = PACKAGE_VERSION,
+  .load              = qemount_load,
+  .unload            = qemount_unload,
+  .config            = qemount_config,
+  .config_complete   = qemount_config_complete,
+  .config_help       = qemount_config_help,
+  .magic_config_key  = "file",
+  .get_ready         = qemount_get_ready,
+  .dump_plugin       = qemount_dump_plugin,
+  .open              = qemount_open,
+  .get_size          = qemount_get_size,
+  .can_write         = qemount_can_write,
+  .can_multi_conn    = qemount_can_multi_conn,
+  .can_extents       = qemount_can_extents,
+  .block_size        = qemount_block_size,
+  .pread             = qemount_pread,
+  .extents           = qemount_extents,
+  .errno_is_preserved = 1,
+};
+
+NBDKIT_REGISTER_PLUGIN (plugin)
