@@ -133,8 +133,8 @@ struct window {
 /* How a range of the guest is stored. */
 enum run_kind { RUN_DATA, RUN_ZERO, RUN_BACKING, RUN_COMPRESSED };
 
-/* A guest range (within one cluster, or a whole unallocated L2 range)
- * stored in one way.
+/* A guest range stored in one way, inside one window.  Compressed runs
+ * never go past their cluster.
  */
 struct run {
   enum run_kind kind;
@@ -288,11 +288,10 @@ parse_extensions (struct image *img, const uint8_t *hdr, size_t start,
 
     if (type == EXT_END)
       break;
-    if (len > end - pos - 8) {
+    if (len > end - pos - 8)
       return OPEN_ERROR (EINVAL, "%s: header extension 0x%08" PRIx32
                          " at offset %zu (%" PRIu32 " bytes) extends past "
                          "the header area", img->path, type, pos, len);
-    }
     switch (type) {
     case EXT_BACKING_FORMAT:
       if (ext->backing_format == NULL) {
@@ -701,15 +700,6 @@ qcow2_parse (struct image *img, struct qcow2 *q,
   q->compressed_offset_mask = (UINT64_C (1) << q->compressed_shift) - 1;
   q->compressed_sectors_mask = (UINT64_C (1) << (cluster_bits - 8)) - 1;
 
-  if (incompat & INCOMPAT_DIRTY) {
-    img->dirty = true;
-    image_warning ("%s: image is marked dirty (not closed cleanly, "
-                   "refcounts may be stale); reading it anyway", img->path);
-  }
-  if (incompat & INCOMPAT_CORRUPT)
-    image_warning ("%s: image is marked corrupt; reading it anyway, "
-                   "some data may be wrong or unreadable", img->path);
-
   /* Virtual size and the L1 table that must cover it. */
   if (size > INT64_MAX)
     return OPEN_ERROR (EINVAL, "%s: virtual size %" PRIu64 " is too large",
@@ -767,14 +757,24 @@ qcow2_parse (struct image *img, struct qcow2 *q,
   img->block_size = q->extended_l2 ? UINT32_C (1) << q->subcluster_bits
     : (uint32_t) q->cluster_size;
 
+  /* Neither matters to a reader that ignores refcounts and never
+   * writes, but the user should know.
+   */
+  if (incompat & INCOMPAT_DIRTY) {
+    img->dirty = true;
+    image_warning ("%s: image is marked dirty (not closed cleanly, "
+                   "refcounts may be stale); reading it anyway", img->path);
+  }
+  if (incompat & INCOMPAT_CORRUPT)
+    image_warning ("%s: image is marked corrupt; reading it anyway, "
+                   "some data may be wrong or unreadable", img->path);
+
   /* Backing file, last: it opens a whole chain below us. */
   if (backing_offset != 0 && backing_size != 0)
     return open_backing (img, q, &ext, backing_offset, backing_size, opts,
                          depth);
   return 0;
 }
-
-static void qcow2_close (struct image *img);
 
 static struct image *
 qcow2_open (const char *path, int fd, const struct image_options *opts,
@@ -1181,7 +1181,7 @@ read_compressed (struct image *img, char *buf, uint64_t len, uint64_t guest,
     sectors = ((entry >> q->compressed_shift) & q->compressed_sectors_mask)
       + 1;
     /* The data starts at host and runs to the end of its last sector;
-     * classify checked that host is inside the file, and the end of the
+     * cluster_run checked that host is inside the file, and the end of the
      * file may cut the last sector short.
      */
     in_len = sectors * SECTOR - (host % SECTOR);
