@@ -24,6 +24,7 @@ int decompress_deflate_raw (const void *in, size_t in_len,
  * (e.g. zeros up to a sector boundary) which is never looked at once
  * out_len bytes have been produced.
  */
+#define DECOMPRESS_ZSTD_WINDOW_LOG_MAX 23   /* 8 MiB: > any cluster or block */
 int decompress_zstd (const void *in, size_t in_len,
                      void *out, size_t out_len);
 

@@ -10,6 +10,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -40,10 +41,16 @@ struct descriptor {
   const xmlChar *top;
 };
 
+/* libxml2 reports its runtime version as e.g. "20914"; show 2.9.14. */
 const char *
 ploop_descriptor_xml_version (void)
 {
-  return xmlParserVersion;
+  static char version[32];
+  long v = strtol (xmlParserVersion, NULL, 10);
+
+  snprintf (version, sizeof version, "%ld.%ld.%ld",
+            v / 10000, v / 100 % 100, v % 100);
+  return version;
 }
 
 bool

@@ -27,6 +27,7 @@
 #include "bytes.h"
 #include "decompress.h"
 #include "image.h"
+#include "thread-local.h"
 
 #define QCOW2_MAGIC             0x514649fbu     /* "QFI\xfb" */
 #define V2_HEADER_LENGTH        72
@@ -159,9 +160,6 @@ struct thread_cache {
   size_t in_cap;
 };
 
-static pthread_key_t thread_cache_key;
-static pthread_once_t thread_cache_once = PTHREAD_ONCE_INIT;
-static bool thread_cache_key_ok;
 static uint64_t next_image_id = 1;
 
 /* For format errors at open: report, set errno, evaluate to -1. */
@@ -182,49 +180,12 @@ free_thread_cache (void *p)
 {
   struct thread_cache *t = p;
 
-  if (t != NULL) {
-    free (t->cluster);
-    free (t->in);
-    free (t);
-  }
+  free (t->cluster);
+  free (t->in);
 }
 
-/* Create the thread key, once per process. */
-static void
-make_thread_cache_key (void)
-{
-  thread_cache_key_ok =
-    pthread_key_create (&thread_cache_key, free_thread_cache) == 0;
-}
-
-/* On unload, make sure threads still alive never call the destructor,
- * which would no longer be mapped (their caches are leaked instead).
- */
-static void __attribute__ ((destructor))
-delete_thread_cache_key (void)
-{
-  if (thread_cache_key_ok) {
-    pthread_key_delete (thread_cache_key);
-    thread_cache_key_ok = false;
-  }
-}
-
-/* This thread's cache, created on first use, or NULL if out of memory. */
-static struct thread_cache *
-get_thread_cache (void)
-{
-  struct thread_cache *t = pthread_getspecific (thread_cache_key);
-
-  if (t != NULL)
-    return t;
-  t = calloc (1, sizeof *t);
-  if (t != NULL && pthread_setspecific (thread_cache_key, t) != 0) {
-    free (t);
-    errno = ENOMEM;
-    t = NULL;
-  }
-  return t;
-}
+static struct thread_local thread_caches =
+  THREAD_LOCAL_INIT (struct thread_cache, free_thread_cache);
 
 /* Copy len bytes of untrusted text into dst for a message, stopping at
  * a NUL and replacing anything unprintable.
@@ -788,12 +749,6 @@ qcow2_open (const char *path, int fd, const struct image_options *opts,
   if (img == NULL)
     return NULL;
 
-  pthread_once (&thread_cache_once, make_thread_cache_key);
-  if (!thread_cache_key_ok) {
-    image_error ("%s: cannot create a thread-specific key", path);
-    errno = EAGAIN;
-    goto err;
-  }
   q = img->priv = calloc (1, sizeof *q);
   if (q == NULL) {
     image_error ("%s: %m", path);
@@ -1166,7 +1121,7 @@ read_compressed (struct image *img, char *buf, uint64_t len, uint64_t guest,
                  uint64_t entry)
 {
   struct qcow2 *q = img->priv;
-  struct thread_cache *t = get_thread_cache ();
+  struct thread_cache *t = thread_local_get (&thread_caches);
   const size_t cs = q->cluster_size;
   uint64_t host, sectors, in_len;
   int r;
