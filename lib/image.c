@@ -503,6 +503,40 @@ extents_layer (struct image *img, uint64_t offset, uint64_t length,
   return r == -1 ? -1 : 0;
 }
 
+static int
+count_allocated (void *opaque, uint64_t offset, uint64_t length,
+                 uint32_t flags)
+{
+  uint64_t *next = opaque;
+
+  next[0] = offset + length;
+  if (!(flags & (IMAGE_EXTENT_HOLE | IMAGE_EXTENT_BACKING)))
+    next[1] += length;
+  return 0;
+}
+
+int
+image_allocated_bytes (struct image *img, uint64_t *bytes)
+{
+  uint64_t progress[2] = { 0, 0 };   /* reached, allocated */
+
+  while (progress[0] < img->size) {
+    uint64_t before = progress[0];
+
+    if (img->ops->extents (img, before, img->size - before,
+                           count_allocated, progress) == -1)
+      return -1;
+    if (progress[0] <= before) {
+      image_error ("%s: extents made no progress at offset %" PRIu64,
+                   img->path, before);
+      errno = EIO;
+      return -1;
+    }
+  }
+  *bytes = progress[1];
+  return 0;
+}
+
 int
 image_extents (struct image *img, uint64_t offset, uint64_t length,
                image_extent_fn fn, void *opaque)

@@ -85,6 +85,7 @@ struct image {
   uint64_t size;                /* virtual size in bytes */
   uint32_t block_size;          /* natural granularity (cluster size) */
   bool dirty;                   /* left open/in use by its last writer */
+  uint32_t version;             /* of the format (qcow2 2/3, ploop 1/2), 0 if none */
   struct image *backing;        /* lower layer or NULL */
   void *priv;                   /* the format's state */
 };
@@ -119,6 +120,11 @@ struct image *image_alloc (const struct image_ops *ops, const char *path,
 int image_pread (struct image *img, void *buf, size_t count, uint64_t offset);
 int image_extents (struct image *img, uint64_t offset, uint64_t length,
                    image_extent_fn fn, void *opaque);
+
+/* Bytes stored in this layer alone (not its backing): data and
+ * allocated zero clusters, for "qemount info".
+ */
+int image_allocated_bytes (struct image *img, uint64_t *bytes);
 
 /* For decoders: read an area not stored in img from its backing image,
  * zeros where there is none or past the backing's end.

@@ -127,6 +127,7 @@ parse_header (struct image *img, struct ploop *p, uint64_t file_size)
     return -1;
 
   v2 = memcmp (h, PLOOP_SIG_V2, 16) == 0;
+  img->version = v2 ? 2 : 1;
   type = load_le32 (&h[16]);
   cluster_sectors = load_le32 (&h[28]);
   p->bat_entries = load_le32 (&h[32]);

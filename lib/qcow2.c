@@ -560,7 +560,7 @@ qcow2_parse (struct image *img, struct qcow2 *q,
   if (load_be32 (&h[0]) != QCOW2_MAGIC)
     return OPEN_ERROR (EINVAL, "%s: not a qcow2 image (bad magic)",
                        img->path);
-  q->version = load_be32 (&h[4]);
+  img->version = q->version = load_be32 (&h[4]);
   if (q->version != 2 && q->version != 3)
     return OPEN_ERROR (ENOTSUP, "%s: qcow version %" PRIu32 " is not "
                        "supported (only qcow2 versions 2 and 3 are)",
