@@ -415,6 +415,57 @@ image_pread (struct image *img, void *buf, size_t count, uint64_t offset)
   return img->ops->pread (img, buf, count, offset);
 }
 
+/* Checks shared by the write calls: a writable layer, inside the disk. */
+static int
+check_write (struct image *img, size_t count, uint64_t offset)
+{
+  if (!image_writable (img)) {
+    image_error ("%s: the image is read-only (writes go to an overlay)",
+                 img->path);
+    errno = EROFS;
+    return -1;
+  }
+  if (offset > img->size || count > img->size - offset) {
+    image_error ("%s: write of %zu bytes at offset %" PRIu64
+                 " is beyond the end of the disk (%" PRIu64 " bytes)",
+                 img->path, count, offset, img->size);
+    errno = ENOSPC;
+    return -1;
+  }
+  return 0;
+}
+
+bool
+image_writable (const struct image *img)
+{
+  return img->ops->pwrite != NULL;
+}
+
+int
+image_pwrite (struct image *img, const void *buf, size_t count,
+              uint64_t offset)
+{
+  if (check_write (img, count, offset) == -1)
+    return -1;
+  return count == 0 ? 0 : img->ops->pwrite (img, buf, count, offset);
+}
+
+int
+image_zero (struct image *img, size_t count, uint64_t offset, bool trim)
+{
+  if (check_write (img, count, offset) == -1)
+    return -1;
+  return count == 0 ? 0 : img->ops->zero (img, count, offset, trim);
+}
+
+int
+image_flush (struct image *img)
+{
+  if (check_write (img, 0, 0) == -1)
+    return -1;
+  return img->ops->flush (img);
+}
+
 int
 image_read_backing (struct image *img, void *buf, size_t count,
                     uint64_t offset)

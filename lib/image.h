@@ -76,6 +76,16 @@ struct image_ops {
 
   /* Free the format's private state (not the backing, not img itself). */
   void (*close) (struct image *img);
+
+  /* Writes, only for writable layers (the overlay); NULL elsewhere.
+   * zero makes the range read as zeros; with trim it is a discard
+   * instead, which may leave parts it cannot drop as they were.  flush
+   * makes every write that completed before it durable.
+   */
+  int (*pwrite) (struct image *img, const void *buf, size_t count,
+                 uint64_t offset);
+  int (*zero) (struct image *img, size_t count, uint64_t offset, bool trim);
+  int (*flush) (struct image *img);
 };
 
 struct image {
@@ -118,6 +128,19 @@ struct image *image_alloc (const struct image_ops *ops, const char *path,
                            int fd);
 
 int image_pread (struct image *img, void *buf, size_t count, uint64_t offset);
+int image_pwrite (struct image *img, const void *buf, size_t count,
+                  uint64_t offset);
+int image_zero (struct image *img, size_t count, uint64_t offset, bool trim);
+int image_flush (struct image *img);
+bool image_writable (const struct image *img);
+
+/* A copy-on-write overlay on base, at 4 KiB granularity (lib/overlay.c).
+ * path names a persistent overlay, created if missing and refused if it
+ * was made for another base; NULL makes an ephemeral one, deleted on
+ * close.  On success the overlay owns base (closing it closes base); on
+ * failure base stays the caller's.
+ */
+struct image *overlay_open (struct image *base, const char *path);
 int image_extents (struct image *img, uint64_t offset, uint64_t length,
                    image_extent_fn fn, void *opaque);
 

@@ -40,10 +40,11 @@ expect_error "unknown format 'vmdk'" file="$tmp/disk.raw" format=vmdk
 expect_error "unknown parameter 'colour'" file="$tmp/disk.raw" colour=red
 expect_error "backing=maybe: must be yes, no or samedir" file="$tmp/disk.raw" backing=maybe
 
-# The export: read-only, multi-conn, extents, cluster-sized preferred block.
+# The export with -r: read-only, multi-conn, extents, cluster-sized
+# preferred block.
 qemu-img create -q -f qcow2 -o cluster_size=65536 "$tmp/disk.qcow2" 10M
 export tmp
-qemount_nbdkit --run 'nbdinfo --json "$uri" > "$tmp/info.json"' -- "$tmp/disk.qcow2" </dev/null
+qemount_nbdkit -r --run 'nbdinfo --json "$uri" > "$tmp/info.json"' -- "$tmp/disk.qcow2" </dev/null
 check_info ()
 {
   jq -e "$1" "$tmp/info.json" >/dev/null || { cat "$tmp/info.json" >&2; fail "nbdinfo: $1 is not true"; }
@@ -54,6 +55,17 @@ check_info '.exports[0].can_multi_conn == true'
 check_info '.exports[0].block_size_preferred == 65536'
 check_info '.exports[0].block_size_minimum == 1'
 check_info '[.exports[0].contexts[] | select(. == "base:allocation")] | length == 1'
+
+# Without -r: writable through an overlay, with flush, trim, zero, FUA,
+# still multi-conn; the overlay's 4 KiB blocks are the preferred size.
+qemount_nbdkit --run 'nbdinfo --json "$uri" > "$tmp/info.json"' -- "$tmp/disk.qcow2" </dev/null
+check_info '.exports[0].is_read_only == false'
+check_info '.exports[0].can_flush == true'
+check_info '.exports[0].can_trim == true'
+check_info '.exports[0].can_zero == true'
+check_info '.exports[0].can_fua == true'
+check_info '.exports[0].can_multi_conn == true'
+check_info '.exports[0].block_size_preferred == 4096'
 
 # Forced formats: a qcow2 file served as raw is its bytes; as ploop it is
 # refused because it has no ploop signature.

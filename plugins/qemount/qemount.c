@@ -1,15 +1,18 @@
 /* nbdkit qemount plugin: serves any image the image layer decodes
- * (raw, qcow2, ploop and ploop DiskDescriptor.xml chains) as plain blocks.
+ * (raw, qcow2, ploop and ploop DiskDescriptor.xml chains) as plain blocks,
+ * writable through a copy-on-write overlay.
  *
  * Only nbdkit glue lives here; the decoders are in lib/.  The image is
  * opened once, before the first connection, and shared by all of them:
- * the decoders are thread-safe, so the thread model is PARALLEL.
+ * the decoders and the overlay are thread-safe, so the thread model is
+ * PARALLEL.
  */
 
 #include <config.h>
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +24,15 @@
 
 static char *filename;
 static char *format;
+static char *overlay;
 static enum backing_policy backing = BACKING_SAME_DIR;
+
+/* The base image, or the overlay on it once the export is writable
+ * (image->backing is then the base).  Connections keep the pointer they
+ * got at open as their handle.
+ */
 static struct image *image;
+static pthread_mutex_t image_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* NBD allows preferred block sizes from 512 bytes to 32 MiB. */
 #define PREFERRED_MIN 512
@@ -55,6 +65,7 @@ qemount_unload (void)
   image_close (image);
   free (filename);
   free (format);
+  free (overlay);
 }
 
 /* Parse one key=value from the command line. */
@@ -74,6 +85,12 @@ qemount_config (const char *key, const char *value)
       nbdkit_error ("strdup: %m");
       return -1;
     }
+  }
+  else if (strcmp (key, "overlay") == 0) {
+    free (overlay);
+    overlay = nbdkit_absolute_path (value);
+    if (overlay == NULL)
+      return -1;
   }
   else if (strcmp (key, "backing") == 0) {
     if (strcmp (value, "samedir") == 0)
@@ -110,7 +127,11 @@ qemount_config_complete (void)
   "                  Format (default: probed from the magic bytes).\n" \
   "backing=yes|no|samedir\n" \
   "                  Follow backing files / lower deltas anywhere, never,\n" \
-  "                  or only in the image's directory (default)."
+  "                  or only in the image's directory (default).\n" \
+  "overlay=<PATH>    Writes go to this copy-on-write overlay (created if\n" \
+  "                  missing); without it a writable export gets a\n" \
+  "                  temporary one, deleted on exit.  The image itself\n" \
+  "                  is never written."
 
 /* Open the image before serving, so that a bad image stops nbdkit at
  * start-up with the reason instead of failing each connection.
@@ -122,9 +143,19 @@ qemount_get_ready (void)
     .format = format, .backing = backing, .readonly = true,
   };
 
-  image = image_open (filename, &opts);
-  if (image == NULL)
+  struct image *base;
+
+  base = image_open (filename, &opts);
+  if (base == NULL)
     return -1;
+  image = base;
+  if (overlay) {
+    image = overlay_open (base, overlay);
+    if (image == NULL) {
+      image_close (base);
+      return -1;
+    }
+  }
   nbdkit_debug ("%s: format %s, %" PRIu64 " bytes, block size %" PRIu32,
                 filename, image->ops->name, image->size, image->block_size);
   return 0;
@@ -142,29 +173,69 @@ qemount_dump_plugin (void)
     printf ("qemount_%s_version=%s\n", lib->name, lib->version ());
 }
 
-/* All connections share the one open image: no per-connection state. */
+/* The handle is the image this connection reads and writes.  The first
+ * writable connection without overlay= puts an ephemeral overlay on the
+ * base, which every later connection shares.
+ */
 static void *
 qemount_open (int readonly)
 {
-  return NBDKIT_HANDLE_NOT_NEEDED;
+  struct image *img;
+
+  pthread_mutex_lock (&image_lock);
+  if (!readonly && !image_writable (image)) {
+    struct image *ephemeral = overlay_open (image, NULL);
+    if (ephemeral)
+      image = ephemeral;
+  }
+  img = image;
+  pthread_mutex_unlock (&image_lock);
+  if (!readonly && !image_writable (img))
+    return NULL;                /* overlay_open reported why */
+  return img;
 }
 
 static int64_t
 qemount_get_size (void *handle)
 {
-  return image->size;
+  struct image *img = handle;
+
+  return img->size;
 }
 
-/* Writes come later with the overlay; until then the export is
- * read-only, whatever the client asks.
- */
 static int
 qemount_can_write (void *handle)
 {
-  return 0;
+  return image_writable (handle);
 }
 
-/* Read-only, so every connection sees the same data. */
+static int
+qemount_can_flush (void *handle)
+{
+  return image_writable (handle);
+}
+
+static int
+qemount_can_trim (void *handle)
+{
+  return image_writable (handle);
+}
+
+static int
+qemount_can_zero (void *handle)
+{
+  return image_writable (handle);
+}
+
+static int
+qemount_can_fua (void *handle)
+{
+  return image_writable (handle) ? NBDKIT_FUA_EMULATE : NBDKIT_FUA_NONE;
+}
+
+/* Every connection shares one image, and a flush makes every completed
+ * write durable, whichever connection made it.
+ */
 static int
 qemount_can_multi_conn (void *handle)
 {
@@ -182,7 +253,8 @@ static int
 qemount_block_size (void *handle, uint32_t *minimum, uint32_t *preferred,
                     uint32_t *maximum)
 {
-  uint32_t p = image->block_size;
+  struct image *img = handle;
+  uint32_t p = img->block_size;
 
   if (p < PREFERRED_MIN || (p & (p - 1)) != 0)
     p = PREFERRED_MIN;
@@ -198,7 +270,35 @@ static int
 qemount_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
                uint32_t flags)
 {
-  return image_pread (image, buf, count, offset);
+  return image_pread (handle, buf, count, offset);
+}
+
+static int
+qemount_pwrite (void *handle, const void *buf, uint32_t count,
+                uint64_t offset, uint32_t flags)
+{
+  return image_pwrite (handle, buf, count, offset);
+}
+
+static int
+qemount_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  return image_zero (handle, count, offset, false);
+}
+
+/* Trimmed whole blocks read back as zeros; the rest is left as it was
+ * (trim is advisory).
+ */
+static int
+qemount_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  return image_zero (handle, count, offset, true);
+}
+
+static int
+qemount_flush (void *handle, uint32_t flags)
+{
+  return image_flush (handle);
 }
 
 struct extents_request {
@@ -230,7 +330,7 @@ qemount_extents (void *handle, uint32_t count, uint64_t offset,
     .extents = extents, .req_one = flags & NBDKIT_FLAG_REQ_ONE,
   };
 
-  return image_extents (image, offset, count, add_extent, &req);
+  return image_extents (handle, offset, count, add_extent, &req);
 }
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
@@ -250,10 +350,18 @@ static struct nbdkit_plugin plugin = {
   .open              = qemount_open,
   .get_size          = qemount_get_size,
   .can_write         = qemount_can_write,
+  .can_flush         = qemount_can_flush,
+  .can_trim          = qemount_can_trim,
+  .can_zero          = qemount_can_zero,
+  .can_fua           = qemount_can_fua,
   .can_multi_conn    = qemount_can_multi_conn,
   .can_extents       = qemount_can_extents,
   .block_size        = qemount_block_size,
   .pread             = qemount_pread,
+  .pwrite            = qemount_pwrite,
+  .zero              = qemount_zero,
+  .trim              = qemount_trim,
+  .flush             = qemount_flush,
   .extents           = qemount_extents,
   .errno_is_preserved = 1,
 };
