@@ -5,9 +5,11 @@
 #include <config.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 
 #include <libdeflate.h>
+#include <lz4.h>
 #include <zstd.h>
 
 #include "decompress.h"
@@ -110,6 +112,26 @@ decompress_zstd (const void *in, size_t in_len, void *out, size_t out_len)
       return failed ();
   }
   return 0;
+}
+
+int
+decompress_lz4 (const void *in, size_t in_len, void *out, size_t out_len)
+{
+  int r;
+
+  if (in_len > INT_MAX || out_len > INT_MAX)
+    return failed ();
+  /* The _safe variant never reads or writes outside the buffers, whatever
+   * the input says.
+   */
+  r = LZ4_decompress_safe (in, out, in_len, out_len);
+  return r >= 0 && (size_t) r == out_len ? 0 : failed ();
+}
+
+const char *
+decompress_lz4_version (void)
+{
+  return LZ4_versionString ();
 }
 
 const char *

@@ -28,8 +28,12 @@ int decompress_deflate_raw (const void *in, size_t in_len,
 int decompress_zstd (const void *in, size_t in_len,
                      void *out, size_t out_len);
 
+/* One LZ4 block (not a frame) that must decompress to out_len bytes. */
+int decompress_lz4 (const void *in, size_t in_len, void *out, size_t out_len);
+
 /* Library versions, for --dump-plugin. */
 const char *decompress_deflate_version (void);
 const char *decompress_zstd_version (void);
+const char *decompress_lz4_version (void);
 
 #endif /* QEMOUNT_DECOMPRESS_H */

@@ -23,7 +23,7 @@
 #include "ploop.h"
 
 const struct image_ops *const image_formats[] = {
-  &qcow2_ops, &ploop_ops, &raw_ops, NULL
+  &qcow2_ops, &ploop_ops, &qsnap_ops, &raw_ops, NULL
 };
 
 const struct image_library *
@@ -33,6 +33,7 @@ image_libraries (void)
     { "libxml2", ploop_descriptor_xml_version },
     { "zstd", decompress_zstd_version },
     { "libdeflate", decompress_deflate_version },
+    { "lz4", decompress_lz4_version },
     { NULL, NULL },
   };
 
@@ -199,7 +200,7 @@ find_format (const char *path, int fd, const char *format)
     /* Names other tools use for the same formats. */
     if (strcmp (format, "parallels") == 0)
       return &ploop_ops;
-    image_error ("%s: unknown format '%s' (known: raw, qcow2, ploop)",
+    image_error ("%s: unknown format '%s' (known: raw, qcow2, ploop, qsnap)",
                  path, format);
     errno = EINVAL;
     return NULL;

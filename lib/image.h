@@ -28,7 +28,9 @@ enum backing_policy {
 struct image_options {
   const char *format;           /* NULL or "auto": probe; else forced */
   enum backing_policy backing;
-  bool readonly;                /* must be true for now: decoders are read-only */
+  bool readonly;                /* must be true: decoders are read-only */
+  const char *stream;           /* qsnap: stream to serve (NULL: "disk",
+                                   else the first) */
 };
 
 /* Extent flags, same meaning and values as NBD's base:allocation. */
@@ -100,7 +102,7 @@ struct image {
   void *priv;                   /* the format's state */
 };
 
-extern const struct image_ops raw_ops, qcow2_ops, ploop_ops;
+extern const struct image_ops raw_ops, qcow2_ops, ploop_ops, qsnap_ops;
 
 /* All formats, probe order; raw is last and matches anything. */
 extern const struct image_ops *const image_formats[];
@@ -160,6 +162,18 @@ int image_read_backing (struct image *img, void *buf, size_t count,
  */
 int image_read_file (struct image *img, void *buf, size_t count,
                      uint64_t offset, const char *what);
+
+/* Size in bytes of the cache of decoded blocks that compressed formats
+ * (qsnap) share; call before opening them.  0 disables it.
+ */
+#define IMAGE_DEFAULT_CACHE_SIZE (256u << 20)
+void image_set_cache_size (uint64_t bytes);
+
+/* Names of the streams an image file holds (qsnap: "disk", "memory",
+ * ...), the one img serves first, owned by img; *n = 0 for formats
+ * without named streams.
+ */
+int image_list_streams (struct image *img, char ***names, size_t *n);
 
 /* Size of the open file (regular file or block device). */
 int image_file_size (int fd, const char *path, uint64_t *size);

@@ -27,12 +27,19 @@ static char *format;
 static char *overlay;
 static enum backing_policy backing = BACKING_SAME_DIR;
 
-/* The base image, or the overlay on it once the export is writable
- * (image->backing is then the base).  Connections keep the pointer they
- * got at open as their handle.
+/* One export per stream of the image (qsnap files may hold "disk",
+ * "memory", ...; other formats have one, unnamed).  The first is the
+ * default export.  Each holds the base image, or the overlay on it once
+ * the export is writable (img->backing is then the base).  Connections
+ * keep the pointer they got at open as their handle.
  */
-static struct image *image;
-static pthread_mutex_t image_lock = PTHREAD_MUTEX_INITIALIZER;
+struct export {
+  char *name;
+  struct image *img;
+};
+static struct export *exports;
+static size_t n_exports;
+static pthread_mutex_t exports_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* NBD allows preferred block sizes from 512 bytes to 32 MiB. */
 #define PREFERRED_MIN 512
@@ -62,7 +69,11 @@ qemount_load (void)
 static void
 qemount_unload (void)
 {
-  image_close (image);
+  for (size_t i = 0; i < n_exports; ++i) {
+    image_close (exports[i].img);
+    free (exports[i].name);
+  }
+  free (exports);
   free (filename);
   free (format);
   free (overlay);
@@ -85,6 +96,12 @@ qemount_config (const char *key, const char *value)
       nbdkit_error ("strdup: %m");
       return -1;
     }
+  }
+  else if (strcmp (key, "cache") == 0) {
+    int64_t bytes = nbdkit_parse_size (value);
+    if (bytes == -1)
+      return -1;
+    image_set_cache_size (bytes);
   }
   else if (strcmp (key, "overlay") == 0) {
     free (overlay);
@@ -131,10 +148,13 @@ qemount_config_complete (void)
   "overlay=<PATH>    Writes go to this copy-on-write overlay (created if\n" \
   "                  missing); without it a writable export gets a\n" \
   "                  temporary one, deleted on exit.  The image itself\n" \
-  "                  is never written."
+  "                  is never written.\n" \
+  "cache=<SIZE>      Cache of decompressed qsnap blocks (default 256M,\n" \
+  "                  0 disables it)."
 
-/* Open the image before serving, so that a bad image stops nbdkit at
- * start-up with the reason instead of failing each connection.
+/* Open the image (every stream of it) before serving, so that a bad
+ * image stops nbdkit at start-up with the reason instead of failing each
+ * connection.
  */
 static int
 qemount_get_ready (void)
@@ -142,23 +162,65 @@ qemount_get_ready (void)
   struct image_options opts = {
     .format = format, .backing = backing, .readonly = true,
   };
+  struct image *first;
+  char **names;
+  size_t n;
 
-  struct image *base;
-
-  base = image_open (filename, &opts);
-  if (base == NULL)
+  first = image_open (filename, &opts);
+  if (first == NULL)
     return -1;
-  image = base;
-  if (overlay) {
-    image = overlay_open (base, overlay);
-    if (image == NULL) {
-      image_close (base);
-      return -1;
-    }
+  image_list_streams (first, &names, &n);
+  exports = calloc (n ? n : 1, sizeof *exports);
+  if (exports == NULL) {
+    nbdkit_error ("calloc: %m");
+    image_close (first);
+    return -1;
   }
-  nbdkit_debug ("%s: format %s, %" PRIu64 " bytes, block size %" PRIu32,
-                filename, image->ops->name, image->size, image->block_size);
+  n_exports = 1;
+  exports[0].img = first;
+  exports[0].name = strdup (n ? names[0] : "");
+  if (exports[0].name == NULL) {
+    nbdkit_error ("strdup: %m");
+    return -1;
+  }
+  for (size_t i = 1; i < n; ++i) {
+    opts.stream = names[i];
+    n_exports++;                /* unload frees what was opened */
+    exports[i].name = strdup (names[i]);
+    exports[i].img = image_open (filename, &opts);
+    if (exports[i].name == NULL || exports[i].img == NULL)
+      return -1;
+  }
+
+  /* overlay= makes the default export writable. */
+  if (overlay) {
+    struct image *top = overlay_open (first, overlay);
+    if (top == NULL)
+      return -1;
+    exports[0].img = top;
+  }
+  nbdkit_debug ("%s: format %s, %" PRIu64 " bytes, block size %" PRIu32
+                ", %zu export(s)", filename, first->ops->name, first->size,
+                first->block_size, n_exports);
   return 0;
+}
+
+/* The streams, by name, for nbdinfo --list. */
+static int
+qemount_list_exports (int readonly, int is_tls,
+                      struct nbdkit_exports *list)
+{
+  for (size_t i = 0; i < n_exports; ++i)
+    if (nbdkit_add_export (list, exports[i].name, NULL) == -1)
+      return -1;
+  return 0;
+}
+
+/* The empty export name means the first stream ("disk" if there is one). */
+static const char *
+qemount_default_export (int readonly, int is_tls)
+{
+  return exports[0].name;
 }
 
 static void
@@ -174,22 +236,35 @@ qemount_dump_plugin (void)
 }
 
 /* The handle is the image this connection reads and writes.  The first
- * writable connection without overlay= puts an ephemeral overlay on the
- * base, which every later connection shares.
+ * writable connection to an export without overlay= puts an ephemeral
+ * overlay on it, which later connections to that export share.
  */
 static void *
 qemount_open (int readonly)
 {
+  const char *name = nbdkit_export_name ();
+  struct export *e = NULL;
   struct image *img;
 
-  pthread_mutex_lock (&image_lock);
-  if (!readonly && !image_writable (image)) {
-    struct image *ephemeral = overlay_open (image, NULL);
-    if (ephemeral)
-      image = ephemeral;
+  if (name == NULL || *name == '\0')
+    e = &exports[0];
+  for (size_t i = 0; e == NULL && i < n_exports; ++i)
+    if (strcmp (exports[i].name, name) == 0)
+      e = &exports[i];
+  if (e == NULL) {
+    nbdkit_error ("%s: no export (stream) called '%s'", filename, name);
+    errno = ENOENT;
+    return NULL;
   }
-  img = image;
-  pthread_mutex_unlock (&image_lock);
+
+  pthread_mutex_lock (&exports_lock);
+  if (!readonly && !image_writable (e->img)) {
+    struct image *ephemeral = overlay_open (e->img, NULL);
+    if (ephemeral)
+      e->img = ephemeral;
+  }
+  img = e->img;
+  pthread_mutex_unlock (&exports_lock);
   if (!readonly && !image_writable (img))
     return NULL;                /* overlay_open reported why */
   return img;
@@ -337,7 +412,7 @@ qemount_extents (void *handle, uint32_t count, uint64_t offset,
 
 static struct nbdkit_plugin plugin = {
   .name              = "qemount",
-  .longname          = "qemount image decoder (raw, qcow2, ploop)",
+  .longname          = "qemount image decoder (raw, qcow2, ploop, qsnap)",
   .version           = PACKAGE_VERSION,
   .load              = qemount_load,
   .unload            = qemount_unload,
@@ -347,6 +422,8 @@ static struct nbdkit_plugin plugin = {
   .magic_config_key  = "file",
   .get_ready         = qemount_get_ready,
   .dump_plugin       = qemount_dump_plugin,
+  .list_exports      = qemount_list_exports,
+  .default_export    = qemount_default_export,
   .open              = qemount_open,
   .get_size          = qemount_get_size,
   .can_write         = qemount_can_write,

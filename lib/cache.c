@@ -1,0 +1,284 @@
+/* Sharded LRU block cache with single-flight loading; see cache.h. */
+
+#include <config.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "image.h"
+
+#define SHARDS   16             /* a power of two */
+#define BUCKETS  1024           /* per shard, a power of two */
+
+enum state { LOADING, READY, FAILED };
+
+struct entry {
+  uint64_t owner, key;
+  enum state state;
+  int load_errno;
+  unsigned refs;                /* readers copying out or waiting */
+  uint32_t size;
+  char *data;
+  struct entry *hash_next;
+  struct entry *lru_prev, *lru_next;   /* READY entries only */
+};
+
+struct shard {
+  pthread_mutex_t lock;
+  pthread_cond_t loaded;
+  struct entry *buckets[BUCKETS];
+  struct entry *lru_head, *lru_tail;   /* most, least recently used */
+  uint64_t bytes, blocks, budget;
+};
+
+struct block_cache {
+  bool disabled;
+  struct shard shards[SHARDS];
+};
+
+static uint64_t next_owner = 1;
+
+uint64_t
+cache_new_owner (void)
+{
+  return __atomic_fetch_add (&next_owner, 1, __ATOMIC_RELAXED);
+}
+
+struct block_cache *
+cache_create (uint64_t bytes)
+{
+  struct block_cache *c = calloc (1, sizeof *c);
+
+  if (c == NULL) {
+    image_error ("block cache: %m");
+    return NULL;
+  }
+  c->disabled = bytes == 0;
+  for (unsigned i = 0; i < SHARDS; ++i) {
+    pthread_mutex_init (&c->shards[i].lock, NULL);
+    pthread_cond_init (&c->shards[i].loaded, NULL);
+    c->shards[i].budget = bytes / SHARDS;
+  }
+  return c;
+}
+
+void
+cache_destroy (struct block_cache *c)
+{
+  if (c == NULL)
+    return;
+  for (unsigned i = 0; i < SHARDS; ++i) {
+    struct shard *s = &c->shards[i];
+
+    for (unsigned b = 0; b < BUCKETS; ++b) {
+      struct entry *e = s->buckets[b];
+      while (e) {
+        struct entry *next = e->hash_next;
+        free (e->data);
+        free (e);
+        e = next;
+      }
+    }
+    pthread_mutex_destroy (&s->lock);
+    pthread_cond_destroy (&s->loaded);
+  }
+  free (c);
+}
+
+static uint64_t
+hash (uint64_t owner, uint64_t key)
+{
+  uint64_t h = key * 0x9E3779B97F4A7C15u ^ owner * 0xC2B2AE3D27D4EB4Fu;
+
+  return h ^ (h >> 29);
+}
+
+static struct entry **
+bucket (struct shard *s, uint64_t h)
+{
+  return &s->buckets[(h >> 4) & (BUCKETS - 1)];
+}
+
+static void
+lru_unlink (struct shard *s, struct entry *e)
+{
+  if (e->lru_prev) e->lru_prev->lru_next = e->lru_next;
+  else s->lru_head = e->lru_next;
+  if (e->lru_next) e->lru_next->lru_prev = e->lru_prev;
+  else s->lru_tail = e->lru_prev;
+  e->lru_prev = e->lru_next = NULL;
+}
+
+static void
+lru_push_front (struct shard *s, struct entry *e)
+{
+  e->lru_prev = NULL;
+  e->lru_next = s->lru_head;
+  if (s->lru_head) s->lru_head->lru_prev = e;
+  else s->lru_tail = e;
+  s->lru_head = e;
+}
+
+static void
+hash_remove (struct shard *s, struct entry *e)
+{
+  struct entry **p = bucket (s, hash (e->owner, e->key));
+
+  while (*p != e)
+    p = &(*p)->hash_next;
+  *p = e->hash_next;
+}
+
+/* Drop least recently used blocks nobody is reading until the shard
+ * is within budget.  Called with the shard lock.
+ */
+static void
+evict (struct shard *s)
+{
+  struct entry *e = s->lru_tail;
+
+  while (s->bytes > s->budget && e != NULL) {
+    struct entry *prev = e->lru_prev;
+
+    if (e->refs == 0) {
+      lru_unlink (s, e);
+      hash_remove (s, e);
+      s->bytes -= e->size;
+      s->blocks--;
+      free (e->data);
+      free (e);
+    }
+    e = prev;
+  }
+}
+
+/* Called with the shard lock, when a reader is done with e. */
+static void
+release (struct shard *s, struct entry *e)
+{
+  if (--e->refs == 0 && e->state == FAILED) {
+    hash_remove (s, e);
+    free (e);
+  }
+}
+
+static int
+load_uncached (uint32_t block_size, cache_load_fn load, void *opaque,
+               void *dst, size_t offset, size_t len)
+{
+  char *buf = malloc (block_size);
+  int r = -1;
+
+  if (buf == NULL) {
+    image_error ("block cache: %m");
+    return -1;
+  }
+  if (load (opaque, buf) == 0) {
+    memcpy (dst, buf + offset, len);
+    r = 0;
+  }
+  free (buf);
+  return r;
+}
+
+int
+cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
+            uint32_t block_size, cache_load_fn load, void *opaque,
+            void *dst, size_t offset, size_t len)
+{
+  uint64_t h = hash (owner, key);
+  struct shard *s;
+  struct entry *e;
+  int r;
+
+  if (c->disabled)
+    return load_uncached (block_size, load, opaque, dst, offset, len);
+
+  s = &c->shards[h & (SHARDS - 1)];
+  pthread_mutex_lock (&s->lock);
+  for (e = *bucket (s, h); e; e = e->hash_next)
+    if (e->owner == owner && e->key == key && e->state != FAILED)
+      break;
+
+  if (e == NULL) {
+    /* Miss: this reader loads, later ones for the same block wait. */
+    e = calloc (1, sizeof *e);
+    if (e == NULL) {
+      pthread_mutex_unlock (&s->lock);
+      return load_uncached (block_size, load, opaque, dst, offset, len);
+    }
+    e->owner = owner;
+    e->key = key;
+    e->state = LOADING;
+    e->refs = 1;
+    e->hash_next = *bucket (s, h);
+    *bucket (s, h) = e;
+    pthread_mutex_unlock (&s->lock);
+
+    char *data = malloc (block_size);
+    r = data ? load (opaque, data) : -1;
+    if (data == NULL)
+      image_error ("block cache: %m");
+    if (r == 0)
+      memcpy (dst, data + offset, len);
+
+    pthread_mutex_lock (&s->lock);
+    if (r == 0) {
+      e->data = data;
+      e->size = block_size;
+      e->state = READY;
+      lru_push_front (s, e);
+      s->bytes += block_size;
+      s->blocks++;
+    }
+    else {
+      free (data);
+      e->state = FAILED;
+      e->load_errno = errno ? errno : EIO;
+    }
+    pthread_cond_broadcast (&s->loaded);
+    release (s, e);
+    evict (s);
+    pthread_mutex_unlock (&s->lock);
+    return r;
+  }
+
+  e->refs++;
+  while (e->state == LOADING)
+    pthread_cond_wait (&s->loaded, &s->lock);
+  if (e->state == FAILED) {
+    int err = e->load_errno;
+    release (s, e);
+    pthread_mutex_unlock (&s->lock);
+    errno = err;
+    return -1;
+  }
+  lru_unlink (s, e);
+  lru_push_front (s, e);
+  pthread_mutex_unlock (&s->lock);
+
+  /* refs keeps the block from eviction while we copy without the lock. */
+  memcpy (dst, e->data + offset, len);
+
+  pthread_mutex_lock (&s->lock);
+  release (s, e);
+  evict (s);
+  pthread_mutex_unlock (&s->lock);
+  return 0;
+}
+
+void
+cache_usage (struct block_cache *c, uint64_t *blocks, uint64_t *bytes)
+{
+  *blocks = *bytes = 0;
+  for (unsigned i = 0; i < SHARDS; ++i) {
+    pthread_mutex_lock (&c->shards[i].lock);
+    *blocks += c->shards[i].blocks;
+    *bytes += c->shards[i].bytes;
+    pthread_mutex_unlock (&c->shards[i].lock);
+  }
+}

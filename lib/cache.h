@@ -1,0 +1,41 @@
+/* A sharded LRU cache of decoded blocks (decompressed qsnap blocks).
+ *
+ * Readers of different blocks mostly take different shard locks, and the
+ * slow part (reading and decompressing) runs with no lock held.  Two
+ * readers missing the same block load it once: the second waits for the
+ * first.  The size bound counts block bytes.
+ */
+
+#ifndef QEMOUNT_CACHE_H
+#define QEMOUNT_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct block_cache;
+
+/* Fill buf (block_size bytes) with the block; 0, or -1 after reporting. */
+typedef int (*cache_load_fn) (void *opaque, void *buf);
+
+/* A cache of at most bytes bytes of blocks; 0 disables caching (every
+ * read loads).  NULL after image_error.
+ */
+struct block_cache *cache_create (uint64_t bytes);
+void cache_destroy (struct block_cache *c);
+
+/* A key space of its own for each cached file. */
+uint64_t cache_new_owner (void);
+
+/* Copy len bytes at offset within block (owner, key) to dst, loading
+ * the block with load(opaque, buf) if it is not cached.  Returns 0, or
+ * -1 with errno set when the load failed (for this reader or the one it
+ * waited for).
+ */
+int cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
+                uint32_t block_size, cache_load_fn load, void *opaque,
+                void *dst, size_t offset, size_t len);
+
+/* Blocks and bytes held now, for tests and statistics. */
+void cache_usage (struct block_cache *c, uint64_t *blocks, uint64_t *bytes);
+
+#endif /* QEMOUNT_CACHE_H */
