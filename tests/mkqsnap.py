@@ -1,0 +1,168 @@
+#!/usr/bin/python3
+"""An independent writer of qsnap files, written from docs/qsnap.md alone
+(it shares no code with lib/), so that the reader is tested against the
+spec and not against our own writer; it can also break one rule on
+purpose.
+
+  mkqsnap.py OUT --stream NAME=RAW [--stream NAME=RAW ...]
+             [--block-size N] [--codec raw|lz4|zstd|mixed]
+             [--parent PARENT.qsnap --parent-raw NAME=RAW ...]
+             [--break RULE]
+
+--codec mixed cycles raw, lz4 and zstd over the data blocks.  Zero
+blocks are stored as nothing, identical blocks once.  With --parent,
+blocks equal to the parent's (--parent-raw gives its content per stream)
+become "parent" entries.  --break RULE damages the result: flip-data,
+flip-index, version, truncate, offset-past-end, parent-id.
+"""
+
+import argparse
+import os
+import struct
+import sys
+import time
+
+import lz4.block
+import xxhash
+import zstandard
+
+HEADER = 4096
+PAGE = 4096
+PER_PAGE = 170
+ZERO, RAW, LZ4, ZSTD, PARENT = range(5)
+
+
+def xxh64(b):
+    return xxhash.xxh64_intdigest(b, seed=0)
+
+
+def xxh3(b):
+    return xxhash.xxh3_64_intdigest(b)
+
+
+def read_id(path):
+    with open(path, "rb") as f:
+        h = f.read(HEADER)
+    return h[24:40]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--stream", action="append", required=True)
+    p.add_argument("--block-size", type=int, default=65536)
+    p.add_argument("--codec", default="mixed")
+    p.add_argument("--parent")
+    p.add_argument("--parent-raw", action="append", default=[])
+    p.add_argument("--break", dest="brk")
+    a = p.parse_args()
+    bs = a.block_size
+    streams = [s.split("=", 1) for s in a.stream]
+    parent_raw = dict(s.split("=", 1) for s in a.parent_raw)
+
+    data = bytearray(b"\0" * HEADER)
+    stored = {}                       # block contents -> (offset, len, kind, sum)
+    cycle = [RAW, LZ4, ZSTD]
+    n_data = 0
+    indexes = []
+    for name, raw in streams:
+        content = open(raw, "rb").read()
+        parent_content = (open(parent_raw[name], "rb").read()
+                          if name in parent_raw else None)
+        entries = []
+        for off in range(0, len(content), bs):
+            block = content[off:off + bs]
+            block += b"\0" * (bs - len(block))
+            if parent_content is not None:
+                pb = parent_content[off:off + bs]
+                pb += b"\0" * (bs - len(pb))
+                if pb == block:
+                    entries.append((0, 0, PARENT, 0))
+                    continue
+            if block.count(0) == bs:
+                entries.append((0, 0, ZERO, 0))
+                continue
+            if block not in stored:
+                kind = {"raw": RAW, "lz4": LZ4, "zstd": ZSTD}.get(
+                    a.codec, cycle[n_data % 3])
+                n_data += 1
+                if kind == LZ4:
+                    payload = lz4.block.compress(block, store_size=False)
+                elif kind == ZSTD:
+                    payload = zstandard.ZstdCompressor(level=3).compress(block)
+                else:
+                    payload = bytes(block)
+                if kind != RAW and len(payload) > bs + bs // 8 + 64:
+                    kind, payload = RAW, bytes(block)
+                stored[bytes(block)] = (len(data), len(payload), kind,
+                                        xxh3(payload))
+                data += payload
+            entries.append(stored[bytes(block)])
+        indexes.append((name, len(content), entries))
+
+    # Index pages, then the stream table.
+    table = b""
+    for name, size, entries in indexes:
+        while len(data) % PAGE:
+            data += b"\0"
+        first = len(data)
+        pages = (len(entries) + PER_PAGE - 1) // PER_PAGE
+        for pg in range(pages):
+            page = bytearray(PAGE)
+            for i, e in enumerate(entries[pg * PER_PAGE:(pg + 1) * PER_PAGE]):
+                struct.pack_into("<QIB3xQ", page, i * 24, *e)
+            struct.pack_into("<Q", page, 4088, xxh64(bytes(page[:4088])))
+            data += page
+        rec = bytearray(64)
+        rec[0:len(name)] = name.encode()
+        struct.pack_into("<QQQ", rec, 32, size, first, pages)
+        struct.pack_into("<Q", rec, 56, xxh64(bytes(rec[:56])))
+        table += rec
+    table_offset = len(data)
+    data += table
+
+    h = bytearray(HEADER)
+    h[0:8] = b"QSNAP\0\r\n"
+    compat = 1 if a.parent else 0
+    struct.pack_into("<IIII", h, 8, 1, 0, compat, bs)
+    h[24:40] = os.urandom(16)
+    struct.pack_into("<QI", h, 40, table_offset, len(streams))
+    if a.parent:
+        h[56:72] = read_id(a.parent)
+        rel = os.path.relpath(a.parent, os.path.dirname(os.path.abspath(a.out)))
+        h[88:88 + len(rel)] = rel.encode()
+    struct.pack_into("<QQ", h, 72, int(time.time()),
+                     sum(s for _, s, _ in indexes))
+    h[600:606] = b"mkqsnap"[:6]
+    if a.brk == "version":
+        struct.pack_into("<I", h, 8, 2)
+    if a.brk == "parent-id":
+        h[56] ^= 0xff
+    struct.pack_into("<Q", h, 4088, xxh64(bytes(h[:4088])))
+    data[0:HEADER] = h
+
+    first_stored = min((e[0] for _, _, es in indexes for e in es
+                        if e[2] in (RAW, LZ4, ZSTD)), default=None)
+    if a.brk == "flip-data":
+        data[first_stored + 10] ^= 0x55
+    elif a.brk == "flip-index":
+        data[table_offset - PAGE + 5] ^= 0x01       # the last index page
+    elif a.brk == "truncate":
+        data = data[:len(data) // 2]
+    elif a.brk == "offset-past-end":
+        # Point block 0 of the first stream at the stream table, with a
+        # page checksum that still verifies: only the bounds check stops it.
+        first = struct.unpack_from("<Q", table, 40)[0]
+        page = bytearray(data[first:first + PAGE])
+        struct.pack_into("<QIB3xQ", page, 0, table_offset - 8, 64, LZ4, 0)
+        struct.pack_into("<Q", page, 4088, xxh64(bytes(page[:4088])))
+        data[first:first + PAGE] = page
+    elif a.brk not in (None, "version", "parent-id"):
+        sys.exit("unknown --break " + a.brk)
+
+    with open(a.out, "wb") as f:
+        f.write(data)
+
+
+if __name__ == "__main__":
+    main()
