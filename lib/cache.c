@@ -11,7 +11,11 @@
 #include "cache.h"
 #include "image.h"
 
-#define SHARDS   16             /* a power of two */
+#define SHARDS   16             /* at most; a power of two */
+/* Each shard has its own share of the budget, and a share smaller than a
+ * block would cache nothing, so small caches get fewer shards.
+ */
+#define MIN_SHARD_BYTES (1u << 20)
 #define BUCKETS  1024           /* per shard, a power of two */
 
 enum state { LOADING, READY, FAILED };
@@ -37,6 +41,7 @@ struct shard {
 
 struct block_cache {
   bool disabled;
+  unsigned n_shards;
   struct shard shards[SHARDS];
 };
 
@@ -58,10 +63,13 @@ cache_create (uint64_t bytes)
     return NULL;
   }
   c->disabled = bytes == 0;
+  c->n_shards = 1;
+  while (c->n_shards < SHARDS && bytes / (c->n_shards * 2) >= MIN_SHARD_BYTES)
+    c->n_shards *= 2;
   for (unsigned i = 0; i < SHARDS; ++i) {
     pthread_mutex_init (&c->shards[i].lock, NULL);
     pthread_cond_init (&c->shards[i].loaded, NULL);
-    c->shards[i].budget = bytes / SHARDS;
+    c->shards[i].budget = bytes / c->n_shards;
   }
   return c;
 }
@@ -198,7 +206,7 @@ cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
   if (c->disabled)
     return load_uncached (block_size, load, opaque, dst, offset, len);
 
-  s = &c->shards[h & (SHARDS - 1)];
+  s = &c->shards[h & (c->n_shards - 1)];
   pthread_mutex_lock (&s->lock);
   for (e = *bucket (s, h); e; e = e->hash_next)
     if (e->owner == owner && e->key == key && e->state != FAILED)

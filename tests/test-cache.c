@@ -1,0 +1,143 @@
+/* Unit test of lib/cache.c: concurrent misses on one block load it once,
+ * misses on different blocks load in parallel, a failed load reaches every
+ * waiter, the size bound holds, and a disabled cache still reads.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cache.h"
+
+#define BLOCK 65536
+#define THREADS 8
+
+static int loads, loading, max_loading;
+static pthread_mutex_t counter_lock = PTHREAD_MUTEX_INITIALIZER;
+static int fail_loads;
+
+#define CHECK(cond)                                                      \
+  do {                                                                  \
+    if (!(cond)) {                                                      \
+      fprintf (stderr, "FAIL: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+      exit (EXIT_FAILURE);                                              \
+    }                                                                   \
+  } while (0)
+
+/* Fills the block with its key, slowly, counting concurrent loaders. */
+static int
+slow_load (void *opaque, void *buf)
+{
+  uint64_t key = *(uint64_t *) opaque;
+
+  pthread_mutex_lock (&counter_lock);
+  loads++;
+  if (++loading > max_loading)
+    max_loading = loading;
+  pthread_mutex_unlock (&counter_lock);
+  usleep (50000);
+  memset (buf, (int) (key & 0xff), BLOCK);
+  pthread_mutex_lock (&counter_lock);
+  loading--;
+  pthread_mutex_unlock (&counter_lock);
+  if (fail_loads) {
+    errno = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+struct job {
+  struct block_cache *cache;
+  uint64_t key;
+  int result, err;
+  unsigned char byte;
+};
+
+static void *
+reader (void *p)
+{
+  struct job *j = p;
+  unsigned char out[100];
+
+  j->result = cache_read (j->cache, 1, j->key, BLOCK, slow_load, &j->key,
+                          out, 1000, sizeof out);
+  j->err = errno;
+  j->byte = out[99];
+  return NULL;
+}
+
+static void
+run (struct block_cache *c, struct job *jobs, int same_key)
+{
+  pthread_t t[THREADS];
+
+  loads = max_loading = 0;
+  for (int i = 0; i < THREADS; ++i) {
+    jobs[i] = (struct job) { .cache = c, .key = same_key ? 7 : 100 + i };
+    pthread_create (&t[i], NULL, reader, &jobs[i]);
+  }
+  for (int i = 0; i < THREADS; ++i)
+    pthread_join (t[i], NULL);
+}
+
+int
+main (void)
+{
+  struct block_cache *c = cache_create (16 * BLOCK);
+  struct job jobs[THREADS];
+  uint64_t blocks, bytes;
+
+  /* Single flight: eight readers of one missing block, one load. */
+  run (c, jobs, 1);
+  CHECK (loads == 1);
+  for (int i = 0; i < THREADS; ++i)
+    CHECK (jobs[i].result == 0 && jobs[i].byte == 7);
+
+  /* Different blocks load concurrently (no global lock around loads). */
+  run (c, jobs, 0);
+  CHECK (loads == THREADS);
+  CHECK (max_loading > 1);
+  for (int i = 0; i < THREADS; ++i)
+    CHECK (jobs[i].result == 0 && jobs[i].byte == ((100 + i) & 0xff));
+
+  /* Hits do not load. */
+  run (c, jobs, 1);
+  CHECK (loads == 0);
+
+  /* A failed load reaches every waiter, and is not cached. */
+  cache_destroy (c);
+  c = cache_create (16 * BLOCK);
+  fail_loads = 1;
+  run (c, jobs, 1);
+  CHECK (loads == 1);
+  for (int i = 0; i < THREADS; ++i)
+    CHECK (jobs[i].result == -1 && jobs[i].err == EIO);
+  fail_loads = 0;
+  run (c, jobs, 1);
+  CHECK (loads == 1 && jobs[0].result == 0);
+
+  /* The size bound: 200 distinct blocks through a 16-block cache. */
+  for (uint64_t k = 0; k < 200; ++k) {
+    unsigned char out[1];
+    CHECK (cache_read (c, 2, k, BLOCK, slow_load, &k, out, 0, 1) == 0);
+  }
+  cache_usage (c, &blocks, &bytes);
+  CHECK (bytes <= 16 * BLOCK && blocks <= 16);
+  cache_destroy (c);
+
+  /* cache=0: every read loads, and still returns the data. */
+  c = cache_create (0);
+  run (c, jobs, 1);
+  CHECK (loads == THREADS);
+  for (int i = 0; i < THREADS; ++i)
+    CHECK (jobs[i].result == 0 && jobs[i].byte == 7);
+  cache_destroy (c);
+  printf ("PASS: block cache\n");
+  return 0;
+}
