@@ -21,5 +21,8 @@ server/qemount-snapshot.1: server/snapshot.pod
 	  --name=qemount-snapshot $< > $@.tmp && mv $@.tmp $@
 
 TESTS += \
-	tests/test-qsnap-create.sh
+	tests/test-qsnap-create.sh \
+	tests/test-qsnap-roundtrip.sh \
+	tests/test-qsnap-streams.sh \
+	tests/test-qsnap-corrupt.sh
 EXTRA_DIST += server/snapshot.pod tests/qsnap-image.py tests/qsnap-patch.py
