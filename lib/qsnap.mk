@@ -24,5 +24,7 @@ TESTS += \
 	tests/test-qsnap-create.sh \
 	tests/test-qsnap-roundtrip.sh \
 	tests/test-qsnap-streams.sh \
-	tests/test-qsnap-corrupt.sh
+	tests/test-qsnap-corrupt.sh \
+	tests/test-qsnap-atomic.sh \
+	tests/test-qsnap-commit.sh
 EXTRA_DIST += server/snapshot.pod tests/qsnap-image.py tests/qsnap-patch.py
