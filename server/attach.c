@@ -1,0 +1,350 @@
+/* The stack under a mount: nbdkit serving the image (or one partition of
+ * it, through nbdkit's partition filter) on a private Unix socket, and
+ * the step that makes it a block device for the host kernel:
+ *   - nbd-client on /dev/nbdN where the nbd module is there;
+ *   - otherwise nbdfuse exposing the disk as a file, on a loop device.
+ * nbdfuse alone is also the --raw export.
+ *
+ * Every process and device is written to the state file as soon as it
+ * exists, before the next step, so that teardown finds it whatever
+ * happens next.  Functions return an exit status.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "qemount.h"
+
+#define PLUGIN_NAME "nbdkit-qemount-plugin.so"
+#define READY_TIMEOUT_MS 30000
+
+/* $QEMOUNT_PLUGIN; else the plugin of the build tree this binary lives
+ * in (server/qemount next to plugins/qemount/.libs/); else nbdkit finds
+ * the installed one by its name.
+ */
+static const char *
+plugin_path (void)
+{
+  static char path[PATH_MAX + 64];
+  const char *env = getenv ("QEMOUNT_PLUGIN");
+  char exe[PATH_MAX], *slash;
+  ssize_t n;
+
+  if (env && *env)
+    return env;
+  n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    slash = strrchr (exe, '/');
+    if (slash) {
+      *slash = '\0';
+      snprintf (path, sizeof path, "%s/../plugins/qemount/.libs/"
+                PLUGIN_NAME, exe);
+      if (access (path, R_OK) == 0)
+        return path;
+    }
+  }
+  return "qemount";
+}
+
+/* nbdkit forks into the background once the image is open and the
+ * socket listens: its first process exiting with 0 means ready (the pid
+ * file follows), anything else is an error nbdkit has explained in its
+ * log.
+ */
+int
+start_nbdkit (struct mount_state *st, const char *backing)
+{
+  char *sock = state_path (st, STATE_SOCKET);
+  char *pidfile = state_path (st, STATE_NBDKIT_PID);
+  char *log = state_path (st, STATE_NBDKIT_LOG);
+  char *file = xasprintf ("file=%s", st->image);
+  char *format = st->format ? xasprintf ("format=%s", st->format) : NULL;
+  char *back = xasprintf ("backing=%s", backing);
+  char *overlay = NULL, *partition = NULL;
+  const char *argv[16];
+  int n = 0, status = EXIT_ERROR, ws;
+  pid_t pid;
+
+  if (st->overlay && strcmp (st->overlay, "ephemeral") != 0)
+    overlay = xasprintf ("overlay=%s", st->overlay);
+  if (st->partition > 0)
+    partition = xasprintf ("partition=%d", st->partition);
+
+  argv[n++] = "nbdkit";
+  argv[n++] = "-U";
+  argv[n++] = sock;
+  argv[n++] = "-P";
+  argv[n++] = pidfile;
+  if (st->readonly)
+    argv[n++] = "-r";
+  if (partition)
+    argv[n++] = "--filter=partition";
+  argv[n++] = plugin_path ();
+  argv[n++] = file;
+  if (format)
+    argv[n++] = format;
+  argv[n++] = back;
+  if (overlay)
+    argv[n++] = overlay;
+  if (partition)
+    argv[n++] = partition;
+  argv[n] = NULL;
+
+  pid = proc_spawn ((char **) argv, log);
+  if (pid == -1)
+    goto out;
+  for (bool killed = false; waitpid (pid, &ws, WNOHANG) == 0; ) {
+    if (interrupted && !killed) {
+      kill (pid, SIGTERM);
+      killed = true;
+    }
+    sleep_ms (10);
+  }
+  if (!WIFEXITED (ws) || WEXITSTATUS (ws) != 0) {
+    if (interrupted)
+      status = EXIT_INTERRUPTED;
+    else {
+      proc_forward_log (log);
+      errorf ("nbdkit could not serve %s", st->image);
+    }
+    goto out;
+  }
+
+  /* The background nbdkit exists now: wait for its pid even if we are
+   * interrupted meanwhile, or teardown could not stop it.
+   */
+  switch (proc_wait_pidfile (pidfile, 0, READY_TIMEOUT_MS, false,
+                             &st->nbdkit_pid)) {
+  case WAIT_READY:
+    debugf ("nbdkit is running (pid %d)", (int) st->nbdkit_pid);
+    if (state_save (st) == 0)
+      status = interrupted ? EXIT_INTERRUPTED : EXIT_OK;
+    break;
+  default:
+    errorf ("nbdkit did not write its pid file %s", pidfile);
+  }
+
+ out:
+  free (sock);
+  free (pidfile);
+  free (log);
+  free (file);
+  free (format);
+  free (back);
+  free (overlay);
+  free (partition);
+  return status;
+}
+
+/* An NBD URI for export on our socket, percent-encoded. */
+static char *
+nbd_uri (const char *sock, const char *export)
+{
+  static const char safe[] = "abcdefghijklmnopqrstuvwxyz"
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~/";
+  size_t len = 64 + 3 * (strlen (sock) + strlen (export));
+  char *uri = malloc (len), *p;
+
+  if (uri == NULL) {
+    perror ("malloc");
+    exit (EXIT_ERROR);
+  }
+  p = uri + sprintf (uri, "nbd+unix:///");
+  for (const char *s = export; *s; ++s)
+    p += sprintf (p, strchr (safe, *s) && *s != '/' ? "%c" : "%%%02X",
+                  (unsigned char) *s);
+  p += sprintf (p, "?socket=");
+  for (const char *s = sock; *s; ++s)
+    p += sprintf (p, strchr (safe, *s) ? "%c" : "%%%02X",
+                  (unsigned char) *s);
+  return uri;
+}
+
+/* nbdfuse serves export (the image's default, or a stream) as the file
+ * st->files[i], mounted over an empty regular file we create, and stays
+ * in the foreground (in its own session); it writes its pid file once
+ * the file is there.  fuse_options is NULL or a NULL-terminated list of
+ * at most 4 FUSE options.  The name is on record before the file exists, so
+ * teardown removes it whatever happens.
+ */
+int
+start_nbdfuse (struct mount_state *st, size_t i, const char *export,
+               char *const *fuse_options)
+{
+  struct fuse_file *f = &st->files[i];
+  char *sock = state_path (st, STATE_SOCKET);
+  char *target = fuse_target (st, f->name);
+  char *pidfile = fuse_pidfile (st, f->name);
+  char *log = fuse_log (st, f->name);
+  char *uri = nbd_uri (sock, export);
+  const char *argv[20];
+  int n = 0, fd, status = EXIT_ERROR;
+  pid_t pid, ready;
+
+  st->attach = ATTACH_NBDFUSE;
+  if (state_save (st) == -1)
+    goto out;
+  fd = open (target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd == -1) {
+    errorf ("%s: %m", target);
+    goto out;
+  }
+  close (fd);
+
+  argv[n++] = "nbdfuse";
+  if (st->readonly)
+    argv[n++] = "-r";
+  argv[n++] = "-P";
+  argv[n++] = pidfile;
+  /* One -o each: nbdfuse 1.14 drops all but the first of a list. */
+  for (size_t j = 0; fuse_options && fuse_options[j] && n < 12; ++j) {
+    argv[n++] = "-o";
+    argv[n++] = fuse_options[j];
+  }
+  argv[n++] = target;
+  argv[n++] = uri;
+  argv[n] = NULL;
+
+  pid = proc_spawn ((char **) argv, log);
+  if (pid == -1)
+    goto out;
+  f->pid = pid;
+  if (state_save (st) == -1)
+    goto out;
+
+  switch (proc_wait_pidfile (pidfile, pid, READY_TIMEOUT_MS, true, &ready)) {
+  case WAIT_READY:
+    debugf ("nbdfuse is serving %s (pid %d)", target, (int) pid);
+    status = EXIT_OK;
+    break;
+  case WAIT_EXITED:
+    proc_forward_log (log);
+    errorf ("nbdfuse could not serve the disk as %s", target);
+    f->pid = 0;
+    break;
+  case WAIT_INTERRUPTED:
+    status = EXIT_INTERRUPTED;
+    break;
+  case WAIT_TIMEOUT:
+    errorf ("nbdfuse did not get ready within %d seconds",
+            READY_TIMEOUT_MS / 1000);
+    break;
+  }
+
+ out:
+  free (sock);
+  free (target);
+  free (pidfile);
+  free (log);
+  free (uri);
+  return status;
+}
+
+bool
+nbd_module_present (void)
+{
+  const char *force = getenv ("QEMOUNT_ATTACH");
+
+  if (force && strcmp (force, "nbdfuse") == 0)
+    return false;
+  return access ("/dev/nbd0", F_OK) == 0 &&
+    access ("/sys/block/nbd0", F_OK) == 0;
+}
+
+/* A /dev/nbdN no client is connected to. */
+static char *
+free_nbd_device (void)
+{
+  for (int i = 0; i < 1024; ++i) {
+    char sys[64], pid[80];
+
+    snprintf (sys, sizeof sys, "/sys/block/nbd%d", i);
+    if (access (sys, F_OK) == -1)
+      break;
+    snprintf (pid, sizeof pid, "%s/pid", sys);
+    if (access (pid, F_OK) == 0)
+      continue;
+    return xasprintf ("/dev/nbd%d", i);
+  }
+  return NULL;
+}
+
+static int
+attach_nbd_client (struct mount_state *st, char **device)
+{
+  char *sock = state_path (st, STATE_SOCKET);
+  const char *argv[8];
+  int n = 0, r;
+
+  st->nbd = free_nbd_device ();
+  if (st->nbd == NULL) {
+    errorf ("no free /dev/nbdN device");
+    free (sock);
+    return EXIT_ERROR;
+  }
+  st->attach = ATTACH_NBD_CLIENT;
+  if (state_save (st) == -1) {
+    free (sock);
+    return EXIT_ERROR;
+  }
+  argv[n++] = "nbd-client";
+  argv[n++] = "-unix";
+  argv[n++] = sock;
+  argv[n++] = st->nbd;
+  if (st->readonly)
+    argv[n++] = "-readonly";
+  argv[n] = NULL;
+  r = proc_run ((char **) argv);
+  free (sock);
+  if (r != 0) {
+    errorf ("nbd-client could not connect %s", st->nbd);
+    return EXIT_ERROR;
+  }
+  *device = xstrdup (st->nbd);
+  return interrupted ? EXIT_INTERRUPTED : EXIT_OK;
+}
+
+/* nbdfuse makes the disk a file in the state directory; a loop device
+ * makes the file a block device.  *hold_fd keeps the (autoclear) loop
+ * device until the filesystem is mounted on it.
+ */
+static int
+attach_nbdfuse_loop (struct mount_state *st, char **device, int *hold_fd)
+{
+  char *target;
+  int status;
+
+  if (state_add_file (st, STATE_DISK) == -1)
+    return EXIT_ERROR;
+  status = start_nbdfuse (st, st->n_files - 1, "", NULL);
+  if (status != EXIT_OK)
+    return status;
+  if (interrupted)
+    return EXIT_INTERRUPTED;
+  target = fuse_target (st, STATE_DISK);
+  st->loop = loop_attach (target, st->readonly, hold_fd);
+  free (target);
+  if (st->loop == NULL || state_save (st) == -1)
+    return EXIT_ERROR;
+  *device = xstrdup (st->loop);
+  return interrupted ? EXIT_INTERRUPTED : EXIT_OK;
+}
+
+int
+attach_kernel (struct mount_state *st, char **device, int *hold_fd)
+{
+  *hold_fd = -1;
+  if (nbd_module_present ())
+    return attach_nbd_client (st, device);
+  return attach_nbdfuse_loop (st, device, hold_fd);
+}

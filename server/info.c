@@ -1,0 +1,275 @@
+/* qemount info IMAGE [--json]: the image's format, chain, partitions and
+ * filesystems, straight from the image layer (no server needed).
+ */
+
+#include <config.h>
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qemount.h"
+
+static void
+info_usage (FILE *fp)
+{
+  fprintf (fp,
+           "usage: qemount info IMAGE [--json] [--format FORMAT]"
+           " [--backing yes|no|samedir]\n"
+           "\n"
+           "Show the image's format, version, virtual size, cluster size,\n"
+           "allocated bytes, streams, backing chain, dirty flag, partitions\n"
+           "and the filesystem in each.  --json prints the same as one JSON\n"
+           "object.\n");
+}
+
+struct layer_info {
+  const struct image *img;
+  uint64_t allocated;
+};
+
+static void
+json_filesystem (FILE *fp, const struct filesystem *fs)
+{
+  if (fs->type == NULL) {
+    fputs ("null", fp);
+    return;
+  }
+  json_member (fp, "{", "type", fs->type);
+  json_member (fp, ", ", "usage", fs->usage);
+  json_member (fp, ", ", "label", fs->label);
+  json_member (fp, ", ", "uuid", fs->uuid);
+  fputs ("}", fp);
+}
+
+static void
+json_layer (FILE *fp, const struct layer_info *l, const char *indent)
+{
+  const struct image *img = l->img;
+
+  json_member (fp, indent, "format", img->ops->name);
+  fprintf (fp, ",\n%s\"version\": ", indent);
+  if (img->version)
+    fprintf (fp, "%" PRIu32, img->version);
+  else
+    fputs ("null", fp);
+  fprintf (fp, ",\n%s\"virtual_size\": %" PRIu64, indent, img->size);
+  fprintf (fp, ",\n%s\"block_size\": %" PRIu32, indent, img->block_size);
+  fprintf (fp, ",\n%s\"allocated_bytes\": %" PRIu64, indent, l->allocated);
+  fprintf (fp, ",\n%s\"dirty\": %s", indent, img->dirty ? "true" : "false");
+}
+
+static void
+print_json (FILE *fp, const char *path, const struct layer_info *layers,
+            size_t n_layers, char **streams, size_t n_streams,
+            const struct disk_layout *d)
+{
+  json_member (fp, "{\n  ", "image", path);
+  fputs (",\n", fp);
+  json_layer (fp, &layers[0], "  ");
+
+  fputs (",\n  \"streams\": [", fp);
+  for (size_t i = 0; i < n_streams; ++i) {
+    fputs (i ? ", " : "", fp);
+    json_string (fp, streams[i]);
+  }
+  fputs ("],\n  \"chain\": [", fp);
+  for (size_t i = 0; i < n_layers; ++i) {
+    fputs (i ? ",\n    {\n" : "\n    {\n", fp);
+    json_member (fp, "      ", "path", layers[i].img->path);
+    fputs (",\n", fp);
+    json_layer (fp, &layers[i], "      ");
+    fputs ("\n    }", fp);
+  }
+  json_member (fp, "\n  ],\n  ", "partition_table", d->table);
+  json_member (fp, ",\n  ", "partition_table_id", d->table_id);
+  fputs (",\n  \"filesystem\": ", fp);
+  json_filesystem (fp, &d->whole);
+
+  fputs (",\n  \"partitions\": [", fp);
+  for (size_t i = 0; i < d->n_partitions; ++i) {
+    const struct partition *p = &d->partitions[i];
+
+    fprintf (fp, "%s    {\"number\": %d, \"start\": %" PRIu64
+             ", \"size\": %" PRIu64,
+             i ? ",\n" : "\n", p->number, p->start, p->size);
+    json_member (fp, ", ", "type", p->type);
+    json_member (fp, ", ", "type_name", p->type_name);
+    json_member (fp, ", ", "name", p->name);
+    json_member (fp, ", ", "uuid", p->uuid);
+    fprintf (fp, ", \"extended\": %s, \"logical\": %s",
+             p->extended ? "true" : "false", p->logical ? "true" : "false");
+    fputs (",\n     \"filesystem\": ", fp);
+    json_filesystem (fp, &p->fs);
+    fputs ("}", fp);
+  }
+  fputs (d->n_partitions ? "\n  ]\n}\n" : "]\n}\n", fp);
+}
+
+#define FIELD "%-17s "
+
+static void
+print_size_field (FILE *fp, const char *label, uint64_t bytes)
+{
+  char h[32];
+
+  format_size (h, sizeof h, bytes);
+  if (bytes < 1024)
+    fprintf (fp, FIELD "%s\n", label, h);
+  else
+    fprintf (fp, FIELD "%s (%" PRIu64 " bytes)\n", label, h, bytes);
+}
+
+static void
+print_filesystem (FILE *fp, const struct filesystem *fs)
+{
+  if (fs->type == NULL) {
+    fprintf (fp, FIELD "none recognized\n", "filesystem:");
+    return;
+  }
+  fprintf (fp, FIELD "%s", "filesystem:", fs->type);
+  if (fs->usage && strcmp (fs->usage, "filesystem") != 0)
+    fprintf (fp, " (%s, not a filesystem)", fs->usage);
+  if (fs->label)
+    fprintf (fp, ", label \"%s\"", fs->label);
+  if (fs->uuid)
+    fprintf (fp, ", uuid %s", fs->uuid);
+  fputc ('\n', fp);
+}
+
+static void
+print_human (FILE *fp, const char *path, const struct layer_info *layers,
+             size_t n_layers, char **streams, size_t n_streams,
+             const struct disk_layout *d)
+{
+  const struct image *img = layers[0].img;
+  bool clusters = img->ops != &raw_ops;
+
+  fprintf (fp, FIELD "%s\n", "image:", path);
+  if (img->version)
+    fprintf (fp, FIELD "%s (version %" PRIu32 ")\n", "format:",
+             img->ops->name, img->version);
+  else
+    fprintf (fp, FIELD "%s\n", "format:", img->ops->name);
+  print_size_field (fp, "virtual size:", img->size);
+  print_size_field (fp, clusters ? "cluster size:" : "block size:",
+                    img->block_size);
+  print_size_field (fp, "allocated:", layers[0].allocated);
+  fprintf (fp, FIELD "%s\n", "dirty:",
+           img->dirty ? "yes (not closed cleanly by its last writer)" : "no");
+
+  if (n_streams) {
+    fprintf (fp, FIELD, "streams:");
+    for (size_t i = 0; i < n_streams; ++i)
+      fprintf (fp, "%s%s%s", i ? ", " : "", streams[i],
+               i ? "" : " (shown here)");
+    fputc ('\n', fp);
+  }
+  if (n_layers == 1)
+    fprintf (fp, FIELD "1 image\n", "chain:");
+  else
+    fprintf (fp, FIELD "%zu images, top first\n", "chain:", n_layers);
+  for (size_t i = 0; i < n_layers; ++i) {
+    const struct image *l = layers[i].img;
+    char alloc[32];
+
+    format_size (alloc, sizeof alloc, layers[i].allocated);
+    fprintf (fp, "  %zu. %s  (%s", i + 1, l->path, l->ops->name);
+    if (l->version)
+      fprintf (fp, " v%" PRIu32, l->version);
+    fprintf (fp, ", %s allocated%s)\n", alloc, l->dirty ? ", dirty" : "");
+  }
+
+  if (d->table == NULL) {
+    fprintf (fp, FIELD "none\n", "partition table:");
+    print_filesystem (fp, &d->whole);
+    return;
+  }
+  fprintf (fp, FIELD "%s", "partition table:", d->table);
+  if (d->table_id)
+    fprintf (fp, " (id %s)", d->table_id);
+  fprintf (fp, ", %zu partition%s\n", d->n_partitions,
+           d->n_partitions == 1 ? "" : "s");
+  if (d->n_partitions)
+    print_partition_list (fp, d);
+}
+
+int
+info_main (int argc, char *argv[])
+{
+  static const struct option long_options[] = {
+    { "json", no_argument, NULL, 'j' },
+    { "format", required_argument, NULL, 'f' },
+    { "backing", required_argument, NULL, 'b' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  struct image_request req = { .backing = BACKING_SAME_DIR };
+  struct layer_info layers[MAX_CHAIN_DEPTH + 1];
+  struct disk_layout layout;
+  struct image *img;
+  size_t n_layers = 0, n_streams;
+  char **streams;
+  bool json = false;
+  const char *msg;
+  int c, status;
+
+  while ((c = getopt_long (argc, argv, "h", long_options, NULL)) != -1) {
+    switch (c) {
+    case 'j': json = true; break;
+    case 'f':
+      req.format = strcmp (optarg, "auto") == 0 ? NULL : optarg;
+      break;
+    case 'b':
+      if ((msg = parse_backing (optarg, &req.backing)) != NULL) {
+        errorf ("%s", msg);
+        return EXIT_USAGE;
+      }
+      break;
+    case 'h': info_usage (stdout); return EXIT_OK;
+    default: info_usage (stderr); return EXIT_USAGE;
+    }
+  }
+  if (optind != argc - 1) {
+    info_usage (stderr);
+    return EXIT_USAGE;
+  }
+  req.path = argv[optind];
+
+  img = open_image (&req, &status);
+  if (img == NULL)
+    return status;
+
+  for (const struct image *l = img; l && n_layers <= MAX_CHAIN_DEPTH;
+       l = l->backing) {
+    layers[n_layers].img = l;
+    if (image_allocated_bytes ((struct image *) l,
+                               &layers[n_layers].allocated) == -1) {
+      image_close (img);
+      return EXIT_BAD_IMAGE;
+    }
+    n_layers++;
+  }
+  if (probe_disk (img, &layout) == -1) {
+    image_close (img);
+    return EXIT_BAD_IMAGE;
+  }
+
+  image_list_streams (img, &streams, &n_streams);
+  if (json)
+    print_json (stdout, req.path, layers, n_layers, streams, n_streams,
+                &layout);
+  else
+    print_human (stdout, req.path, layers, n_layers, streams, n_streams,
+                 &layout);
+
+  free_disk_layout (&layout);
+  image_close (img);
+  if (fflush (stdout) == EOF) {
+    errorf ("writing the output: %m");
+    return EXIT_ERROR;
+  }
+  return EXIT_OK;
+}

@@ -1,0 +1,644 @@
+/* qemount mount IMAGE DIR: check everything that can be checked before
+ * starting anything (image, DIR, partition, filesystem, path), then build
+ * the stack (attach.c) step by step, recording each part in the state
+ * file, and mount.  On any failure or interrupt, teardown (umount.c)
+ * removes whatever was started.
+ */
+
+#include <config.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "qemount.h"
+
+enum via { VIA_AUTO, VIA_KERNEL, VIA_VM };
+
+struct mount_options {
+  const char *image, *dir;
+  struct image_request req;
+  const char *backing;
+  int partition;
+  enum via via;
+  bool rw, raw, foreground;
+  const char *overlay, *fstype;
+  long uid, gid;                /* -1: not given */
+  /* --raw: the files in DIR, one per stream of the image (named exports
+   * of the plugin), else just "disk" (its default export).
+   */
+  char *files[MAX_FILES];
+  size_t n_files;
+  bool named_exports;
+};
+
+static void
+mount_usage (FILE *fp)
+{
+  fprintf (fp,
+"usage: qemount mount IMAGE DIR [--partition N] [--via kernel|vm|auto]\n"
+"                     [--rw] [--overlay PATH] [--fstype T]\n"
+"                     [--uid U --gid G] [--foreground]\n"
+"                     [--format FORMAT] [--backing yes|no|samedir]\n"
+"       qemount mount IMAGE DIR --raw [--partition N] [--rw]\n"
+"                     [--overlay PATH] [--uid U --gid G] [--foreground]\n"
+"\n"
+"Mount the filesystem in the disk image IMAGE on DIR, read-only\n"
+"unless --rw (writes go to a copy-on-write overlay, never to IMAGE; it\n"
+"is thrown away at umount unless --overlay PATH keeps it).  Without\n"
+"--partition: the whole disk if it holds a filesystem, else the only\n"
+"partition with one.  --raw exposes the disk (or partition) as the file\n"
+"DIR/disk instead, without root.\n");
+}
+
+/* A user or group: a number, or a name. */
+static long
+parse_id (const char *s, bool group)
+{
+  char *end;
+  long v;
+
+  errno = 0;
+  v = strtol (s, &end, 10);
+  if (errno == 0 && *s && *end == '\0' && v >= 0 && v < UINT32_MAX)
+    return v;
+  if (group) {
+    struct group *g = getgrnam (s);
+    return g ? (long) g->gr_gid : -1;
+  }
+  struct passwd *p = getpwnam (s);
+  return p ? (long) p->pw_uid : -1;
+}
+
+static int
+parse_options (int argc, char *argv[], struct mount_options *o)
+{
+  enum { OPT_VIA = 256, OPT_RW, OPT_OVERLAY, OPT_UID, OPT_GID, OPT_RAW,
+         OPT_FORMAT, OPT_BACKING };
+  static const struct option long_options[] = {
+    { "partition", required_argument, NULL, 'p' },
+    { "via", required_argument, NULL, OPT_VIA },
+    { "rw", no_argument, NULL, OPT_RW },
+    { "overlay", required_argument, NULL, OPT_OVERLAY },
+    { "fstype", required_argument, NULL, 't' },
+    { "uid", required_argument, NULL, OPT_UID },
+    { "gid", required_argument, NULL, OPT_GID },
+    { "foreground", no_argument, NULL, 'f' },
+    { "raw", no_argument, NULL, OPT_RAW },
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "backing", required_argument, NULL, OPT_BACKING },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  bool via_given = false;
+  const char *msg;
+  char *end;
+  int c;
+
+  memset (o, 0, sizeof *o);
+  o->req.backing = BACKING_SAME_DIR;
+  o->backing = "samedir";
+  o->uid = o->gid = -1;
+
+  while ((c = getopt_long (argc, argv, "p:t:fh", long_options, NULL)) != -1) {
+    switch (c) {
+    case 'p':
+      errno = 0;
+      o->partition = strtol (optarg, &end, 10);
+      if (errno || *end || end == optarg || o->partition < 1 ||
+          o->partition > 1024) {
+        errorf ("--partition %s: must be a partition number from 1", optarg);
+        return EXIT_USAGE;
+      }
+      break;
+    case OPT_VIA:
+      via_given = true;
+      if (strcmp (optarg, "auto") == 0) o->via = VIA_AUTO;
+      else if (strcmp (optarg, "kernel") == 0) o->via = VIA_KERNEL;
+      else if (strcmp (optarg, "vm") == 0) o->via = VIA_VM;
+      else {
+        errorf ("--via %s: must be kernel, vm or auto", optarg);
+        return EXIT_USAGE;
+      }
+      break;
+    case OPT_RW: o->rw = true; break;
+    case OPT_OVERLAY: o->overlay = optarg; break;
+    case 't': o->fstype = optarg; break;
+    case OPT_UID:
+    case OPT_GID:
+      if ((c == OPT_UID ? (o->uid = parse_id (optarg, false)) :
+           (o->gid = parse_id (optarg, true))) == -1) {
+        errorf ("--%s %s: no such %s", c == OPT_UID ? "uid" : "gid",
+                optarg, c == OPT_UID ? "user" : "group");
+        return EXIT_USAGE;
+      }
+      break;
+    case 'f': o->foreground = true; break;
+    case OPT_RAW: o->raw = true; break;
+    case OPT_FORMAT:
+      o->req.format = strcmp (optarg, "auto") == 0 ? NULL : optarg;
+      break;
+    case OPT_BACKING:
+      if ((msg = parse_backing (optarg, &o->req.backing)) != NULL) {
+        errorf ("%s", msg);
+        return EXIT_USAGE;
+      }
+      o->backing = optarg;
+      break;
+    case 'h': mount_usage (stdout); return -1;
+    default: mount_usage (stderr); return EXIT_USAGE;
+    }
+  }
+  if (optind != argc - 2) {
+    mount_usage (stderr);
+    return EXIT_USAGE;
+  }
+  o->image = o->req.path = argv[optind];
+  o->dir = argv[optind + 1];
+
+  if (o->overlay && !o->rw) {
+    errorf ("--overlay needs --rw: the overlay holds the writes");
+    return EXIT_USAGE;
+  }
+  if (o->raw && (o->fstype || via_given)) {
+    errorf ("--raw exports the disk itself: --%s does not apply",
+            o->fstype ? "fstype" : "via");
+    return EXIT_USAGE;
+  }
+  if ((o->uid == -1) != (o->gid == -1)) {
+    errorf ("--uid and --gid go together");
+    return EXIT_USAGE;
+  }
+  /* The state file has one value a line. */
+  if (strchr (o->image, '\n') || strchr (o->dir, '\n') ||
+      (o->overlay && strchr (o->overlay, '\n'))) {
+    errorf ("file names with a newline are not supported");
+    return EXIT_USAGE;
+  }
+  return EXIT_OK;
+}
+
+/* DIR must be an empty directory that nothing is mounted on. */
+static int
+check_dir (const char *dir, char **real)
+{
+  struct stat st;
+  struct dirent *d;
+  DIR *dp;
+
+  *real = realpath (dir, NULL);
+  if (*real == NULL || stat (*real, &st) == -1) {
+    errorf ("%s: %m", dir);
+    return errno == ENOENT || errno == ENOTDIR ? EXIT_NOT_DIRECTORY :
+      EXIT_ERROR;
+  }
+  if (!S_ISDIR (st.st_mode)) {
+    errorf ("%s: not a directory", dir);
+    return EXIT_NOT_DIRECTORY;
+  }
+  if (is_mount_point (*real, NULL, NULL)) {
+    errorf ("%s: already a mount point", dir);
+    return EXIT_DIR_MOUNTED;
+  }
+  dp = opendir (*real);
+  if (dp == NULL) {
+    errorf ("%s: %m", dir);
+    return EXIT_ERROR;
+  }
+  while ((d = readdir (dp)) != NULL)
+    if (strcmp (d->d_name, ".") != 0 && strcmp (d->d_name, "..") != 0)
+      break;
+  closedir (dp);
+  if (d != NULL) {
+    errorf ("%s: not empty", dir);
+    return EXIT_DIR_NOT_EMPTY;
+  }
+  return EXIT_OK;
+}
+
+/* What to mount: --partition N, else the whole disk if it holds a
+ * filesystem, else the only partition with one.  Sets *partition (0 for
+ * the whole disk) and *fstype (NULL for --raw).
+ */
+static int
+choose (const struct mount_options *o, const struct disk_layout *d,
+        int *partition, const char **fstype)
+{
+  const struct filesystem *fs;
+  const struct partition *p = NULL;
+
+  *partition = 0;
+  *fstype = NULL;
+  if (o->partition) {
+    p = find_partition (d, o->partition);
+    if (p == NULL) {
+      if (d->table == NULL)
+        errorf ("%s: there is no partition %d: the disk has no partition "
+                "table", o->image, o->partition);
+      else {
+        errorf ("%s: there is no partition %d; the %s partition table "
+                "has:", o->image, o->partition, d->table);
+        print_partition_list (stderr, d);
+      }
+      return EXIT_NO_PARTITION;
+    }
+    if (p->extended) {
+      errorf ("%s: partition %d is an extended partition: it holds the "
+              "logical partitions (5 and up), not a filesystem",
+              o->image, p->number);
+      return EXIT_NO_FILESYSTEM;
+    }
+    *partition = p->number;
+    fs = &p->fs;
+  }
+  else if (o->raw || d->table == NULL)
+    fs = &d->whole;
+  else {
+    size_t n = 0;
+
+    for (size_t i = 0; i < d->n_partitions; ++i)
+      if (!d->partitions[i].extended &&
+          fs_is_mountable (&d->partitions[i].fs)) {
+        p = &d->partitions[i];
+        n++;
+      }
+    if (n != 1) {
+      errorf ("%s: %s; choose one with --partition N:", o->image,
+              n == 0 ? "none of its partitions holds a filesystem qemount "
+              "recognizes" : "several partitions hold a filesystem");
+      print_partition_list (stderr, d);
+      return EXIT_NO_FILESYSTEM;
+    }
+    *partition = p->number;
+    fs = &p->fs;
+    debugf ("%s: partition %d holds the only filesystem (%s)", o->image,
+            p->number, fs->type);
+  }
+
+  if (o->raw)
+    return EXIT_OK;
+  *fstype = o->fstype ? o->fstype : fs_is_mountable (fs) ? fs->type : NULL;
+  if (*fstype == NULL) {
+    char where[64];
+
+    if (*partition)
+      snprintf (where, sizeof where, "partition %d", *partition);
+    else
+      snprintf (where, sizeof where, "the disk");
+    if (fs->type)
+      errorf ("%s: %s holds %s, not a filesystem", o->image, where,
+              fs->type);
+    else
+      errorf ("%s: %s holds no %sfilesystem that qemount recognizes "
+              "(--fstype T tries one anyway)", o->image, where,
+              d->table == NULL && !*partition ? "partition table or " : "");
+    return EXIT_NO_FILESYSTEM;
+  }
+  return EXIT_OK;
+}
+
+/* The kernel's name for a filesystem libblkid named. */
+static const char *
+kernel_fstype (const char *fstype)
+{
+  if (strcmp (fstype, "ntfs") == 0)
+    return "ntfs3";
+  return fstype;
+}
+
+/* Listed in /proc/filesystems (built in, or its module loaded). */
+static bool
+kernel_knows (const char *fstype)
+{
+  FILE *fp = fopen ("/proc/filesystems", "re");
+  char line[256];
+  bool found = false;
+
+  if (fp == NULL)
+    return false;
+  while (!found && fgets (line, sizeof line, fp)) {
+    char *name = strrchr (line, '\t');
+
+    name = name ? name + 1 : line;
+    name[strcspn (name, "\n")] = '\0';
+    found = strcmp (name, fstype) == 0;
+  }
+  fclose (fp);
+  return found;
+}
+
+/* --via auto and --via kernel: can the host kernel do it? */
+static int
+check_via (const struct mount_options *o, const char *fstype)
+{
+  const char *kfs = kernel_fstype (fstype);
+
+  if (o->via == VIA_KERNEL) {
+    if (geteuid () != 0) {
+      errorf ("--via kernel: mounting through the host kernel needs root "
+              "(--raw works without)");
+      return EXIT_NEEDS_ROOT;
+    }
+    return EXIT_OK;             /* the kernel may load a module for it */
+  }
+  if (!kernel_knows (kfs)) {
+    errorf ("%s: the filesystem is %s, which the host kernel does not "
+            "mount (it is not in /proc/filesystems): that needs the helper "
+            "VM path, which is not available yet", o->image, fstype);
+    return EXIT_NEEDS_VM;
+  }
+  if (geteuid () != 0) {
+    errorf ("mounting through the host kernel needs root; without root "
+            "that needs the helper VM path, which is not available yet "
+            "(--raw works without root)");
+    return EXIT_NEEDS_VM;
+  }
+  return EXIT_OK;
+}
+
+/* Filesystems without owners of their own take them as options. */
+static bool
+takes_uid (const char *fstype)
+{
+  static const char *const names[] = {
+    "vfat", "msdos", "exfat", "ntfs", "ntfs3", "iso9660", "udf", "hfs",
+    "hfsplus", NULL,
+  };
+
+  for (size_t i = 0; names[i]; ++i)
+    if (strcmp (fstype, names[i]) == 0)
+      return true;
+  return false;
+}
+
+/* For a read-only mount, the option that skips the journal replay a
+ * filesystem not cleanly unmounted would otherwise need (and cannot do
+ * on a read-only device).
+ */
+static const char *
+no_replay_option (const char *fstype)
+{
+  if (strcmp (fstype, "ext3") == 0 || strcmp (fstype, "ext4") == 0)
+    return "noload";
+  if (strcmp (fstype, "xfs") == 0)
+    return "norecovery";
+  if (strcmp (fstype, "btrfs") == 0)
+    return "rescue=nologreplay";
+  return NULL;
+}
+
+/* Foreign filesystems are mounted nosuid and nodev: a crafted image must
+ * not give anyone a setuid binary or a device node.
+ */
+static int
+kernel_mount (const struct mount_options *o, const struct mount_state *st,
+              const char *device)
+{
+  const char *kfs = kernel_fstype (st->fstype);
+  unsigned long flags = MS_NOSUID | MS_NODEV | (st->readonly ? MS_RDONLY : 0);
+  char data[128] = "";
+  const char *skip;
+  int r;
+
+  if (o->uid != -1) {
+    if (takes_uid (kfs))
+      snprintf (data, sizeof data, "uid=%ld,gid=%ld", o->uid, o->gid);
+    else
+      warnf ("--uid/--gid ignored: %s keeps owners of its own", st->fstype);
+  }
+  debugf ("mount -t %s -o %s%s %s %s", kfs, st->readonly ? "ro" : "rw",
+          data, device, st->mountpoint);
+  r = mount (device, st->mountpoint, kfs, flags, data);
+  if (r == -1 && errno == EROFS && st->readonly &&
+      (skip = no_replay_option (kfs)) != NULL) {
+    r = mount (device, st->mountpoint, kfs, flags, skip);
+    if (r == 0)
+      warnf ("%s: the filesystem was not cleanly unmounted; mounted it "
+             "without replaying its journal (%s), so recent changes may "
+             "be missing", o->image, skip);
+    else
+      errno = EROFS;
+  }
+  if (r == -1) {
+    char where[32] = "";
+
+    if (st->partition)
+      snprintf (where, sizeof where, " of partition %d", st->partition);
+    if (errno == ENODEV)
+      errorf ("%s: the host kernel does not know the %s filesystem",
+              o->image, kfs);
+    else
+      errorf ("%s: the kernel refused to mount the %s filesystem%s: %m "
+              "(see dmesg)", o->image, kfs, where);
+    return EXIT_MOUNT_REFUSED;
+  }
+  return EXIT_OK;
+}
+
+/* --raw: DIR/disk, or with --partition DIR/disk for the partition;
+ * an image with several streams (qsnap: disk, memory...) gets one file
+ * per stream, unless a name is not one we would create in DIR.
+ */
+static void
+raw_files (struct mount_options *o, struct image *img)
+{
+  char **names;
+  size_t n = 0;
+
+  if (o->partition == 0)
+    image_list_streams (img, &names, &n);
+  for (size_t i = 0; i < n; ++i) {
+    if (o->n_files == MAX_FILES || !file_name_ok (names[i])) {
+      warnf ("%s: not exporting the stream '%s' (too many, or not a name "
+             "for a file)", o->image, names[i]);
+      continue;
+    }
+    o->files[o->n_files++] = xstrdup (names[i]);
+    o->named_exports = true;
+  }
+  if (o->n_files == 0)
+    o->files[o->n_files++] = xstrdup (STATE_DISK);
+}
+
+/* Until Ctrl-C (or SIGTERM/SIGHUP), or until someone runs qemount umount
+ * from another shell.
+ */
+static int
+foreground (struct mount_state *st)
+{
+  fprintf (stderr, "qemount: %s mounted on %s; press Ctrl-C to unmount\n",
+           st->image, st->mountpoint);
+  while (!interrupted) {
+    sleep_ms (200);
+    if (access (st->dir, F_OK) == -1)
+      return EXIT_OK;
+  }
+  if (state_lock (st, true) == -1 || access (st->dir, F_OK) == -1)
+    return EXIT_OK;             /* torn down meanwhile */
+  return teardown (st);
+}
+
+/* Build the stack; returns an exit status. */
+static int
+build (const struct mount_options *o, struct mount_state *st)
+{
+  char *device = NULL;
+  int hold_fd = -1, status;
+
+  status = start_nbdkit (st, o->backing);
+  if (status != EXIT_OK)
+    return status;
+  if (interrupted)
+    return EXIT_INTERRUPTED;
+
+  if (o->raw) {
+    char uid[32], gid[32], *fuse_options[4] = { NULL };
+
+    /* The owner to show, and (root only: others need user_allow_other
+     * in /etc/fuse.conf) letting that user in.
+     */
+    if (o->uid != -1) {
+      snprintf (uid, sizeof uid, "uid=%ld", o->uid);
+      snprintf (gid, sizeof gid, "gid=%ld", o->gid);
+      fuse_options[0] = uid;
+      fuse_options[1] = gid;
+      if (geteuid () == 0)
+        fuse_options[2] = (char *) "allow_other";
+    }
+    for (size_t i = 0; i < st->n_files && status == EXIT_OK; ++i) {
+      status = start_nbdfuse (st, i,
+                              o->named_exports ? st->files[i].name : "",
+                              fuse_options);
+      if (interrupted)
+        status = EXIT_INTERRUPTED;
+    }
+    return status;
+  }
+
+  status = attach_kernel (st, &device, &hold_fd);
+  if (status == EXIT_OK)
+    status = kernel_mount (o, st, device);
+  if (hold_fd >= 0)
+    close (hold_fd);            /* the mount holds the loop device now */
+  free (device);
+  return status;
+}
+
+int
+mount_main (int argc, char *argv[])
+{
+  struct mount_options o;
+  struct mount_state *st = NULL;
+  struct disk_layout layout = { .size = 0 };
+  struct image *img;
+  const char *fstype;
+  char *dir = NULL, *image = NULL;
+  int status, partition;
+
+  status = parse_options (argc, argv, &o);
+  if (status != EXIT_OK)
+    return status == -1 ? EXIT_OK : status;
+  if (o.via == VIA_VM) {
+    errorf ("--via vm: the helper VM path is not available yet");
+    return EXIT_NEEDS_VM;
+  }
+  catch_interrupts ();
+
+  /* Everything that can be checked before anything is started. */
+  img = open_image (&o.req, &status);
+  if (img == NULL)
+    return status;
+  if (probe_disk (img, &layout) == -1) {
+    image_close (img);
+    return EXIT_BAD_IMAGE;
+  }
+  if (o.raw)
+    raw_files (&o, img);
+  image_close (img);
+  status = choose (&o, &layout, &partition, &fstype);
+  if (status == EXIT_OK && !o.raw)
+    status = check_via (&o, fstype);
+  if (status != EXIT_OK)
+    goto out;
+
+  clean_stale_states ();        /* may free DIR of a broken mount */
+  status = check_dir (o.dir, &dir);
+  if (status != EXIT_OK)
+    goto out;
+  image = realpath (o.image, NULL);
+  if (image == NULL) {
+    errorf ("%s: %m", o.image);
+    status = EXIT_NO_IMAGE;
+    goto out;
+  }
+
+  if (interrupted) {
+    errorf ("interrupted");
+    status = EXIT_INTERRUPTED;
+    goto out;
+  }
+  st = state_create ();
+  if (st == NULL) {
+    status = EXIT_ERROR;
+    goto out;
+  }
+  st->image = image;
+  st->mountpoint = dir;
+  image = dir = NULL;
+  st->raw = o.raw;
+  st->format = o.req.format ? xstrdup (o.req.format) : NULL;
+  st->partition = partition;
+  st->fstype = fstype ? xstrdup (fstype) : NULL;
+  st->readonly = !o.rw;
+  for (size_t i = 0; i < o.n_files; ++i)
+    state_add_file (st, o.files[i]);   /* checked by raw_files */
+  if (o.rw)
+    st->overlay = o.overlay ? absolute_path (o.overlay) : xstrdup ("ephemeral");
+  if (state_save (st) == -1) {
+    status = EXIT_ERROR;
+    goto fail;
+  }
+
+  status = build (&o, st);
+  if (status == EXIT_OK && interrupted)
+    status = EXIT_INTERRUPTED;
+  if (status != EXIT_OK)
+    goto fail;
+
+  st->mounted = true;
+  if (state_save (st) == -1) {
+    status = EXIT_ERROR;
+    goto fail;
+  }
+  debugf ("%s mounted on %s (state in %s)", st->image, st->mountpoint,
+          st->dir);
+  state_unlock (st);
+  if (o.foreground)
+    status = foreground (st);
+  goto out;
+
+ fail:
+  if (status == EXIT_INTERRUPTED)
+    errorf ("interrupted: stopping what was started");
+  if (teardown (st) != EXIT_OK)
+    errorf ("could not tear down everything: see qemount list; "
+            "qemount umount %s cleans up the rest", st->mountpoint);
+
+ out:
+  state_free (st);
+  for (size_t i = 0; i < o.n_files; ++i)
+    free (o.files[i]);
+  free_disk_layout (&layout);
+  free (dir);
+  free (image);
+  return status;
+}

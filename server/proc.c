@@ -1,0 +1,297 @@
+/* Child processes: starting them detached from our terminal, waiting for
+ * them to be ready, and stopping recorded ones safely.
+ *
+ * A recorded pid may have been reused by an unrelated process since it
+ * was written down, so we only ever signal a pid after checking that
+ * /proc/PID/cmdline is still that program with an argument only our
+ * instance has (its socket or mount point).  Nothing is killed by name.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qemount.h"
+
+extern char **environ;
+
+volatile sig_atomic_t interrupted;
+
+static void
+on_interrupt (int sig)
+{
+  interrupted = sig;
+}
+
+/* SIGINT, SIGTERM and SIGHUP only set a flag: the set-up checks it
+ * between steps and tears down what it started.
+ */
+void
+catch_interrupts (void)
+{
+  struct sigaction sa = { .sa_handler = on_interrupt };
+
+  sigemptyset (&sa.sa_mask);
+  sigaction (SIGINT, &sa, NULL);
+  sigaction (SIGTERM, &sa, NULL);
+  sigaction (SIGHUP, &sa, NULL);
+}
+
+void
+sleep_ms (int ms)
+{
+  struct timespec ts = { .tv_sec = ms / 1000,
+                         .tv_nsec = (ms % 1000) * 1000000L };
+
+  nanosleep (&ts, NULL);        /* an interrupt cuts it short: fine */
+}
+
+static void
+debug_argv (char *const argv[])
+{
+  char line[1024];
+  size_t len = 0;
+
+  if (!verbose)
+    return;
+  line[0] = '\0';
+  for (size_t i = 0; argv[i] && len < sizeof line; ++i)
+    len += snprintf (line + len, sizeof line - len, "%s%s",
+                     i ? " " : "", argv[i]);
+  debugf ("running: %s", line);
+}
+
+/* Start argv (argv[0] found in $PATH) in a session of its own, so that
+ * Ctrl-C in our terminal and the terminal going away reach only us:
+ * we decide what to tear down.  stdin is /dev/null; stdout and stderr go
+ * to log_path, or stdout to /dev/null and stderr to ours if NULL.
+ */
+pid_t
+proc_spawn (char *const argv[], const char *log_path)
+{
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  sigset_t none, defaults;
+  pid_t pid;
+  int r;
+
+  debug_argv (argv);
+  posix_spawn_file_actions_init (&fa);
+  posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
+  if (log_path) {
+    posix_spawn_file_actions_addopen (&fa, 1, log_path,
+                                      O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2 (&fa, 1, 2);
+  }
+  else
+    posix_spawn_file_actions_addopen (&fa, 1, "/dev/null", O_WRONLY, 0);
+
+  sigemptyset (&none);
+  sigemptyset (&defaults);
+  sigaddset (&defaults, SIGINT);
+  sigaddset (&defaults, SIGTERM);
+  sigaddset (&defaults, SIGHUP);
+  sigaddset (&defaults, SIGPIPE);
+  posix_spawnattr_init (&attr);
+  posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETSID |
+                            POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setsigmask (&attr, &none);
+  posix_spawnattr_setsigdefault (&attr, &defaults);
+
+  r = posix_spawnp (&pid, argv[0], &fa, &attr, argv, environ);
+  posix_spawn_file_actions_destroy (&fa);
+  posix_spawnattr_destroy (&attr);
+  if (r != 0) {
+    errno = r;
+    errorf ("cannot run %s: %m", argv[0]);
+    return -1;
+  }
+  return pid;
+}
+
+/* Wait for our child pid to exit; returns its wait status. */
+int
+proc_wait_child (pid_t pid, int *wstatus)
+{
+  while (waitpid (pid, wstatus, 0) == -1) {
+    if (errno != EINTR) {
+      errorf ("waitpid: %m");
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Run argv to completion, its messages to our stderr.  Returns its exit
+ * status, or -1 if it could not run or was killed by a signal.
+ */
+int
+proc_run (char *const argv[])
+{
+  pid_t pid = proc_spawn (argv, NULL);
+  int ws;
+
+  if (pid == -1 || proc_wait_child (pid, &ws) == -1)
+    return -1;
+  if (WIFEXITED (ws))
+    return WEXITSTATUS (ws);
+  errorf ("%s was killed by signal %d", argv[0], WTERMSIG (ws));
+  return -1;
+}
+
+/* The pid in a pid file, or 0 if there is none (yet).  nbdkit writes
+ * "PID\n" and nbdfuse "PID" in one write each, after creating the file,
+ * so we may see it empty but not half written.
+ */
+pid_t
+proc_read_pidfile (const char *path)
+{
+  char buf[32], *end;
+  ssize_t n;
+  long v;
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+
+  if (fd == -1)
+    return 0;
+  n = read (fd, buf, sizeof buf - 1);
+  close (fd);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  v = strtol (buf, &end, 10);
+  if (v <= 0 || v > INT32_MAX || (*end != '\0' && strcmp (end, "\n") != 0))
+    return 0;
+  return v;
+}
+
+/* Wait until pidfile names a process.  child, if > 0, is ours: if it
+ * exits first, it failed to start.  Sets *pid when ready.  An interrupt
+ * ends the wait only if interruptible.
+ */
+enum wait_result
+proc_wait_pidfile (const char *pidfile, pid_t child, int timeout_ms,
+                   bool interruptible, pid_t *pid)
+{
+  for (int waited = 0; ; waited += 10) {
+    int ws;
+
+    *pid = proc_read_pidfile (pidfile);
+    if (*pid > 0)
+      return WAIT_READY;
+    if (child > 0 && waitpid (child, &ws, WNOHANG) == child)
+      return WAIT_EXITED;
+    if (interrupted && interruptible)
+      return WAIT_INTERRUPTED;
+    if (waited >= timeout_ms)
+      return WAIT_TIMEOUT;
+    sleep_ms (10);
+  }
+}
+
+/* True if pid runs program (the last component of its argv[0]) with
+ * marker as one of its arguments (if marker is not NULL).  Zombies and
+ * kernel threads have an empty cmdline and never match.
+ */
+bool
+proc_is (pid_t pid, const char *program, const char *marker)
+{
+  char path[64], buf[8192];
+  const char *argv0, *base;
+  bool found = marker == NULL;
+  ssize_t n;
+  int fd;
+
+  if (pid <= 0)
+    return false;
+  snprintf (path, sizeof path, "/proc/%d/cmdline", (int) pid);
+  fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (fd == -1)
+    return false;
+  n = read (fd, buf, sizeof buf - 1);
+  close (fd);
+  if (n <= 0)
+    return false;
+  buf[n] = '\0';
+
+  argv0 = buf;
+  base = strrchr (argv0, '/');
+  base = base ? base + 1 : argv0;
+  if (strcmp (base, program) != 0)
+    return false;
+  for (const char *a = argv0 + strlen (argv0) + 1; !found && a < buf + n;
+       a += strlen (a) + 1)
+    found = strcmp (a, marker) == 0;
+  return found;
+}
+
+/* Whether pid still runs.  A child of ours that has not been reaped is
+ * ours for certain (it may be a wrapper script with another name);
+ * anything else must pass proc_is().
+ */
+static bool
+running (pid_t pid, const char *program, const char *marker)
+{
+  int ws;
+  pid_t r = pid > 0 ? waitpid (pid, &ws, WNOHANG) : -1;
+
+  if (r == pid)
+    return false;               /* our child, exited: reaped now */
+  if (r == 0)
+    return true;                /* our child, running */
+  return proc_is (pid, program, marker);
+}
+
+/* Stop a recorded process if it still is ours: give it grace_ms to exit
+ * by itself (nbdfuse does once its file is unmounted), then SIGTERM, then
+ * SIGKILL after 5 more seconds.
+ */
+int
+proc_stop (pid_t pid, const char *program, const char *marker, int grace_ms)
+{
+  for (int waited = 0; ; waited += 10) {
+    if (!running (pid, program, marker))
+      return 0;
+    if (waited >= grace_ms)
+      break;
+    sleep_ms (10);
+  }
+  debugf ("stopping %s (pid %d)", program, (int) pid);
+  kill (pid, SIGTERM);
+  for (int waited = 0; waited < 7000; waited += 10) {
+    if (!running (pid, program, marker))
+      return 0;
+    if (waited == 5000) {
+      warnf ("%s (pid %d) did not stop within 5 seconds: killing it",
+             program, (int) pid);
+      kill (pid, SIGKILL);
+    }
+    sleep_ms (10);
+  }
+  errorf ("%s (pid %d) does not stop", program, (int) pid);
+  return -1;
+}
+
+/* Copy a helper's log to our stderr: its own words say why it failed. */
+void
+proc_forward_log (const char *log_path)
+{
+  char buf[4096];
+  ssize_t n;
+  int fd = open (log_path, O_RDONLY | O_CLOEXEC);
+
+  if (fd == -1)
+    return;
+  fflush (stderr);
+  while ((n = read (fd, buf, sizeof buf)) > 0)
+    if (write (STDERR_FILENO, buf, n) != n)
+      break;
+  close (fd);
+}

@@ -1,0 +1,213 @@
+/* qemount command: what the subcommands share.
+ *
+ * One file per concern: qemount.c (dispatch, messages), info.c, mount.c,
+ * umount.c (teardown), list.c, open.c (opening an image with the right
+ * exit status), partitions.c (libblkid), state.c (per-mount state),
+ * proc.c (child processes), loop.c, mountinfo.c, attach.c (nbdkit and
+ * the host attach step), output.c (sizes, JSON strings).
+ */
+
+#ifndef QEMOUNT_SERVER_H
+#define QEMOUNT_SERVER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "image.h"
+
+/* Exit statuses: one per failure class, documented in qemount(1). */
+enum {
+  EXIT_OK = 0,
+  EXIT_ERROR = 1,               /* a system call or helper program failed */
+  EXIT_USAGE = 2,               /* bad command line */
+  EXIT_NO_IMAGE = 3,            /* IMAGE (or a file of its chain) is missing */
+  EXIT_UNREADABLE = 4,          /* IMAGE exists but may not be read */
+  EXIT_UNKNOWN_FORMAT = 5,      /* a format qemount does not decode */
+  EXIT_BAD_IMAGE = 6,           /* the decoder refused the image */
+  EXIT_NO_PARTITION = 7,        /* --partition N: no such partition */
+  EXIT_NO_FILESYSTEM = 8,       /* nothing (or nothing unique) to mount */
+  EXIT_NOT_DIRECTORY = 9,       /* DIR is missing or not a directory */
+  EXIT_DIR_NOT_EMPTY = 10,
+  EXIT_DIR_MOUNTED = 11,        /* DIR is already a mount point */
+  EXIT_MOUNT_REFUSED = 12,      /* the kernel refused the filesystem */
+  EXIT_NEEDS_VM = 13,           /* only the helper VM could do it (not yet) */
+  EXIT_NEEDS_ROOT = 14,         /* --via kernel without root */
+  EXIT_NOT_MOUNTED = 15,        /* umount: DIR is not a qemount mount */
+  EXIT_BUSY = 16,               /* DIR is in use, or being set up */
+  EXIT_INTERRUPTED = 130,       /* SIGINT/SIGTERM/SIGHUP during mount */
+};
+
+/* Messages go to stderr as "qemount: error: ..." (once, where the cause
+ * is known) and "qemount: warning: ..."; debugf() only with -v.
+ */
+void errorf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+void warnf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+void debugf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+extern bool verbose;
+
+/* Allocation that exits on failure. */
+char *xstrdup (const char *s);
+char *xasprintf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+
+/* Subcommands: each parses its own arguments (argv[0] is the command
+ * name) and returns an exit status.
+ */
+int info_main (int argc, char *argv[]);
+int mount_main (int argc, char *argv[]);
+int umount_main (int argc, char *argv[]);
+int list_main (int argc, char *argv[]);
+
+/* open.c: the image, with the exit status of the failure class. */
+struct image_request {
+  const char *path;
+  const char *format;           /* NULL: probe */
+  enum backing_policy backing;
+};
+bool format_is_known (const char *format);
+const char *parse_backing (const char *value, enum backing_policy *policy);
+struct image *open_image (const struct image_request *req, int *status);
+
+/* partitions.c: what the disk holds, found by libblkid. */
+struct filesystem {
+  char *type;                   /* blkid TYPE ("ext4"), NULL if unknown */
+  char *usage;                  /* "filesystem", "raid", "crypto", "other" */
+  char *label, *uuid;
+};
+
+struct partition {
+  int number;                   /* as nbdkit's partition filter counts */
+  uint64_t start, size;         /* bytes */
+  char *type;                   /* "0x83" (dos) or the GPT type GUID */
+  const char *type_name;        /* "Linux filesystem", or NULL */
+  char *name, *uuid;            /* GPT name and partition UUID, or NULL */
+  bool extended;                /* a DOS extended partition (container) */
+  bool logical;
+  struct filesystem fs;
+};
+
+struct disk_layout {
+  uint64_t size;
+  char *table;                  /* "dos", "gpt" or NULL */
+  char *table_id;
+  struct filesystem whole;      /* a filesystem on the whole disk */
+  struct partition *partitions;
+  size_t n_partitions;
+};
+
+int probe_disk (struct image *img, struct disk_layout *layout);
+void free_disk_layout (struct disk_layout *layout);
+const struct partition *find_partition (const struct disk_layout *layout,
+                                        int number);
+bool fs_is_mountable (const struct filesystem *fs);
+void print_partition_list (FILE *fp, const struct disk_layout *layout);
+
+/* output.c: sizes for people ("64 MiB"), strings for JSON. */
+void format_size (char *buf, size_t len, uint64_t bytes);
+void json_string (FILE *fp, const char *s);
+void json_string_or_null (FILE *fp, const char *s);
+void json_member (FILE *fp, const char *sep, const char *key,
+                  const char *value);
+
+/* state.c: per-mount state in a private runtime directory. */
+enum attach_method { ATTACH_NONE, ATTACH_NBDFUSE, ATTACH_NBD_CLIENT };
+
+/* A file nbdfuse serves, mounted over an empty regular file ("naked"
+ * mount): DIR/NAME for --raw (NAME is "disk", or each stream of a
+ * qsnap), the state directory's "disk" for a kernel mount.
+ */
+#define MAX_FILES 8
+struct fuse_file {
+  char *name;
+  pid_t pid;                    /* nbdfuse serving it, 0 if not known */
+};
+
+struct mount_state {
+  char *dir;                    /* this mount's state directory */
+  int lock_fd;                  /* flock()ed while set up or torn down */
+  bool raw;                     /* --raw: DIR/disk, no kernel mount */
+  char *image, *mountpoint, *format, *fstype, *overlay;
+  int partition;                /* 0: the whole disk */
+  bool readonly;
+  bool mounted;                 /* set up completely (phase=mounted) */
+  enum attach_method attach;
+  pid_t owner_pid;              /* the qemount process that set it up */
+  pid_t nbdkit_pid;
+  struct fuse_file files[MAX_FILES];
+  size_t n_files;
+  char *loop, *nbd;             /* /dev/loopN, /dev/nbdN */
+};
+
+/* Paths inside a state directory. */
+#define STATE_FILE "state"
+#define STATE_LOCK "lock"
+#define STATE_SOCKET "nbdkit.sock"
+#define STATE_NBDKIT_PID "nbdkit.pid"
+#define STATE_NBDKIT_LOG "nbdkit.log"
+#define STATE_DISK "disk"
+
+char *state_path (const struct mount_state *st, const char *name);
+const char *runtime_dir (bool create);
+struct mount_state *state_create (void);
+int state_save (const struct mount_state *st);
+struct mount_state *state_load (const char *dir);
+int state_lock (struct mount_state *st, bool wait);
+void state_unlock (struct mount_state *st);
+int state_remove (struct mount_state *st);
+void state_free (struct mount_state *st);
+/* Calls fn for each state directory; fn returns 0 to go on. */
+int state_foreach (int (*fn) (struct mount_state *st, void *opaque),
+                   void *opaque);
+const char *attach_name (enum attach_method a);
+char *fuse_target (const struct mount_state *st, const char *name);
+char *fuse_pidfile (const struct mount_state *st, const char *name);
+char *fuse_log (const struct mount_state *st, const char *name);
+bool file_name_ok (const char *name);
+int state_add_file (struct mount_state *st, const char *name);
+bool state_is_stale (const struct mount_state *st, const char **why);
+
+/* DIR made absolute even if it cannot be resolved (a dead FUSE mount
+ * cannot be stat()ed).
+ */
+char *absolute_path (const char *path);
+
+/* proc.c: child processes. */
+extern volatile sig_atomic_t interrupted;
+void catch_interrupts (void);
+pid_t proc_spawn (char *const argv[], const char *log_path);
+int proc_run (char *const argv[]);
+int proc_wait_child (pid_t pid, int *wstatus);
+enum wait_result { WAIT_READY, WAIT_EXITED, WAIT_TIMEOUT, WAIT_INTERRUPTED };
+enum wait_result proc_wait_pidfile (const char *pidfile, pid_t child,
+                                    int timeout_ms, bool interruptible,
+                                    pid_t *pid);
+pid_t proc_read_pidfile (const char *path);
+bool proc_is (pid_t pid, const char *program, const char *marker);
+int proc_stop (pid_t pid, const char *program, const char *marker,
+               int grace_ms);
+void proc_forward_log (const char *log_path);
+void sleep_ms (int ms);
+
+/* loop.c: loop devices. */
+char *loop_attach (const char *file, bool readonly, int *fd);
+int loop_detach (const char *device);
+int loop_detach_backed_under (const char *dir);
+
+/* mountinfo.c: the mount table. */
+bool is_mount_point (const char *path, char **source, char **fstype);
+bool has_mount_under (const char *dir);
+
+/* attach.c: nbdkit and the host attach step. */
+int start_nbdkit (struct mount_state *st, const char *backing);
+int start_nbdfuse (struct mount_state *st, size_t i, const char *export,
+                   char *const *fuse_options);
+int attach_kernel (struct mount_state *st, char **device, int *hold_fd);
+bool nbd_module_present (void);
+
+/* umount.c: tear a mount down, in order; tolerant of parts already gone. */
+int teardown (struct mount_state *st);
+int clean_stale_states (void);
+
+#endif /* QEMOUNT_SERVER_H */
