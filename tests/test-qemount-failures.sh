@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# qemount mount and umount on bad input and failures: each case has its
+# own exit status and a one-line message naming the cause, and leaves
+# nothing behind (no nbdkit, nbdfuse, loop device, mount or state).
+# Also: a killed nbdkit is cleaned up by the next umount or mount.
+source ./tests/qemount-functions.sh
+setup_mount_test
+
+# fails STATUS MESSAGE ARGS...: qemount ARGS fails so, and leaves nothing.
+fails ()
+{
+  local status=$1 msg=$2
+  shift 2
+  expect "$status" "$msg" qemount "$@"
+  [ "$(wc -l < "$tmp/err")" -le 1 ] || [ "$status" = 7 ] || [ "$status" = 8 ] ||
+    fail "qemount $*: more than one line of messages: $(cat "$tmp/err")"
+  assert_clean
+  [ -z "$(ls -A "$mnt")" ] || fail "qemount $*: $mnt is not empty any more"
+}
+
+# The image: missing, unreadable, unknown format, malformed.
+fails 3 "$tmp/missing.img: No such file or directory" mount "$tmp/missing.img" "$mnt"
+if command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
+  requires_nobody
+  cp "$tmp/mbr.img" "$tmp/secret.img"
+  chmod 600 "$tmp/secret.img"
+  mkdir -m 0777 "$tmp/nmnt"
+  expect 4 "$tmp/secret.img: Permission denied" \
+    as_nobody "$QEMOUNT" mount "$tmp/secret.img" "$tmp/nmnt"
+  assert_clean "$tmp/nmnt"
+  [ ! -e "$tmp/run-nobody" ] || fail "a runtime directory was made for nothing"
+else
+  echo "SKIP (one case): no setpriv or no user nobody to be a user who cannot read"
+fi
+printf 'KDMV\1\0\0\0' > "$tmp/fake.vmdk"
+truncate -s 1M "$tmp/fake.vmdk"
+fails 5 "fake.vmdk: unknown format: the file is a VMDK image" mount "$tmp/fake.vmdk" "$mnt"
+fails 5 "unknown format 'vmdk'" mount --format vmdk "$tmp/mbr.img" "$mnt"
+printf 'QFI\373\0\0\0\3' > "$tmp/bad.qcow2"
+truncate -s 64K "$tmp/bad.qcow2"
+fails 6 "bad.qcow2" mount "$tmp/bad.qcow2" "$mnt"
+
+# Partitions and filesystems.
+fails 7 "there is no partition 9; the dos partition table has:" mount "$tmp/mbr.img" "$mnt" --partition 9
+fails 7 "there is no partition 1: the disk has no partition table" mount "$tmp/whole.img" "$mnt" --partition 1
+fails 8 "partition 1 holds swap, not a filesystem" mount "$tmp/mbr.img" "$mnt" --partition 1
+fails 8 "partition 2 is an extended partition" mount "$tmp/mbr.img" "$mnt" --partition 2
+truncate -s 8M "$tmp/zeros.img"
+fails 8 "the disk holds no partition table or filesystem" mount "$tmp/zeros.img" "$mnt"
+# Two filesystems: the error lists the partitions to choose from.
+cp "$tmp/mbr.img" "$tmp/two.img"
+truncate -s 4M "$tmp/swap2.fs"
+mkfs.ext2 -q -F "$tmp/swap2.fs"
+put_fs "$tmp/two.img" 1 "$tmp/swap2.fs"
+fails 8 "several partitions hold a filesystem; choose one with --partition N" mount "$tmp/two.img" "$mnt"
+grep -q "^ *5 .*ext4 *logical$" "$tmp/err" || fail "no partition list: $(cat "$tmp/err")"
+
+# DIR.
+fails 9 "$tmp/nodir: No such file or directory" mount "$tmp/mbr.img" "$tmp/nodir"
+fails 9 "$tmp/mbr.img: not a directory" mount "$tmp/whole.img" "$tmp/mbr.img"
+touch "$mnt/file"
+expect 10 "$mnt: not empty" qemount mount "$tmp/mbr.img" "$mnt"
+rm "$mnt/file"
+mkdir "$tmp/other"
+mount --bind "$tmp/other" "$mnt"
+expect 11 "$mnt: already a mount point" qemount mount "$tmp/mbr.img" "$mnt"
+umount "$mnt"
+assert_clean "$mnt"
+
+# The kernel refuses the filesystem: a valid ext4 superblock over
+# garbage group descriptors.  This one gets as far as mount(2), so
+# nbdkit, nbdfuse and a loop device were running and must be gone.
+cp "$tmp/whole.img" "$tmp/broken.img"
+dumpe2fs -h "$tmp/broken.img" > "$tmp/dumpe2fs" 2>/dev/null
+bs=$(sed -n 's/^Block size: *//p' "$tmp/dumpe2fs")
+first=$(sed -n 's/^First block: *//p' "$tmp/dumpe2fs")
+dd if=/dev/urandom of="$tmp/broken.img" bs="$bs" seek=$((first + 1)) count=1 \
+   conv=notrunc status=none
+fails 12 "broken.img: the kernel refused to mount the ext4 filesystem" mount "$tmp/broken.img" "$mnt"
+
+# Paths the host kernel cannot take (yet).
+fails 13 "--via vm: the helper VM path is not available yet" mount --via vm "$tmp/mbr.img" "$mnt"
+if command -v mkfs.vfat >/dev/null && ! grep -qw vfat /proc/filesystems; then
+  truncate -s 16M "$tmp/vfat.img"
+  mkfs.vfat "$tmp/vfat.img" >/dev/null
+  fails 13 "the filesystem is vfat, which the host kernel does not mount (it is not in /proc/filesystems): that needs the helper VM path, which is not available yet" mount "$tmp/vfat.img" "$mnt"
+else
+  echo "SKIP (one case): no mkfs.vfat, or this kernel mounts vfat itself"
+fi
+
+# Usage.
+fails 2 "--overlay needs --rw" mount --overlay "$tmp/ovl" "$tmp/mbr.img" "$mnt"
+fails 2 "--partition 0: must be a partition number from 1" mount --partition 0 "$tmp/mbr.img" "$mnt"
+fails 2 "--raw exports the disk itself: --fstype does not apply" mount --raw --fstype ext4 "$tmp/mbr.img" "$mnt"
+
+# umount of what qemount did not mount.
+fails 15 "$mnt: not mounted by qemount" umount "$mnt"
+
+# A busy DIR is not torn down; once free, it is.
+qemount mount "$tmp/mbr.img" "$mnt"
+( cd "$mnt" && exec sleep 30 ) &
+busy=$!
+sleep 0.2
+expect 16 "$mnt: busy" qemount umount "$mnt"
+mountpoint -q "$mnt" || fail "a busy DIR was unmounted"
+kill $busy; wait $busy 2>/dev/null || :
+qemount umount "$mnt"
+assert_clean "$mnt"
+
+# A killed nbdkit: list says stale, umount cleans up...
+qemount mount "$tmp/mbr.img" "$mnt"
+pids=$(mount_pids "$mnt")
+kill -9 "$(echo $pids | cut -d' ' -f1)"
+sleep 0.2
+qemount list | grep -q "stale: nbdkit is not running" ||
+  fail "qemount list does not say the mount is stale: $(qemount list)"
+qemount umount "$mnt" || fail "umount after nbdkit was killed failed"
+assert_clean "$mnt" $pids
+
+# ... and so does the next mount, of any directory.
+qemount mount "$tmp/mbr.img" "$mnt"
+pids=$(mount_pids "$mnt")
+kill -9 "$(echo $pids | cut -d' ' -f1)"
+mkdir "$tmp/mnt2"
+expect 0 "cleaning up after the broken mount of $tmp/mbr.img on $mnt: nbdkit is not running" \
+  qemount mount "$tmp/whole.img" "$tmp/mnt2"
+mountpoint -q "$mnt" && fail "the broken mount on $mnt is still there"
+qemount umount "$tmp/mnt2"
+assert_clean "$mnt" $pids
+
+echo "PASS: failures have their exit status and message and leave nothing"
