@@ -27,7 +27,7 @@ jq -e --argjson size "$size" '
     "created", "streams", "blocks", "data_blocks", "stored_blocks",
     "dedup_blocks", "dedup_saved_bytes", "input_bytes", "stored_bytes",
     "file_bytes", "ratio", "parent"])) and
-  .version == 1 and .block_size == 131072 and .codec == "zstd-3" and
+  .version == 1 and .block_size == 1048576 and .codec == "zstd-3" and
   (.file_id | test("^[0-9a-f]{32}$")) and .parent == null and
   .streams == [{"name": "disk", "size": $size, "blocks": .blocks}] and
   .input_bytes == $size and .ratio > 1 and
@@ -51,19 +51,19 @@ done
 qsnap info "$tmp/b.qsnap" | grep -Eq '^dedup: +[1-9][0-9]* blocks share stored bytes' ||
   fail "info (text) does not show deduplication"
 
-# Zero blocks take no space: 1 GiB of zeros, 8192 blocks of 128 KiB, is
-# a header, 49 index pages and one stream record.
+# Zero blocks take no space: 1 GiB of zeros, 16384 blocks of 64 KiB, is
+# a header, 97 index pages and one stream record.
 truncate -s 1G "$tmp/zeros.raw"
-qsnap create "$tmp/zeros.raw" "$tmp/z.qsnap" >/dev/null
+qsnap create --block-size 64K "$tmp/zeros.raw" "$tmp/z.qsnap" >/dev/null
 zsize=$(stat -c %s "$tmp/z.qsnap")
-[ "$zsize" = $((4096 + 49 * 4096 + 64)) ] || fail "1 GiB of zeros took $zsize bytes"
-qsnap info --json "$tmp/z.qsnap" | jq -e '.blocks.zero == 8192 and .stored_bytes == 0' >/dev/null ||
+[ "$zsize" = $((4096 + 97 * 4096 + 64)) ] || fail "1 GiB of zeros took $zsize bytes"
+qsnap info --json "$tmp/z.qsnap" | jq -e '.blocks.zero == 16384 and .stored_bytes == 0' >/dev/null ||
   fail "zeros: not all blocks are zero blocks"
 
 # Incompressible data is stored raw, never larger than it was (plus
 # the index).
 head -c $((8 << 20)) /dev/urandom > "$tmp/random.raw"
-qsnap create "$tmp/random.raw" "$tmp/r.qsnap" --codec auto >/dev/null
+qsnap create "$tmp/random.raw" "$tmp/r.qsnap" --codec auto --block-size 128K >/dev/null
 qsnap info --json "$tmp/r.qsnap" | jq -e '.blocks.raw == 64 and .stored_bytes == 8388608' >/dev/null ||
   fail "random data is not stored raw"
 
