@@ -47,7 +47,7 @@ state_path (const struct mount_state *st, const char *name)
 const char *
 runtime_dir (bool create)
 {
-  static char path[PATH_MAX];
+  static char path[PATH_MAX], resolved[PATH_MAX];
   const char *env = getenv ("QEMOUNT_RUNTIME_DIR");
   const char *xdg = getenv ("XDG_RUNTIME_DIR");
   struct stat st;
@@ -78,7 +78,14 @@ runtime_dir (bool create)
     errno = EPERM;
     return NULL;
   }
-  return path;
+  /* Resolved, as the kernel names the files in it (a loop device's
+   * backing file, a mount point), so that we recognize them.
+   */
+  if (realpath (path, resolved) == NULL) {
+    errorf ("%s: %m", path);
+    return NULL;
+  }
+  return resolved;
 }
 
 static int lock_state (struct mount_state *st, bool wait, bool create);
