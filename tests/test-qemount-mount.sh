@@ -3,7 +3,8 @@
 # for raw, qcow2 and ploop images with DOS (logical partition) and GPT
 # tables and a whole-disk filesystem, mount with the partition chosen
 # automatically and with --partition N, compare every file with what went
-# in, check qemount list, umount, and check that nothing is left.
+# in, check qemount list, umount, and check that nothing is left.  And a
+# dirty ext4 that cannot replay its journal read-only.
 source ./tests/qemount-functions.sh
 requires_root
 requires nbdkit
@@ -52,4 +53,16 @@ for ext in img qcow2 hdd; do
   check_mount "$tmp/gpt.$ext" btrfs --partition 3 --via kernel
   check_mount "$tmp/whole.$ext" ext4                  # no table: the disk
 done
+# An ext4 left needing journal recovery cannot replay it on a read-only
+# device: qemount mounts it without the replay, and says so.
+if command -v debugfs >/dev/null; then
+  truncate -s 32M "$tmp/dirty.img"
+  mkfs.ext4 -q -F -d "$tmp/tree" "$tmp/dirty.img"
+  debugfs -w -R "feature needs_recovery" "$tmp/dirty.img" >/dev/null 2>&1
+  expect 0 "dirty.img: the filesystem was not cleanly unmounted; mounted it without replaying its journal (noload)" \
+    qemount mount "$tmp/dirty.img" "$mnt"
+  manifest "$mnt" | diff -u "$tmp/tree.manifest" - || fail "dirty ext4: the files differ"
+  qemount umount "$mnt"
+  assert_clean "$mnt"
+fi
 echo "PASS: raw, qcow2 and ploop; DOS, GPT and whole disk; ext2/4, xfs, btrfs"
