@@ -705,7 +705,8 @@ snapshot_info (int argc, char *argv[])
   close (f.fd);
 
   /* Entries sharing stored bytes are deduplicated blocks. */
-  qsort (in.stored, in.n_stored, sizeof *in.stored, compare_extents);
+  if (in.n_stored > 0)
+    qsort (in.stored, in.n_stored, sizeof *in.stored, compare_extents);
   for (size_t i = 0; i < in.n_stored; ++i) {
     data_bytes += in.stored[i].length;
     if (i == 0 || compare_extents (&in.stored[i], &in.stored[i - 1]) != 0) {
