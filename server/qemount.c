@@ -90,19 +90,6 @@ xasprintf (const char *fs, ...)
   return r;
 }
 
-/* The image layer reports its errors through these, in the same form. */
-static void
-image_error_handler (const char *msg)
-{
-  fprintf (stderr, "qemount: error: %s\n", msg);
-}
-
-static void
-image_warning_handler (const char *msg)
-{
-  fprintf (stderr, "qemount: warning: %s\n", msg);
-}
-
 static const struct {
   const char *name;
   int (*main) (int argc, char *argv[]);
@@ -132,8 +119,9 @@ main (int argc, char *argv[])
 {
   int i = 1;
 
-  image_set_message_handlers (image_error_handler, image_warning_handler);
-
+  /* The image layer's default handlers print "qemount: error: ..."
+   * like errorf(), so its messages need no routing.
+   */
   for (; i < argc && argv[i][0] == '-'; ++i) {
     if (strcmp (argv[i], "-v") == 0 || strcmp (argv[i], "--verbose") == 0)
       verbose = true;
