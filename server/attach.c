@@ -73,7 +73,7 @@ start_nbdkit (struct mount_state *st, const char *backing)
   char *overlay = NULL, *partition = NULL;
   const char *argv[16];
   int n = 0, status = EXIT_ERROR, ws;
-  pid_t pid;
+  pid_t pid, r;
 
   if (st->overlay && strcmp (st->overlay, "ephemeral") != 0)
     overlay = xasprintf ("overlay=%s", st->overlay);
@@ -103,7 +103,11 @@ start_nbdkit (struct mount_state *st, const char *backing)
   pid = proc_spawn ((char **) argv, log);
   if (pid == -1)
     goto out;
-  for (bool killed = false; waitpid (pid, &ws, WNOHANG) == 0; ) {
+  for (bool killed = false; (r = waitpid (pid, &ws, WNOHANG)) != pid; ) {
+    if (r == -1 && errno != EINTR) {
+      errorf ("waitpid: %m");
+      goto out;
+    }
     if (interrupted && !killed) {
       kill (pid, SIGTERM);
       killed = true;
