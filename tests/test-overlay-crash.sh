@@ -16,7 +16,12 @@ base_sum=$(sha256sum < "$tmp/base.raw")
 sock=$tmp/nbd.sock
 uri="nbd+unix:///?socket=$sock"
 pid=""
-stop () { [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || :; pid=""; }
+stop ()
+{
+  [ -n "$pid" ] || pid=$(cat "$tmp/pid" 2>/dev/null) || :
+  [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || :
+  pid=""
+}
 on_exit stop
 
 start ()                        # start [nbdkit options]: background server
