@@ -17,6 +17,11 @@
  */
 #define MIN_SHARD_BYTES (1u << 20)
 #define BUCKETS  1024           /* per shard, a power of two */
+/* Buffers of evicted blocks kept for the next loads: big blocks are
+ * mmap'd by malloc, and a fresh mapping per load costs a page fault per
+ * 4 KiB (a third of the time of a cold sequential read of 1 MiB blocks).
+ */
+#define SPARES   4
 
 enum state { LOADING, READY, FAILED };
 
@@ -37,6 +42,9 @@ struct shard {
   struct entry *buckets[BUCKETS];
   struct entry *lru_head, *lru_tail;   /* most, least recently used */
   uint64_t bytes, blocks, budget;
+  char *spares[SPARES];
+  uint32_t spare_sizes[SPARES];
+  unsigned n_spares;
 };
 
 struct block_cache {
@@ -91,6 +99,8 @@ cache_destroy (struct block_cache *c)
         e = next;
       }
     }
+    while (s->n_spares > 0)
+      free (s->spares[--s->n_spares]);
     pthread_mutex_destroy (&s->lock);
     pthread_cond_destroy (&s->loaded);
   }
@@ -141,6 +151,34 @@ hash_remove (struct shard *s, struct entry *e)
   *p = e->hash_next;
 }
 
+/* Keep a block's buffer for reuse, or free it.  Called with the lock. */
+static void
+recycle (struct shard *s, char *data, uint32_t size)
+{
+  if (s->n_spares < SPARES) {
+    s->spares[s->n_spares] = data;
+    s->spare_sizes[s->n_spares++] = size;
+  }
+  else
+    free (data);
+}
+
+/* A buffer of size bytes: a spare if one fits, else a new one.  Called
+ * with the lock.
+ */
+static char *
+take_buffer (struct shard *s, uint32_t size)
+{
+  for (unsigned i = 0; i < s->n_spares; ++i)
+    if (s->spare_sizes[i] == size) {
+      char *data = s->spares[i];
+      s->spares[i] = s->spares[--s->n_spares];
+      s->spare_sizes[i] = s->spare_sizes[s->n_spares];
+      return data;
+    }
+  return malloc (size);
+}
+
 /* Drop least recently used blocks nobody is reading until the shard
  * is within budget.  Called with the shard lock.
  */
@@ -157,7 +195,7 @@ evict (struct shard *s)
       hash_remove (s, e);
       s->bytes -= e->size;
       s->blocks--;
-      free (e->data);
+      recycle (s, e->data, e->size);
       free (e);
     }
     e = prev;
@@ -225,9 +263,9 @@ cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
     e->refs = 1;
     e->hash_next = *bucket (s, h);
     *bucket (s, h) = e;
+    char *data = take_buffer (s, block_size);
     pthread_mutex_unlock (&s->lock);
 
-    char *data = malloc (block_size);
     r = data ? load (opaque, data) : -1;
     if (data == NULL)
       image_error ("block cache: %m");
@@ -244,7 +282,8 @@ cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
       s->blocks++;
     }
     else {
-      free (data);
+      if (data)
+        recycle (s, data, block_size);
       e->state = FAILED;
       e->load_errno = errno ? errno : EIO;
     }

@@ -20,6 +20,7 @@
 #include "decompress.h"
 #include "image.h"
 #include "qsnap.h"
+#include "thread-local.h"
 
 /* Index pages cached per image: direct-mapped by page number.  Each
  * page covers 170 blocks (10.6 MiB of disk at 64 KiB blocks).
@@ -346,6 +347,40 @@ struct load_request {
   const struct qsnap_entry *e;
 };
 
+/* Each thread's buffer for compressed bytes, grown as needed: a fresh
+ * allocation per block would be mmap'd and page-faulted for big blocks.
+ */
+struct scratch {
+  char *buf;
+  size_t size;
+};
+
+static void
+free_scratch (void *p)
+{
+  free (((struct scratch *) p)->buf);
+}
+
+static struct thread_local scratch_buffers =
+  THREAD_LOCAL_INIT (struct scratch, free_scratch);
+
+static char *
+scratch (struct image *img, size_t size)
+{
+  struct scratch *s = thread_local_get (&scratch_buffers);
+
+  if (s != NULL && s->size < size) {
+    free (s->buf);
+    s->buf = malloc (size);
+    s->size = s->buf ? size : 0;
+  }
+  if (s == NULL || s->buf == NULL) {
+    image_error ("%s: %m", img->path);
+    return NULL;
+  }
+  return s->buf;
+}
+
 /* Read, verify and decompress one stored block into buf. */
 static int
 load_block (void *opaque, void *buf)
@@ -357,10 +392,9 @@ load_block (void *opaque, void *buf)
   char *stored = buf;
   int r;
 
-  if (e->kind != QSNAP_RAW && (stored = malloc (e->length)) == NULL) {
-    image_error ("%s: %m", img->path);
+  if (e->kind != QSNAP_RAW &&
+      (stored = scratch (img, qsnap_max_stored (q->h.block_size))) == NULL)
     return -1;
-  }
   r = image_read_file (img, stored, e->length, e->offset, "qsnap block");
   if (r == 0 && qsnap_checksum (stored, e->length) != e->checksum) {
     image_error ("%s: stream '%s' block %" PRIu64 " (offset %" PRIu64
@@ -378,8 +412,6 @@ load_block (void *opaque, void *buf)
                    "(%s)", img->path, q->stream.name, req->block,
                    e->kind == QSNAP_LZ4 ? "lz4" : "zstd");
   }
-  if (stored != buf)
-    free (stored);
   return r;
 }
 
