@@ -11,14 +11,15 @@ export QEMOUNT_PLUGIN
 # see our state, nor we theirs.
 export QEMOUNT_RUNTIME_DIR="$tmp/run"
 
-# The sanitized build: nbdkit needs the ASan runtime for our plugin
-# (through a wrapper first in PATH, which execs the real nbdkit so the
-# recorded pid is nbdkit's), and qemount itself is checked for leaks.
+# The sanitized build: nbdkit needs what functions.sh preloads for our
+# plugin (through a wrapper first in PATH, which execs the real nbdkit
+# so the recorded pid is nbdkit's), and qemount itself is checked for
+# leaks.
 if [ "$SANITIZERS" = yes ]; then
   mkdir "$tmp/bin"
   cat > "$tmp/bin/nbdkit" <<EOF
 #!/bin/sh
-exec env LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 $(command -v nbdkit) "\$@"
+exec env $nbdkit_env ASAN_OPTIONS=detect_leaks=0 $(command -v nbdkit) "\$@"
 EOF
   chmod +x "$tmp/bin/nbdkit"
   PATH="$tmp/bin:$PATH"
