@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "qemount.h"
+#include "snapshot.h"
 
 bool verbose;
 
@@ -99,6 +100,7 @@ static const struct {
   { "mount", mount_main, "mount a filesystem from an image, or export the disk" },
   { "umount", umount_main, "undo a qemount mount and stop what it started" },
   { "list", list_main, "show what qemount has mounted" },
+  { "snapshot", snapshot_main, "create, commit, inspect and verify qsnap snapshots" },
 };
 
 static void
