@@ -1,4 +1,4 @@
-/* Unaligned little/big-endian loads from on-disk structures. */
+/* Unaligned little/big-endian loads and stores of on-disk structures. */
 
 #ifndef QEMOUNT_BYTES_H
 #define QEMOUNT_BYTES_H
@@ -45,6 +45,20 @@ load_be16 (const void *p)
   uint16_t v;
   memcpy (&v, p, sizeof v);
   return be16toh (v);
+}
+
+static inline void
+store_le32 (void *p, uint32_t v)
+{
+  v = htole32 (v);
+  memcpy (p, &v, sizeof v);
+}
+
+static inline void
+store_le64 (void *p, uint64_t v)
+{
+  v = htole64 (v);
+  memcpy (p, &v, sizeof v);
 }
 
 #endif /* QEMOUNT_BYTES_H */

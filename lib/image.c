@@ -160,15 +160,39 @@ image_read_file (struct image *img, void *buf, size_t count,
   return 0;
 }
 
+int
+image_write_file (int fd, const void *buf, size_t count, uint64_t offset)
+{
+  const char *p = buf;
+
+  while (count > 0) {
+    ssize_t r = pwrite (fd, p, count, offset);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += r;
+    count -= r;
+    offset += r;
+  }
+  return 0;
+}
+
 struct image *
-image_alloc (const struct image_ops *ops, const char *path, int fd)
+image_alloc (const struct image_ops *ops, const char *path, int fd,
+             size_t priv_size)
 {
   struct image *img = calloc (1, sizeof *img);
 
-  if (img == NULL || (img->path = strdup (path)) == NULL) {
+  if (img == NULL || (img->path = strdup (path)) == NULL ||
+      (priv_size > 0 && (img->priv = calloc (1, priv_size)) == NULL)) {
     image_error ("%s: %m", path);
+    if (img)
+      free (img->path);
     free (img);
-    close (fd);
+    if (fd >= 0)
+      close (fd);
     return NULL;
   }
   img->ops = ops;
@@ -393,6 +417,7 @@ image_close (struct image *img)
       img->ops->close (img);
     if (img->fd >= 0)
       close (img->fd);
+    free (img->priv);
     free (img->path);
     free (img);
     img = backing;

@@ -125,9 +125,12 @@ struct image *image_open_relative (const char *parent_path,
                                    unsigned depth);
 void image_close (struct image *img);
 
-/* For decoders: allocate the common part (takes ownership of fd). */
+/* For decoders: allocate the common part (takes ownership of fd) and
+ * priv_size zeroed bytes of the format's state at img->priv, which
+ * image_close frees after ops->close.
+ */
 struct image *image_alloc (const struct image_ops *ops, const char *path,
-                           int fd);
+                           int fd, size_t priv_size);
 
 int image_pread (struct image *img, void *buf, size_t count, uint64_t offset);
 int image_pwrite (struct image *img, const void *buf, size_t count,
@@ -174,6 +177,12 @@ void image_set_cache_size (uint64_t bytes);
  * without named streams.
  */
 int image_list_streams (struct image *img, char ***names, size_t *n);
+
+/* pwrite(2) of exactly count bytes (retrying short writes); -1 with
+ * errno set and no message: the caller knows what it was writing.
+ */
+int image_write_file (int fd, const void *buf, size_t count,
+                      uint64_t offset);
 
 /* Size of the open file (regular file or block device). */
 int image_file_size (int fd, const char *path, uint64_t *size);

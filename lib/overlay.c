@@ -77,20 +77,6 @@ struct overlay {
   bool ephemeral;               /* deleted on close: flush need not sync */
 };
 
-static inline void
-put_le32 (uint8_t *p, uint32_t v)
-{
-  v = htole32 (v);
-  memcpy (p, &v, 4);
-}
-
-static inline void
-put_le64 (uint8_t *p, uint64_t v)
-{
-  v = htole64 (v);
-  memcpy (p, &v, 8);
-}
-
 /* The map, in memory. */
 
 static uint32_t
@@ -181,34 +167,15 @@ make_header (uint8_t *h, const struct overlay *o, struct image *base,
 {
   memset (h, 0, HEADER_SIZE);
   memcpy (&h[H_MAGIC], MAGIC, 8);
-  put_le32 (&h[H_VERSION], OVERLAY_VERSION);
-  put_le32 (&h[H_BLOCK], BLOCK);
-  put_le64 (&h[H_SIZE], base->size);
-  put_le64 (&h[H_MAP], o->map_offset);
-  put_le64 (&h[H_DATA], o->data_offset);
-  put_le64 (&h[H_FINGERPRINT], print);
+  store_le32 (&h[H_VERSION], OVERLAY_VERSION);
+  store_le32 (&h[H_BLOCK], BLOCK);
+  store_le64 (&h[H_SIZE], base->size);
+  store_le64 (&h[H_MAP], o->map_offset);
+  store_le64 (&h[H_DATA], o->data_offset);
+  store_le64 (&h[H_FINGERPRINT], print);
   snprintf ((char *) &h[H_BASE_FORMAT], 16, "%s", base->ops->name);
   snprintf ((char *) &h[H_BASE_PATH], 1024, "%s", base->path);
-  put_le64 (&h[H_CHECKSUM], XXH64 (h, H_CHECKSUM, 0));
-}
-
-static int
-write_all (int fd, const void *buf, size_t count, uint64_t offset)
-{
-  const char *p = buf;
-
-  while (count > 0) {
-    ssize_t r = pwrite (fd, p, count, offset);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    p += r;
-    count -= r;
-    offset += r;
-  }
-  return 0;
+  store_le64 (&h[H_CHECKSUM], XXH64 (h, H_CHECKSUM, 0));
 }
 
 /* A new overlay appears under its name complete or not at all: the
@@ -232,7 +199,7 @@ create_file (const char *path, const uint8_t *header, uint64_t file_size)
     image_error ("%s: cannot create the overlay: %m", path);
     goto out;
   }
-  if (write_all (fd, header, HEADER_SIZE, 0) == -1 ||
+  if (image_write_file (fd, header, HEADER_SIZE, 0) == -1 ||
       ftruncate (fd, file_size) == -1 || fsync (fd) == -1) {
     image_error ("%s: writing the overlay header: %m", path);
     goto out;
@@ -275,7 +242,7 @@ create_ephemeral (struct image *img, const uint8_t *header,
                  img->backing->path, dir);
     return -1;
   }
-  if (write_all (fd, header, HEADER_SIZE, 0) == -1 ||
+  if (image_write_file (fd, header, HEADER_SIZE, 0) == -1 ||
       ftruncate (fd, file_size) == -1) {
     image_error ("%s: writing the ephemeral overlay in %s: %m",
                  img->backing->path, dir);
@@ -412,15 +379,13 @@ overlay_open (struct image *base, const char *path)
 
   if (fingerprint (base, &print) == -1)
     return NULL;
-  img = image_alloc (&overlay_ops, path ? path : base->path, -1);
+  img = image_alloc (&overlay_ops, path ? path : base->path, -1, sizeof *o);
   if (img == NULL)
     return NULL;
   img->backing = base;
   img->size = base->size;
   img->block_size = BLOCK;
-  o = img->priv = calloc (1, sizeof *o);
-  if (o == NULL)
-    goto nomem;
+  o = img->priv;
   pthread_mutex_init (&o->lock, NULL);
   for (unsigned i = 0; i < BLOCK_LOCKS; ++i)
     pthread_mutex_init (&o->block_locks[i], NULL);
@@ -595,7 +560,7 @@ write_block (struct image *img, uint64_t block, const void *data)
   }
   pthread_mutex_unlock (&o->lock);
 
-  if (write_all (img->fd, data, BLOCK, slot_offset (o, e)) == -1) {
+  if (image_write_file (img->fd, data, BLOCK, slot_offset (o, e)) == -1) {
     image_error ("%s: writing the overlay: %m", img->path);
     return -1;
   }
@@ -726,7 +691,7 @@ overlay_flush (struct image *img)
   if (fdatasync (img->fd) == -1)
     goto io_error;
   for (uint64_t i = 0; i < n; ++i)
-    if (write_all (img->fd, copies[i], BLOCK,
+    if (image_write_file (img->fd, copies[i], BLOCK,
                    o->map_offset + which[i] * BLOCK) == -1)
       goto io_error;
   if (n > 0 && fdatasync (img->fd) == -1)
@@ -752,8 +717,6 @@ overlay_close (struct image *img)
 {
   struct overlay *o = img->priv;
 
-  if (o == NULL)
-    return;
   /* A clean shutdown keeps every write, flushed or not. */
   if (img->fd >= 0 && o->pages && o->dirty)
     overlay_flush (img);
@@ -765,7 +728,6 @@ overlay_close (struct image *img)
   pthread_mutex_destroy (&o->lock);
   for (unsigned i = 0; i < BLOCK_LOCKS; ++i)
     pthread_mutex_destroy (&o->block_locks[i]);
-  free (o);
 }
 
 const struct image_ops overlay_ops = {

@@ -214,14 +214,10 @@ ploop_open (const char *path, int fd, const struct image_options *opts,
   if (len > 0 && ploop_descriptor_probe (buf, len))
     return ploop_descriptor_open (path, fd, opts, depth);
 
-  img = image_alloc (&ploop_ops, path, fd);
+  img = image_alloc (&ploop_ops, path, fd, sizeof *p);
   if (img == NULL)
     return NULL;
-  p = img->priv = calloc (1, sizeof *p);
-  if (p == NULL) {
-    image_error ("%s: %m", path);
-    goto err;
-  }
+  p = img->priv;
   if (len < 16 || !ploop_probe (buf, len)) {
     image_error ("%s: not a ploop image (no ploop signature)", path);
     goto err;
@@ -312,9 +308,7 @@ ploop_close (struct image *img)
 {
   struct ploop *p = img->priv;
 
-  if (p != NULL)
-    free (p->bat);
-  free (p);
+  free (p->bat);
 }
 
 const struct image_ops ploop_ops = {

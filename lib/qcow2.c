@@ -745,15 +745,10 @@ qcow2_open (const char *path, int fd, const struct image_options *opts,
   struct qcow2 *q;
   int r, saved_errno;
 
-  img = image_alloc (&qcow2_ops, path, fd);
+  img = image_alloc (&qcow2_ops, path, fd, sizeof *q);
   if (img == NULL)
     return NULL;
-
-  q = img->priv = calloc (1, sizeof *q);
-  if (q == NULL) {
-    image_error ("%s: %m", path);
-    goto err;
-  }
+  q = img->priv;
   q->id = __atomic_fetch_add (&next_image_id, 1, __ATOMIC_RELAXED);
   r = qcow2_parse (img, q, opts, depth);
   /* The first cluster is only needed while parsing. */
@@ -775,8 +770,6 @@ qcow2_close (struct image *img)
 {
   struct qcow2 *q = img->priv;
 
-  if (q == NULL)
-    return;
   if (q->cache_lock_ok)
     pthread_mutex_destroy (&q->cache.lock);
   free (q->cache.keys);
@@ -786,8 +779,6 @@ qcow2_close (struct image *img)
   free (q->cache.data);
   free (q->l1);
   free (q->header);
-  free (q);
-  img->priv = NULL;
 }
 
 /* L2 cache. */

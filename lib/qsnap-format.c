@@ -13,20 +13,6 @@
 #include "bytes.h"
 #include "qsnap.h"
 
-static inline void
-put_le32 (uint8_t *p, uint32_t v)
-{
-  v = htole32 (v);
-  memcpy (p, &v, 4);
-}
-
-static inline void
-put_le64 (uint8_t *p, uint64_t v)
-{
-  v = htole64 (v);
-  memcpy (p, &v, 8);
-}
-
 /* Store a string in a NUL-padded field of n bytes (already zeroed);
  * longer strings are cut (callers check lengths before encoding).
  */
@@ -76,19 +62,19 @@ qsnap_encode_header (uint8_t *b, const struct qsnap_header *h)
 {
   memset (b, 0, QSNAP_HEADER_SIZE);
   memcpy (&b[0], QSNAP_MAGIC, 8);
-  put_le32 (&b[8], h->version);
-  put_le32 (&b[12], h->incompat);
-  put_le32 (&b[16], h->compat);
-  put_le32 (&b[20], h->block_size);
+  store_le32 (&b[8], h->version);
+  store_le32 (&b[12], h->incompat);
+  store_le32 (&b[16], h->compat);
+  store_le32 (&b[20], h->block_size);
   memcpy (&b[24], h->id, QSNAP_ID_SIZE);
-  put_le64 (&b[40], h->stream_table);
-  put_le32 (&b[48], h->n_streams);
+  store_le64 (&b[40], h->stream_table);
+  store_le32 (&b[48], h->n_streams);
   memcpy (&b[56], h->parent_id, QSNAP_ID_SIZE);
-  put_le64 (&b[72], h->created);
-  put_le64 (&b[80], h->input_bytes);
+  store_le64 (&b[72], h->created);
+  store_le64 (&b[80], h->input_bytes);
   put_string (&b[88], h->parent_path, QSNAP_PARENT_PATH_MAX);
   put_string (&b[600], h->codec, QSNAP_CODEC_MAX);
-  put_le64 (&b[4088], XXH64 (b, 4088, 0));
+  store_le64 (&b[4088], XXH64 (b, 4088, 0));
 }
 
 const char *
@@ -132,10 +118,10 @@ qsnap_encode_stream (uint8_t *b, const struct qsnap_stream *s)
 {
   memset (b, 0, QSNAP_STREAM_SIZE);
   put_string (&b[0], s->name, QSNAP_STREAM_NAME_MAX);
-  put_le64 (&b[32], s->size);
-  put_le64 (&b[40], s->index_offset);
-  put_le64 (&b[48], s->index_pages);
-  put_le64 (&b[56], XXH64 (b, 56, 0));
+  store_le64 (&b[32], s->size);
+  store_le64 (&b[40], s->index_offset);
+  store_le64 (&b[48], s->index_pages);
+  store_le64 (&b[56], XXH64 (b, 56, 0));
 }
 
 static bool
@@ -171,12 +157,12 @@ qsnap_encode_page (uint8_t *b, const struct qsnap_entry *e)
   for (unsigned i = 0; i < QSNAP_ENTRIES_PER_PAGE; ++i) {
     uint8_t *p = &b[i * QSNAP_ENTRY_SIZE];
 
-    put_le64 (&p[0], e[i].offset);
-    put_le32 (&p[8], e[i].length);
+    store_le64 (&p[0], e[i].offset);
+    store_le32 (&p[8], e[i].length);
     p[12] = e[i].kind;
-    put_le64 (&p[16], e[i].checksum);
+    store_le64 (&p[16], e[i].checksum);
   }
-  put_le64 (&b[4088], XXH64 (b, 4088, 0));
+  store_le64 (&b[4088], XXH64 (b, 4088, 0));
 }
 
 const char *

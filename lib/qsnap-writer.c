@@ -240,19 +240,9 @@ worker (void *arg)
 static int
 write_at (struct writer *w, const void *buf, size_t count, uint64_t offset)
 {
-  const char *p = buf;
-
-  while (count > 0) {
-    ssize_t r = pwrite (w->fd, p, count, offset);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      image_error ("%s: writing: %m", w->output);
-      return -1;
-    }
-    p += r;
-    count -= r;
-    offset += r;
+  if (image_write_file (w->fd, buf, count, offset) == -1) {
+    image_error ("%s: writing: %m", w->output);
+    return -1;
   }
   return 0;
 }

@@ -232,14 +232,10 @@ qsnap_open (const char *path, int fd, const struct image_options *opts,
   struct qsnap *q;
   uint64_t file_size;
 
-  img = image_alloc (&qsnap_ops, path, fd);
+  img = image_alloc (&qsnap_ops, path, fd, sizeof *q);
   if (img == NULL)
     return NULL;
-  q = img->priv = calloc (1, sizeof *q);
-  if (q == NULL) {
-    image_error ("%s: %m", path);
-    goto err;
-  }
+  q = img->priv;
   pthread_mutex_init (&q->pages_lock, NULL);
   for (unsigned i = 0; i < PAGE_SLOTS; ++i)
     q->pages[i].page = UINT64_MAX;
@@ -511,13 +507,10 @@ qsnap_close (struct image *img)
 {
   struct qsnap *q = img->priv;
 
-  if (q == NULL)
-    return;
   for (size_t i = 0; i < q->n_names; ++i)
     free (q->stream_names[i]);
   free (q->stream_names);
   pthread_mutex_destroy (&q->pages_lock);
-  free (q);
 }
 
 int

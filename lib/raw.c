@@ -20,7 +20,7 @@ static struct image *
 raw_open (const char *path, int fd, const struct image_options *opts,
           unsigned depth)
 {
-  struct image *img = image_alloc (&raw_ops, path, fd);
+  struct image *img = image_alloc (&raw_ops, path, fd, 0);
 
   if (img == NULL)
     return NULL;
