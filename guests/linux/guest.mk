@@ -1,0 +1,24 @@
+# The helper VM (guests/linux/build-guest): make guest builds it in
+# build/guest, again when the script, the init or the kernel package
+# apt would choose change.  Included at the end of Makefile.am.
+
+GUEST_DIR = build/guest
+GUEST_INPUTS = $(srcdir)/guests/linux/build-guest $(srcdir)/guests/linux/init
+
+guest: $(GUEST_DIR)/info
+	@cat $(GUEST_DIR)/info
+
+# The package is part of the input: a new kernel in apt rebuilds.
+$(GUEST_DIR)/package: FORCE
+	@$(MKDIR_P) $(GUEST_DIR)
+	@pkg=$$(apt-cache depends linux-image-$$(dpkg --print-architecture) 2>/dev/null | \
+	  sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$$/\1/p' | head -n 1); \
+	if [ -n "$$pkg" ] && [ "$$(cat $@ 2>/dev/null)" != "$$pkg" ]; then \
+	  echo "$$pkg" > $@; fi
+
+$(GUEST_DIR)/info: $(GUEST_INPUTS) $(GUEST_DIR)/package
+	$(AM_V_GEN)$(srcdir)/guests/linux/build-guest $(GUEST_DIR)
+
+FORCE:
+.PHONY: guest FORCE
+EXTRA_DIST += $(GUEST_INPUTS) guests/linux/guest.mk
