@@ -17,7 +17,7 @@
 #include "image.h"
 #include "qsnap.h"
 
-/* Defaults chosen with scripts/bench-qsnap --sweep (its header has the
+/* Defaults chosen with scripts/bench --sweep (docs/benchmarks.md has the
  * figures): on an ext4 of text, 1 MiB blocks at zstd level 3 are 0.86x
  * the size of qemu-img's zstd qcow2 in 0.7x its time; no smaller block
  * size reaches 0.9x at a level that is still faster than qemu-img.

@@ -27,5 +27,4 @@ TESTS += \
 	tests/test-qsnap-corrupt.sh \
 	tests/test-qsnap-atomic.sh \
 	tests/test-qsnap-commit.sh
-EXTRA_DIST += server/snapshot.pod tests/qsnap-image.py tests/qsnap-patch.py \
-	scripts/bench-qsnap
+EXTRA_DIST += server/snapshot.pod tests/qsnap-image.py tests/qsnap-patch.py
