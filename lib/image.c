@@ -371,14 +371,24 @@ image_open_relative (const char *parent_path, const char *backing_name,
     goto out;
   }
 
+  real = realpath (path, NULL);
+  if (real == NULL) {
+    image_error ("%s: backing file '%s': %m", parent_path, backing_name);
+    goto out;
+  }
+  /* Kernel interfaces are never images, whatever the policy: a backing
+   * name must not turn a hostile image into a reader of /proc/self/...
+   */
+  if (strncmp (real, "/proc/", 6) == 0 || strncmp (real, "/sys/", 5) == 0) {
+    image_error ("%s: backing file '%s' resolves to %s, a kernel interface, "
+                 "not an image", parent_path, backing_name, real);
+    errno = EPERM;
+    goto out;
+  }
+
   if (opts->backing == BACKING_SAME_DIR) {
     struct stat st;
 
-    real = realpath (path, NULL);
-    if (real == NULL) {
-      image_error ("%s: backing file '%s': %m", parent_path, backing_name);
-      goto out;
-    }
     real_dir = real_dirname (real);
     if (real_dir == NULL)
       goto out;

@@ -56,6 +56,19 @@ expect_error "is not a local file" file="$tmp/a/top.qcow2" backing=yes
 qemu-img rebase -u -F raw -b 'json:{"file.filename":"/etc/passwd"}' "$tmp/a/top.qcow2"
 expect_error "is not a local file" file="$tmp/a/top.qcow2" backing=yes
 
+# Kernel interfaces and devices are never followed, even with backing=yes:
+# /proc and /sys by path (also through a symlink), character devices by
+# type.
+qemu-img rebase -u -F raw -b /proc/self/environ "$tmp/a/top.qcow2"
+expect_error "backing file '/proc/self/environ' resolves to /proc/" \
+  file="$tmp/a/top.qcow2" backing=yes
+ln -s /sys/kernel/notes "$tmp/a/notes"
+qemu-img rebase -u -F raw -b notes "$tmp/a/top.qcow2"
+expect_error "a kernel interface, not an image" file="$tmp/a/top.qcow2" backing=yes
+qemu-img rebase -u -F raw -b /dev/zero "$tmp/a/top.qcow2"
+expect_error "/dev/zero: not a regular file or block device" file="$tmp/a/top.qcow2" backing=yes
+expect_error "is outside the image's directory" file="$tmp/a/top.qcow2"
+
 # Loops: top -> base -> top, and an image that is its own backing file.
 qemu-img rebase -u -F qcow2 -b base.qcow2 "$tmp/a/top.qcow2"
 qemu-img rebase -u -F qcow2 -b top.qcow2 "$tmp/a/base.qcow2"
