@@ -31,6 +31,8 @@ struct mount_options {
   int partition;
   enum via via;
   bool rw, raw, foreground;
+  bool use_vm;                  /* decided by check_via */
+  const char *accel;            /* --accel, for the helper VM */
   const char *overlay, *fstype;
   long uid, gid;                /* -1: not given */
   /* --raw: the files in DIR, one per stream of the image (named exports
@@ -46,6 +48,7 @@ mount_usage (FILE *fp)
 {
   fprintf (fp,
 "usage: qemount mount IMAGE DIR [--partition N] [--via kernel|vm|auto]\n"
+"                     [--accel auto|kvm|tcg]\n"
 "                     [--rw] [--overlay PATH] [--fstype T]\n"
 "                     [--uid U --gid G] [--foreground]\n"
 "                     [--format FORMAT] [--backing yes|no|samedir]\n"
@@ -57,7 +60,9 @@ mount_usage (FILE *fp)
 "is thrown away at umount unless --overlay PATH keeps it).  Without\n"
 "--partition: the whole disk if it holds a filesystem, else the only\n"
 "partition with one.  --raw exposes the disk (or partition) as the file\n"
-"DIR/disk instead, without root.\n");
+"DIR/disk instead, without root.  --via vm mounts it in the helper VM\n"
+"(qemount guest build), without root; --via auto (the default) does so\n"
+"when the host kernel cannot.\n");
 }
 
 /* A user or group: a number, or a name. */
@@ -82,11 +87,12 @@ parse_id (const char *s, bool group)
 static int
 parse_options (int argc, char *argv[], struct mount_options *o)
 {
-  enum { OPT_VIA = 256, OPT_RW, OPT_OVERLAY, OPT_UID, OPT_GID, OPT_RAW,
+  enum { OPT_VIA = 256, OPT_ACCEL, OPT_RW, OPT_OVERLAY, OPT_UID, OPT_GID, OPT_RAW,
          OPT_FORMAT, OPT_BACKING };
   static const struct option long_options[] = {
     { "partition", required_argument, NULL, 'p' },
     { "via", required_argument, NULL, OPT_VIA },
+    { "accel", required_argument, NULL, OPT_ACCEL },
     { "rw", no_argument, NULL, OPT_RW },
     { "overlay", required_argument, NULL, OPT_OVERLAY },
     { "fstype", required_argument, NULL, 't' },
@@ -108,6 +114,7 @@ parse_options (int argc, char *argv[], struct mount_options *o)
   o->req.backing = BACKING_SAME_DIR;
   o->backing = "samedir";
   o->uid = o->gid = -1;
+  o->accel = "auto";
 
   while ((c = getopt_long (argc, argv, "p:t:fh", long_options, NULL)) != -1) {
     switch (c) {
@@ -129,6 +136,14 @@ parse_options (int argc, char *argv[], struct mount_options *o)
         errorf ("--via %s: must be kernel, vm or auto", optarg);
         return EXIT_USAGE;
       }
+      break;
+    case OPT_ACCEL:
+      if (strcmp (optarg, "auto") && strcmp (optarg, "kvm") &&
+          strcmp (optarg, "tcg")) {
+        errorf ("--accel %s: must be auto, kvm or tcg", optarg);
+        return EXIT_USAGE;
+      }
+      o->accel = optarg;
       break;
     case OPT_RW: o->rw = true; break;
     case OPT_OVERLAY: o->overlay = optarg; break;
@@ -336,11 +351,40 @@ kernel_knows (const char *fstype)
   return found;
 }
 
-/* --via auto and --via kernel: can the host kernel do it? */
+/* The helper VM's files exist (qemount guest build). */
+static bool
+guest_available (void)
+{
+  char *path = xasprintf ("%s/vmlinux", guest_dir ());
+  bool ok = access (path, R_OK) == 0;
+
+  free (path);
+  return ok;
+}
+
+/* --via: can the host kernel do it, else the helper VM?  Sets
+ * o->use_vm.
+ */
 static int
-check_via (const struct mount_options *o, const char *fstype)
+check_via (struct mount_options *o, const char *fstype)
 {
   const char *kfs = kernel_fstype (fstype);
+
+  o->use_vm = o->via == VIA_VM ||
+    (o->via == VIA_AUTO && guest_available () &&
+     (geteuid () != 0 || !kernel_knows (kfs)));
+  if (o->via == VIA_VM && !guest_available ()) {
+    errorf ("--via vm: the helper VM is not built in %s (qemount guest "
+            "build makes it)", guest_dir ());
+    return EXIT_NEEDS_VM;
+  }
+  if (o->use_vm) {
+    if (o->uid == -1) {
+      o->uid = getuid ();
+      o->gid = getgid ();
+    }
+    return EXIT_OK;
+  }
 
   if (o->via == VIA_KERNEL) {
     if (geteuid () != 0) {
@@ -353,13 +397,13 @@ check_via (const struct mount_options *o, const char *fstype)
   if (!kernel_knows (kfs)) {
     errorf ("%s: the filesystem is %s, which the host kernel does not "
             "mount (it is not in /proc/filesystems): that needs the helper "
-            "VM path, which is not available yet", o->image, fstype);
+            "VM, which is not built (qemount guest build)", o->image, fstype);
     return EXIT_NEEDS_VM;
   }
   if (geteuid () != 0) {
     errorf ("mounting through the host kernel needs root; without root "
-            "that needs the helper VM path, which is not available yet "
-            "(--raw works without root)");
+            "that needs the helper VM, which is not built (qemount guest "
+            "build; --raw works without root)");
     return EXIT_NEEDS_VM;
   }
   return EXIT_OK;
@@ -500,6 +544,15 @@ build (const struct mount_options *o, struct mount_state *st)
   if (interrupted)
     return EXIT_INTERRUPTED;
 
+  if (o->use_vm) {
+    struct vm_request r = {
+      .accel = o->accel, .fstype = st->fstype, .rw = !st->readonly,
+      .uid = o->uid, .gid = o->gid,
+    };
+
+    return vm_mount (st, &r);
+  }
+
   if (o->raw) {
     char uid[32], gid[32], *fuse_options[4] = { NULL };
 
@@ -547,10 +600,6 @@ mount_main (int argc, char *argv[])
   status = parse_options (argc, argv, &o);
   if (status != EXIT_OK)
     return status == -1 ? EXIT_OK : status;
-  if (o.via == VIA_VM) {
-    errorf ("--via vm: the helper VM path is not available yet");
-    return EXIT_NEEDS_VM;
-  }
   catch_interrupts ();
 
   /* Everything that can be checked before anything is started. */

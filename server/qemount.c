@@ -100,6 +100,8 @@ static const struct {
   { "mount", mount_main, "mount a filesystem from an image, or export the disk" },
   { "umount", umount_main, "undo a qemount mount and stop what it started" },
   { "list", list_main, "show what qemount has mounted" },
+  { "extract", extract_main, "write a tar of a filesystem in an image (helper VM)" },
+  { "guest", guest_main, "build the helper VM, or show what it mounts" },
   { "snapshot", snapshot_main, "create, commit, inspect and verify qsnap snapshots" },
 };
 

@@ -59,6 +59,8 @@ int info_main (int argc, char *argv[]);
 int mount_main (int argc, char *argv[]);
 int umount_main (int argc, char *argv[]);
 int list_main (int argc, char *argv[]);
+int guest_main (int argc, char *argv[]);
+int extract_main (int argc, char *argv[]);
 
 /* open.c: the image, with the exit status of the failure class. */
 struct image_request {
@@ -209,5 +211,21 @@ bool nbd_module_present (void);
 /* umount.c: tear a mount down, in order; tolerant of parts already gone. */
 int teardown (struct mount_state *st);
 int clean_stale_states (void);
+
+/* vm.c: the helper VM (guests/linux), once nbdkit serves the disk. */
+struct vm_request {
+  const char *accel;            /* "auto", "kvm" or "tcg" */
+  const char *fstype;           /* NULL: the guest tries its filesystems */
+  bool rw;
+  long uid, gid;                /* owner of every file in the sshfs mount */
+  char *const *paths;           /* extract: paths in the filesystem */
+  size_t n_paths;
+  const char *tar_fifo;         /* set by vm_extract */
+};
+const char *guest_dir (void);
+int vm_mount (struct mount_state *st, const struct vm_request *r);
+int vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
+                bool progress);
+int vm_teardown (struct mount_state *st);
 
 #endif /* QEMOUNT_SERVER_H */

@@ -133,7 +133,8 @@ teardown (struct mount_state *st)
   char *sock = state_path (st, STATE_SOCKET);
   int status = EXIT_OK;
 
-  if (!st->raw)
+  status = vm_teardown (st);
+  if (status == EXIT_OK && !st->raw)
     status = kernel_unmount (st);
   if (status != EXIT_OK)
     goto out;

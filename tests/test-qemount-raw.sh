@@ -63,12 +63,13 @@ else
   echo "SKIP (one case): python3 lz4/xxhash/zstandard missing: no qsnap to make"
 fi
 
-# Without root.
+# Without root, and without the helper VM (test-qemount-vm.sh has it).
+export QEMOUNT_GUEST_DIR="$tmp/no-guest"
 requires_nobody
 mkdir -m 0777 "$tmp/nmnt"
 cp "$tmp/mbr.img" "$tmp/pub.img"
 chmod 644 "$tmp/pub.img"
-expect 13 "mounting through the host kernel needs root; without root that needs the helper VM path, which is not available yet" \
+expect 13 "mounting through the host kernel needs root; without root that needs the helper VM, which is not built (qemount guest build; --raw works without root)" \
   as_nobody "$QEMOUNT" mount "$tmp/pub.img" "$tmp/nmnt"
 expect 14 "--via kernel: mounting through the host kernel needs root" \
   as_nobody "$QEMOUNT" mount --via kernel "$tmp/pub.img" "$tmp/nmnt"

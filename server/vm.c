@@ -1,0 +1,766 @@
+/* The helper VM: a QEMU microvm running Debian's kernel (guests/linux)
+ * reads the image from the mount's nbdkit over its private socket, as a
+ * virtio disk, and mounts the filesystem with its own kernel.  The host
+ * sees the files through sftp-server in the guest on a virtio-serial
+ * port and sshfs -o passive on the host (qemount mount --via vm), or
+ * receives a tar of them on another port (qemount extract).  The guest
+ * has no network device; nothing listens on TCP.
+ *
+ * The guest reports on its serial console, which QEMU writes to the
+ * state directory's console.log: "qemount-guest: init", "... ready
+ * FSTYPE", "... error: WHY", "... tar ok".  We watch that file.
+ *
+ * Parts of the stack, each with its pid file in the state directory so
+ * that teardown (vm_teardown, called by umount.c) finds them: qemu.pid,
+ * sshfs.pid.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qemount.h"
+
+#define QEMU "qemu-system-x86_64"
+#define GUEST_MEMORY "512"
+#define KVM_WATCHDOG_MS 1800    /* a working KVM reaches init well before */
+#define TCG_BOOT_MS 15000       /* to init: ~1.5 s here; slow CI machines */
+#define READY_TIMEOUT_MS 60000  /* mounting a large filesystem can take long */
+
+#define STATE_QEMU_PID "qemu.pid"
+#define STATE_SSHFS_PID "sshfs.pid"
+#define STATE_CONSOLE "console.log"
+#define STATE_SFTP_SOCKET "sftp.sock"
+#define STATE_TAR_FIFO "tar.fifo"
+#define VERDICT_FILE "kvm-verdict"
+
+/* $QEMOUNT_GUEST_DIR; else build/guest of the build tree this binary
+ * lives in (server/qemount); else ~/.cache/qemount/guest.
+ */
+const char *
+guest_dir (void)
+{
+  static char path[PATH_MAX + 64];
+  const char *env = getenv ("QEMOUNT_GUEST_DIR");
+  const char *home = getenv ("HOME");
+  char exe[PATH_MAX], *slash;
+  ssize_t n;
+
+  if (env && *env)
+    return env;
+  n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    slash = strrchr (exe, '/');
+    if (slash) {
+      *slash = '\0';
+      snprintf (path, sizeof path, "%s/../guests/linux/build-guest", exe);
+      if (access (path, X_OK) == 0) {
+        snprintf (path, sizeof path, "%s/../build/guest", exe);
+        return path;
+      }
+    }
+  }
+  snprintf (path, sizeof path, "%s/.cache/qemount/guest",
+            home && *home ? home : "/tmp");
+  return path;
+}
+
+static char *
+guest_file (const char *name)
+{
+  return xasprintf ("%s/%s", guest_dir (), name);
+}
+
+static bool
+guest_built (void)
+{
+  char *k = guest_file ("vmlinux"), *i = guest_file ("initrd");
+  bool ok = access (k, R_OK) == 0 && access (i, R_OK) == 0;
+
+  free (k);
+  free (i);
+  return ok;
+}
+
+/* qemount guest build | info */
+int
+guest_main (int argc, char *argv[])
+{
+  if (argc == 2 && strcmp (argv[1], "build") == 0) {
+    char exe[PATH_MAX], *script;
+    ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
+    const char *args[3];
+
+    if (n <= 0) {
+      errorf ("/proc/self/exe: %m");
+      return EXIT_ERROR;
+    }
+    exe[n] = '\0';
+    *strrchr (exe, '/') = '\0';
+    script = xasprintf ("%s/../guests/linux/build-guest", exe);
+    if (access (script, X_OK) == -1) {
+      free (script);
+      script = xstrdup ("qemount-build-guest");   /* installed, in PATH */
+    }
+    args[0] = script;
+    args[1] = guest_dir ();
+    args[2] = NULL;
+    debugf ("%s %s", args[0], args[1]);
+    execvp (script, (char **) args);
+    errorf ("cannot run %s: %m", script);
+    return EXIT_ERROR;
+  }
+  if (argc == 2 && strcmp (argv[1], "info") == 0) {
+    char *path = guest_file ("info");
+    FILE *fp = fopen (path, "re");
+    char line[4096];
+
+    if (fp == NULL) {
+      errorf ("no helper guest in %s (qemount guest build makes it)",
+              guest_dir ());
+      free (path);
+      return EXIT_NEEDS_VM;
+    }
+    printf ("guest %s\n", guest_dir ());
+    while (fgets (line, sizeof line, fp))
+      fputs (line, stdout);
+    fclose (fp);
+    free (path);
+    return EXIT_OK;
+  }
+  fprintf (argc == 2 && strcmp (argv[1], "--help") == 0 ? stdout : stderr,
+           "usage: qemount guest build | info\n"
+           "\n"
+           "build: fetch Debian's kernel package and build the helper VM\n"
+           "       in %s\n"
+           "info:  its kernel version and the filesystems it mounts\n",
+           guest_dir ());
+  return argc == 2 && strcmp (argv[1], "--help") == 0 ? EXIT_OK : EXIT_USAGE;
+}
+
+static long
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
+/* The first line of the console log starting with prefix, copied into
+ * buf (without the prefix).  Kernel panics are reported as errors.
+ */
+static bool
+console_find (const char *log, const char *prefix, char *buf, size_t len)
+{
+  FILE *fp = fopen (log, "re");
+  char line[1024];
+  bool found = false;
+
+  if (fp == NULL)
+    return false;
+  while (!found && fgets (line, sizeof line, fp)) {
+    char *p = strstr (line, prefix);
+
+    if (p == NULL)
+      continue;
+    line[strcspn (line, "\r\n")] = '\0';
+    snprintf (buf, len, "%s", p + strlen (prefix));
+    found = true;
+  }
+  fclose (fp);
+  return found;
+}
+
+/* KVM verdict for this host, remembered in the runtime directory. */
+static char *
+verdict_path (void)
+{
+  const char *run = runtime_dir (true);
+
+  return run ? xasprintf ("%s/" VERDICT_FILE, run) : NULL;
+}
+
+static int
+read_verdict (void)             /* 1 works, 0 hangs, -1 unknown */
+{
+  char *path = verdict_path ();
+  char buf[16] = "";
+  FILE *fp = path ? fopen (path, "re") : NULL;
+
+  free (path);
+  if (fp == NULL)
+    return -1;
+  if (fgets (buf, sizeof buf, fp) == NULL)
+    buf[0] = '\0';
+  fclose (fp);
+  return strncmp (buf, "kvm", 3) == 0 ? 1 : strncmp (buf, "tcg", 3) == 0 ? 0
+    : -1;
+}
+
+static void
+write_verdict (bool works)
+{
+  char *path = verdict_path ();
+  FILE *fp = path ? fopen (path, "we") : NULL;
+
+  if (fp) {
+    fputs (works ? "kvm\n" : "tcg\n", fp);
+    fclose (fp);
+  }
+  free (path);
+}
+
+/* Hex, so that any path survives the kernel command line. */
+static char *
+hex_paths (char *const *paths, size_t n)
+{
+  size_t len = 1;
+  char *s, *p;
+
+  for (size_t i = 0; i < n; ++i)
+    len += strlen (paths[i]) * 2 + 1;
+  s = p = malloc (len);
+  if (s == NULL) {
+    perror ("malloc");
+    exit (EXIT_ERROR);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (i)
+      *p++ = ',';
+    for (const unsigned char *c = (const unsigned char *) paths[i]; *c; ++c)
+      p += sprintf (p, "%02x", *c);
+  }
+  *p = '\0';
+  return s;
+}
+
+/* The host's TSC rate in kHz, or 0.  Under TCG the guest reads the
+ * host's TSC, and the guest kernel calibrating it against the emulated
+ * PIT fails often enough on a busy host that it then hangs at boot
+ * (measured: 5 boots in 12); telling it the rate (tsc_early_khz) skips
+ * that calibration.
+ */
+static unsigned long
+host_tsc_khz (void)
+{
+#if defined (__x86_64__) || defined (__i386__)
+  struct timespec t0, t1;
+  unsigned long long c0, c1;
+  double ns;
+
+  clock_gettime (CLOCK_MONOTONIC_RAW, &t0);
+  c0 = __builtin_ia32_rdtsc ();
+  sleep_ms (20);
+  clock_gettime (CLOCK_MONOTONIC_RAW, &t1);
+  c1 = __builtin_ia32_rdtsc ();
+  ns = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
+  if (ns <= 0 || c1 <= c0)
+    return 0;
+  return (unsigned long) ((c1 - c0) / ns * 1e6 / 1000 + 0.5) * 1000;
+#else
+  return 0;
+#endif
+}
+
+/* Start QEMU once with accel ("kvm" or "tcg"); returns its pid. */
+static pid_t
+spawn_qemu (struct mount_state *st, const struct vm_request *r,
+            const char *accel)
+{
+  char *kernel = guest_file ("vmlinux"), *initrd = guest_file ("initrd");
+  char *sock = state_path (st, STATE_SOCKET);
+  char *pidfile = state_path (st, STATE_QEMU_PID);
+  char *console = state_path (st, STATE_CONSOLE);
+  char *serial = xasprintf ("file:%s", console);
+  char *drive = xasprintf ("file=nbd:unix:%s,format=raw,if=none,id=disk,"
+                           "cache=none%s", sock, r->rw ? "" : ",readonly=on");
+  char *paths = r->n_paths ? hex_paths (r->paths, r->n_paths) : NULL;
+  unsigned long khz = strcmp (accel, "tcg") == 0 ? host_tsc_khz () : 0;
+  char tsc[48] = "";
+  char *append;
+  char *chardev, *port;
+  const char *argv[48];
+  int n = 0;
+  pid_t pid;
+
+  if (khz)
+    snprintf (tsc, sizeof tsc, " tsc_early_khz=%lu", khz);
+  append = xasprintf ("console=ttyS0 quiet panic=-1%s "
+                            "qemount.mode=%s%s%s%s%s%s", tsc,
+                            r->tar_fifo ? "tar" : "sftp",
+                            r->fstype ? " qemount.fstype=" : "",
+                            r->fstype ? r->fstype : "",
+                            r->rw ? " qemount.rw=1" : "",
+                            paths ? " qemount.paths=" : "",
+                            paths ? paths : "");
+
+  if (r->tar_fifo) {
+    chardev = xasprintf ("file,id=port,path=%s", r->tar_fifo);
+    port = xstrdup ("virtserialport,chardev=port,name=qemount.tar");
+  }
+  else {
+    char *s = state_path (st, STATE_SFTP_SOCKET);
+
+    chardev = xasprintf ("socket,id=port,path=%s,server=on,wait=off", s);
+    port = xstrdup ("virtserialport,chardev=port,name=qemount.sftp");
+    free (s);
+  }
+  unlink (console);
+  unlink (pidfile);
+
+  argv[n++] = QEMU;
+  argv[n++] = "-M";
+  argv[n++] = "microvm,x-option-roms=off,isa-serial=on,rtc=on";
+  argv[n++] = "-accel";
+  argv[n++] = accel;
+  if (strcmp (accel, "kvm") == 0) {
+    argv[n++] = "-cpu";
+    argv[n++] = "host";
+  }
+  argv[n++] = "-m";
+  argv[n++] = GUEST_MEMORY;
+  argv[n++] = "-nodefaults";
+  argv[n++] = "-no-user-config";
+  argv[n++] = "-display";
+  argv[n++] = "none";
+  argv[n++] = "-no-reboot";
+  argv[n++] = "-pidfile";
+  argv[n++] = pidfile;
+  argv[n++] = "-kernel";
+  argv[n++] = kernel;
+  argv[n++] = "-initrd";
+  argv[n++] = initrd;
+  argv[n++] = "-append";
+  argv[n++] = append;
+  argv[n++] = "-serial";
+  argv[n++] = serial;
+  argv[n++] = "-drive";
+  argv[n++] = drive;
+  argv[n++] = "-device";
+  argv[n++] = "virtio-blk-device,drive=disk";
+  argv[n++] = "-device";
+  argv[n++] = "virtio-serial-device";
+  argv[n++] = "-chardev";
+  argv[n++] = chardev;
+  argv[n++] = "-device";
+  argv[n++] = port;
+  argv[n] = NULL;
+
+  {
+    char *log = state_path (st, "qemu.log");
+
+    pid = proc_spawn ((char **) argv, log);
+    free (log);
+  }
+  free (kernel); free (initrd); free (sock); free (pidfile); free (console);
+  free (serial); free (drive); free (paths); free (append); free (chardev);
+  free (port);
+  return pid;
+}
+
+/* Wait for the guest to print want (or an error, a panic, or to die). */
+enum boot { BOOT_OK, BOOT_FAILED, BOOT_TIMEOUT, BOOT_INTERRUPTED };
+
+static enum boot
+wait_console (struct mount_state *st, pid_t qemu, const char *want,
+              int timeout_ms, bool quiet)
+{
+  char *console = state_path (st, STATE_CONSOLE);
+  long deadline = now_ms () + timeout_ms;
+  enum boot result = BOOT_TIMEOUT;
+  char buf[512];
+  int ws;
+
+  while (now_ms () < deadline) {
+    if (interrupted) {
+      result = BOOT_INTERRUPTED;
+      break;
+    }
+    if (console_find (console, want, buf, sizeof buf)) {
+      result = BOOT_OK;
+      break;
+    }
+    if (console_find (console, "qemount-guest: error: ", buf, sizeof buf)) {
+      errorf ("%s: %s", st->image, buf);
+      result = BOOT_FAILED;
+      break;
+    }
+    if (console_find (console, "Kernel panic", buf, sizeof buf)) {
+      errorf ("%s: the helper VM's kernel panicked:%s", st->image, buf);
+      result = BOOT_FAILED;
+      break;
+    }
+    if (waitpid (qemu, &ws, WNOHANG) == qemu) {
+      char *log = state_path (st, "qemu.log");
+
+      proc_forward_log (log);
+      free (log);
+      errorf ("%s: the helper VM stopped before it was ready", st->image);
+      result = BOOT_FAILED;
+      break;
+    }
+    sleep_ms (20);
+  }
+  if (result == BOOT_TIMEOUT && !quiet)
+    errorf ("%s: the helper VM did not get ready in %d s (see %s)",
+            st->image, timeout_ms / 1000, console);
+  free (console);
+  return result;
+}
+
+static void
+kill_qemu (struct mount_state *st, pid_t pid)
+{
+  int ws;
+
+  kill (pid, SIGKILL);
+  waitpid (pid, &ws, 0);
+  (void) st;
+}
+
+/* Boot the guest: KVM if asked for or known to work (auto tries it once
+ * with a watchdog and remembers the verdict), else TCG.  On success
+ * *pid is QEMU's, the guest has printed want.
+ */
+static int
+boot (struct mount_state *st, const struct vm_request *r, const char *want,
+      pid_t *pid)
+{
+  bool try_kvm = false, probing = false;
+  enum boot b;
+
+  if (!guest_built ()) {
+    errorf ("the helper VM is not built in %s: run qemount guest build "
+            "(it downloads Debian's kernel package)", guest_dir ());
+    return EXIT_NEEDS_VM;
+  }
+  if (strcmp (r->accel, "kvm") == 0)
+    try_kvm = true;
+  else if (strcmp (r->accel, "auto") == 0 && access ("/dev/kvm", R_OK | W_OK) == 0) {
+    int v = read_verdict ();
+
+    try_kvm = v != 0;
+    probing = v == -1;
+  }
+
+  if (try_kvm) {
+    *pid = spawn_qemu (st, r, "kvm");
+    if (*pid == -1)
+      return EXIT_ERROR;
+    b = wait_console (st, *pid, "qemount-guest: init",
+                      strcmp (r->accel, "kvm") == 0 ? TCG_BOOT_MS :
+                      KVM_WATCHDOG_MS, strcmp (r->accel, "kvm") != 0);
+    if (b == BOOT_OK) {
+      if (probing)
+        write_verdict (true);
+      debugf ("KVM works: the guest reached init");
+      goto booted;
+    }
+    kill_qemu (st, *pid);
+    *pid = 0;
+    if (b == BOOT_INTERRUPTED)
+      return EXIT_INTERRUPTED;
+    if (strcmp (r->accel, "kvm") == 0)
+      return EXIT_NEEDS_VM;
+    if (b == BOOT_TIMEOUT || probing) {
+      warnf ("KVM does not boot the helper VM on this host; using TCG "
+             "(remembered in %s/" VERDICT_FILE ")", runtime_dir (false));
+      write_verdict (false);
+    }
+  }
+  /* A guest that has not reached init in TCG_BOOT_MS is stuck in its
+   * kernel: one more try.
+   */
+  for (int attempt = 1; ; ++attempt) {
+    *pid = spawn_qemu (st, r, "tcg");
+    if (*pid == -1)
+      return EXIT_ERROR;
+    b = wait_console (st, *pid, "qemount-guest: init", TCG_BOOT_MS,
+                      attempt == 1);
+    if (b != BOOT_TIMEOUT || attempt == 2)
+      break;
+    warnf ("the helper VM is stuck in its kernel; starting it again");
+    kill_qemu (st, *pid);
+  }
+  if (b != BOOT_OK)
+    goto failed;
+
+ booted:
+  b = wait_console (st, *pid, want, READY_TIMEOUT_MS, false);
+  if (b == BOOT_OK)
+    return EXIT_OK;
+ failed:
+  kill_qemu (st, *pid);
+  *pid = 0;
+  return b == BOOT_INTERRUPTED ? EXIT_INTERRUPTED : EXIT_MOUNT_REFUSED;
+}
+
+/* sshfs -o passive speaks sftp on its stdin and stdout: the guest's
+ * port, through QEMU's socket.  Returns its pid.
+ */
+static pid_t
+spawn_sshfs (struct mount_state *st, const struct vm_request *r)
+{
+  char *sock = state_path (st, STATE_SFTP_SOCKET);
+  char *log = state_path (st, "sshfs.log");
+  char opts[256];
+  struct sockaddr_un addr = { .sun_family = AF_UNIX };
+  int fd, logfd;
+  pid_t pid;
+
+  snprintf (opts, sizeof opts, "passive,uid=%ld,gid=%ld,%s%s"
+            "default_permissions", r->uid, r->gid,
+            r->rw ? "rw," : "ro,", geteuid () == 0 ? "allow_other," : "");
+  if (strlen (sock) >= sizeof addr.sun_path) {
+    errorf ("%s: path too long for a socket", sock);
+    pid = -1;
+    goto out;
+  }
+  strcpy (addr.sun_path, sock);
+  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd == -1 || connect (fd, (struct sockaddr *) &addr, sizeof addr) == -1) {
+    errorf ("%s: connect: %m", sock);
+    if (fd >= 0)
+      close (fd);
+    pid = -1;
+    goto out;
+  }
+  logfd = open (log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  debugf ("sshfs -f -o %s :/mnt %s", opts, st->mountpoint);
+  pid = fork ();
+  if (pid == 0) {
+    sigset_t none;
+
+    sigemptyset (&none);
+    sigprocmask (SIG_SETMASK, &none, NULL);
+    signal (SIGINT, SIG_DFL);
+    signal (SIGTERM, SIG_DFL);
+    signal (SIGHUP, SIG_DFL);
+    signal (SIGPIPE, SIG_DFL);
+    setsid ();
+    dup2 (fd, 0);
+    dup2 (fd, 1);
+    if (logfd >= 0)
+      dup2 (logfd, 2);
+    execlp ("sshfs", "sshfs", "-f", "-o", opts, ":/mnt", st->mountpoint,
+            (char *) NULL);
+    _exit (127);
+  }
+  if (pid == -1)
+    errorf ("fork: %m");
+  close (fd);
+  if (logfd >= 0)
+    close (logfd);
+ out:
+  free (sock);
+  free (log);
+  return pid;
+}
+
+static void
+write_pid (struct mount_state *st, const char *name, pid_t pid)
+{
+  char *path = state_path (st, name);
+  FILE *fp = fopen (path, "we");
+
+  if (fp) {
+    fprintf (fp, "%d\n", (int) pid);
+    fclose (fp);
+  }
+  free (path);
+}
+
+/* qemount mount --via vm, once nbdkit runs: boot, then sshfs. */
+int
+vm_mount (struct mount_state *st, const struct vm_request *r)
+{
+  pid_t qemu, sshfs;
+  long deadline;
+  int status, ws;
+
+  status = boot (st, r, "qemount-guest: ready", &qemu);
+  if (status != EXIT_OK)
+    return status;
+  write_pid (st, STATE_QEMU_PID, qemu);   /* QEMU's own may lag */
+
+  sshfs = spawn_sshfs (st, r);
+  if (sshfs == -1)
+    return EXIT_ERROR;
+  write_pid (st, STATE_SSHFS_PID, sshfs);
+  deadline = now_ms () + 20000;
+  for (;;) {
+    char *fstype = NULL;
+    bool m = is_mount_point (st->mountpoint, NULL, &fstype);
+
+    m = m && fstype && strcmp (fstype, "fuse.sshfs") == 0;
+    free (fstype);
+    if (m)
+      return EXIT_OK;
+    if (waitpid (sshfs, &ws, WNOHANG) == sshfs) {
+      char *log = state_path (st, "sshfs.log");
+
+      proc_forward_log (log);
+      free (log);
+      errorf ("%s: sshfs could not mount the helper VM's files on %s",
+              st->image, st->mountpoint);
+      return EXIT_ERROR;
+    }
+    if (interrupted)
+      return EXIT_INTERRUPTED;
+    if (now_ms () > deadline) {
+      errorf ("%s: sshfs did not mount in 20 s", st->image);
+      return EXIT_ERROR;
+    }
+    sleep_ms (20);
+  }
+}
+
+/* Part of teardown (umount.c): the sshfs mount, sshfs, QEMU.  Nothing to
+ * do for a mount that is not a VM mount.
+ */
+int
+vm_teardown (struct mount_state *st)
+{
+  char *qpid = state_path (st, STATE_QEMU_PID);
+  char *spid = state_path (st, STATE_SSHFS_PID);
+  pid_t sshfs = proc_read_pidfile (spid), qemu = proc_read_pidfile (qpid);
+  int status = EXIT_OK;
+
+  if (st->mountpoint && sshfs > 0) {
+    char *fstype = NULL;
+
+    if (is_mount_point (st->mountpoint, NULL, &fstype) && fstype &&
+        strcmp (fstype, "fuse.sshfs") == 0) {
+      const char *argv[] = { "fusermount3", "-u", st->mountpoint, NULL };
+
+      debugf ("unmounting %s", st->mountpoint);
+      if (proc_run ((char **) argv) != 0) {
+        errorf ("%s: busy: a process is using it (see fuser -vm %s)",
+                st->mountpoint, st->mountpoint);
+        status = EXIT_BUSY;
+      }
+    }
+    free (fstype);
+  }
+  if (status == EXIT_OK && sshfs > 0 &&
+      proc_stop (sshfs, "sshfs", st->mountpoint, 2000) == -1)
+    status = EXIT_ERROR;
+  /* Read-write: the guest unmounts its filesystem and powers off once
+   * sftp-server sees the end of its port; killing QEMU sooner would lose
+   * what the guest has not written back yet.
+   */
+  if (status == EXIT_OK && qemu > 0 &&
+      proc_stop (qemu, QEMU, qpid, st->readonly ? 0 : 15000) == -1)
+    status = EXIT_ERROR;
+  free (qpid);
+  free (spid);
+  return status;
+}
+
+/* qemount extract: a tar of the guest's mount, through a FIFO that QEMU
+ * writes the tar port to; we copy it to out_fd.
+ */
+int
+vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
+            bool progress)
+{
+  char *fifo = state_path (st, STATE_TAR_FIFO);
+  char *console = state_path (st, STATE_CONSOLE);
+  char buf[65536], msg[512];
+  uint64_t total = 0;
+  long last = 0;
+  pid_t qemu;
+  int fd = -1, status, ws;
+  bool exited = false;
+
+  if (mkfifo (fifo, 0600) == -1) {
+    errorf ("%s: %m", fifo);
+    status = EXIT_ERROR;
+    goto out;
+  }
+  /* Read-write: the open does not wait for QEMU, and reads never see an
+   * end of file; QEMU's exit is the end.
+   */
+  fd = open (fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd == -1) {
+    errorf ("%s: %m", fifo);
+    status = EXIT_ERROR;
+    goto out;
+  }
+  r->tar_fifo = fifo;
+  status = boot (st, r, "qemount-guest: ready", &qemu);
+  if (status != EXIT_OK)
+    goto out;
+  write_pid (st, STATE_QEMU_PID, qemu);
+
+  for (;;) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    ssize_t n;
+
+    if (!exited && waitpid (qemu, &ws, WNOHANG) == qemu)
+      exited = true;
+    poll (&p, 1, exited ? 0 : 200);
+    n = read (fd, buf, sizeof buf);
+    if (n > 0) {
+      for (ssize_t done = 0, w; done < n; done += w) {
+        w = write (out_fd, buf + done, n - done);
+        if (w <= 0) {
+          errorf ("writing the tar: %m");
+          kill_qemu (st, qemu);
+          status = EXIT_ERROR;
+          goto out;
+        }
+      }
+      total += n;
+    }
+    else if (exited)
+      break;
+    if (interrupted) {
+      kill_qemu (st, qemu);
+      status = EXIT_INTERRUPTED;
+      goto out;
+    }
+    if (progress && now_ms () - last > 500) {
+      char size[32];
+
+      format_size (size, sizeof size, total);
+      fprintf (stderr, "\rqemount: extract: %s   ", size);
+      last = now_ms ();
+    }
+  }
+  if (progress)
+    fputc ('\n', stderr);
+  if (console_find (console, "qemount-guest: tar ok", msg, sizeof msg))
+    status = EXIT_OK;
+  else {
+    if (console_find (console, "qemount-guest: error: ", msg, sizeof msg))
+      errorf ("%s: %s", st->image, msg);
+    else
+      errorf ("%s: the helper VM stopped before the tar was complete (see "
+              "%s)", st->image, console);
+    status = EXIT_ERROR;
+  }
+ out:
+  if (fd >= 0)
+    close (fd);
+  unlink (fifo);
+  free (fifo);
+  free (console);
+  return status;
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# qemount mount --via vm and qemount extract, through the helper VM:
+# a few filesystems (the full list is scripts/vm-matrix) in raw, qcow2
+# and ploop images, each mounted and compared file by file with the tree
+# that went in, extracted to tar and compared again; a write through the
+# overlay; a filesystem the guest refuses; and nothing left behind.
+source ./tests/qemount-functions.sh
+source ./tests/vm-functions.sh
+requires nbdkit
+requires qemu-system-x86_64
+requires sshfs
+requires fusermount3
+requires qemu-img
+[ -c /dev/fuse ] || skip "no /dev/fuse"
+# The guest of the source tree, shared by the normal and sanitized
+# builds; built (once, cached) if it is not there.
+: "${QEMOUNT_GUEST_DIR:=$top_srcdir/build/guest}"
+export QEMOUNT_GUEST_DIR
+if ! "$QEMOUNT" guest info >/dev/null 2>&1; then
+  "$top_srcdir/guests/linux/build-guest" "$QEMOUNT_GUEST_DIR" > "$tmp/guest.log" 2>&1 ||
+    skip "the helper VM cannot be built here: $(tail -n 1 "$tmp/guest.log")"
+fi
+
+# assert_clean, but the KVM verdict (kvm-verdict in the runtime
+# directory) is meant to stay.
+vm_assert_clean ()
+{
+  local v="$QEMOUNT_RUNTIME_DIR/kvm-verdict" saved=
+  [ -f "$v" ] && saved=$(cat "$v") && rm "$v"
+  assert_clean "$@"
+  [ -z "$saved" ] || echo "$saved" > "$v"
+}
+
+vm_tree "$tmp/tree"
+vm_tree_plain "$tmp/tree" "$tmp/plain"
+vm_manifest "$tmp/tree" > "$tmp/tree.manifest"
+vm_manifest "$tmp/plain" > "$tmp/plain.manifest"
+mnt="$tmp/mnt"
+mkdir "$mnt" "$tmp/x"
+
+# check FS FORMAT: make, mount via the VM, compare, umount, extract,
+# compare.
+check ()
+{
+  local fs=$1 format=$2 img="$tmp/$1.img" ref="$tmp/tree" why pids
+  vm_plain "$fs" && ref="$tmp/plain"
+  why=$(vm_make_fs "$fs" "$ref" "$img") || { echo "skip $fs: $why"; return 0; }
+  case "$format" in
+    qcow2) qemu-img convert -O qcow2 "$img" "$tmp/$fs.qcow2"; img="$tmp/$fs.qcow2" ;;
+    ploop) qemu-img convert -O parallels "$img" "$tmp/$fs.hdd"; img="$tmp/$fs.hdd" ;;
+  esac
+
+  qemount mount "$img" "$mnt" --via vm || fail "$fs ($format): mount failed"
+  findmnt -n -o FSTYPE "$mnt" | grep -qx fuse.sshfs ||
+    fail "$fs: $mnt is not an sshfs mount"
+  vm_manifest "$mnt" > "$tmp/got.manifest"
+  diff -u "$ref.manifest" "$tmp/got.manifest" ||
+    fail "$fs ($format): the files differ from what went in"
+  [ "$(stat -c %u "$mnt/hello.txt")" = "$(id -u)" ] ||
+    fail "$fs: files are not owned by the invoking user"
+  touch "$mnt/new" 2>/dev/null && fail "$fs: a read-only mount took a write"
+  qemount list | grep -qF "$mnt  $img" || fail "qemount list does not show $mnt"
+  pids=$(pgrep -f -- "$QEMOUNT_RUNTIME_DIR" | tr '\n' ' ')
+  qemount umount "$mnt" || fail "$fs: umount failed"
+  vm_assert_clean "$mnt" $pids
+
+  rm -rf "$tmp/x" && mkdir "$tmp/x"
+  qemount extract "$img" -o "$tmp/$fs.tar" || fail "$fs: extract failed"
+  [ -e "$tmp/$fs.tar.tmp" ] && fail "$fs: extract left $fs.tar.tmp"
+  tar -C "$tmp/x" -xf "$tmp/$fs.tar" || fail "$fs: the tar does not unpack"
+  vm_manifest "$tmp/x" > "$tmp/got.manifest"
+  diff -u "$ref.manifest" "$tmp/got.manifest" ||
+    fail "$fs: the extracted files differ from what went in"
+  if ! vm_plain "$fs" && [ "$fs" != iso9660 ]; then
+    tar -tvf "$tmp/$fs.tar" | grep -q '^h.*hardlink-numbers.txt\|^h.*numbers.txt link to' ||
+      fail "$fs: the tar has no hard link"
+  fi
+  vm_assert_clean
+  echo "ok $fs ($format)"
+}
+
+check ext4 raw
+check vfat qcow2
+check iso9660 ploop
+check squashfs raw
+check ntfs raw
+
+# extract --path, to standard output.
+qemount extract "$tmp/ext4.img" --path /nested/deeper --path "/name with spaces.txt" \
+  -o - > "$tmp/part.tar" || fail "extract --path failed"
+tar -tf "$tmp/part.tar" | sort > "$tmp/part.list"
+printf '%s\n' "./name with spaces.txt" ./nested/deeper/ ./nested/deeper/numbers.txt |
+  diff -u - "$tmp/part.list" || fail "extract --path: wrong members"
+expect 1 "no such path" qemount extract "$tmp/ext4.img" --path /nope -o "$tmp/none.tar"
+[ -e "$tmp/none.tar" ] || [ -e "$tmp/none.tar.tmp" ] && fail "a failed extract left a file"
+vm_assert_clean
+
+# --rw writes go to the overlay, not the image.
+sum=$(sha256sum < "$tmp/ext4.img")
+qemount mount "$tmp/ext4.img" "$mnt" --via vm --rw --overlay "$tmp/ext4.ovl" ||
+  fail "--rw mount failed"
+echo "written in the VM" > "$mnt/new.txt" || fail "cannot write through the VM"
+qemount umount "$mnt" || fail "umount after --rw failed"
+[ "$(sha256sum < "$tmp/ext4.img")" = "$sum" ] || fail "--rw changed the image"
+qemount mount "$tmp/ext4.img" "$mnt" --via vm --rw --overlay "$tmp/ext4.ovl" ||
+  fail "mount with the overlay again failed"
+[ "$(cat "$mnt/new.txt")" = "written in the VM" ] || fail "the write is not in the overlay"
+qemount umount "$mnt"
+vm_assert_clean "$mnt"
+
+# A filesystem the guest refuses: a clear error within seconds, nothing
+# left.
+head -c 16M /dev/zero > "$tmp/zero.img"
+start=$(date +%s)
+expect 12 "refused to mount xfs" qemount mount "$tmp/zero.img" "$mnt" --via vm --fstype xfs
+[ $(( $(date +%s) - start )) -lt 20 ] || fail "the refusal took $(( $(date +%s) - start )) s"
+vm_assert_clean "$mnt"
