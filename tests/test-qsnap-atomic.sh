@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A snapshot appears complete or not at all: create interrupted by
-# SIGINT, SIGTERM or SIGKILL leaves nothing under the final name (and,
+# SIGINT, SIGTERM or SIGKILL (and commit killed at random moments)
+# leaves nothing under the final name (and,
 # but for SIGKILL where the filesystem has no unnamed files, no
 # temporary file either), an existing file of that name is left as it
 # was, and the command dies of the signal it got.
@@ -43,6 +44,32 @@ for sig in INT TERM KILL; do
   [ "$(ls -A "$tmp/out")" = old.qsnap ] ||
     { ls -la "$tmp/out" >&2; fail "SIG$sig left a temporary file"; }
 done
+
+# Commit killed at random moments: never a file under the final name
+# unless the command finished, and then one that verifies.
+qsnap create --level 1 "$tmp/in/random.raw" "$tmp/in/base.qsnap" >/dev/null
+export tmp
+qemount_nbdkit --run 'nbdcopy "$tmp/in/random.raw" "$uri"' -- \
+  file="$tmp/in/base.qsnap" overlay="$tmp/in/changes.ovl" </dev/null ||
+  fail "cannot write the overlay"
+RANDOM=7
+for i in $(seq 10); do
+  rm -f "$tmp/out/commit.qsnap"
+  env $QEMOUNT_READ_ENV "$QSNAP_TOOL" commit --base "$tmp/in/base.qsnap" \
+    --overlay "$tmp/in/changes.ovl" --output "$tmp/out/commit.qsnap" \
+    --level 19 --jobs 1 >/dev/null 2>"$tmp/err" &
+  pid=$!
+  sleep "$((RANDOM % 2)).$((RANDOM % 10))"
+  kill -KILL $pid 2>/dev/null || :
+  status=0; wait $pid || status=$?
+  if [ -e "$tmp/out/commit.qsnap" ]; then
+    [ $status = 0 ] || fail "commit killed (status $status) left a file under the final name"
+    qsnap verify "$tmp/out/commit.qsnap" >/dev/null || fail "a finished commit does not verify"
+  fi
+done
+rm -f "$tmp/out/commit.qsnap"
+[ "$(ls -A "$tmp/out")" = old.qsnap ] ||
+  { ls -la "$tmp/out" >&2; fail "killed commits left a temporary file"; }
 
 # Uninterrupted, the same command replaces the file.
 qsnap create --level 1 "$tmp/in/random.raw" "$tmp/out/old.qsnap" >/dev/null
