@@ -220,7 +220,7 @@ struct vm_request {
   long uid, gid;                /* owner of every file in the sshfs mount */
   char *const *paths;           /* extract: paths in the filesystem */
   size_t n_paths;
-  const char *tar_fifo;         /* set by vm_extract */
+  bool tar;                     /* set by vm_extract */
 };
 const char *guest_dir (void);
 int vm_mount (struct mount_state *st, const struct vm_request *r);

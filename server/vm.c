@@ -45,7 +45,7 @@
 #define STATE_SSHFS_PID "sshfs.pid"
 #define STATE_CONSOLE "console.log"
 #define STATE_SFTP_SOCKET "sftp.sock"
-#define STATE_TAR_FIFO "tar.fifo"
+#define STATE_TAR_SOCKET "tar.sock"
 #define VERDICT_FILE "kvm-verdict"
 
 /* $QEMOUNT_GUEST_DIR; else build/guest of the build tree this binary
@@ -115,7 +115,7 @@ guest_main (int argc, char *argv[])
     script = xasprintf ("%s/../guests/linux/build-guest", exe);
     if (access (script, X_OK) == -1) {
       free (script);
-      script = xstrdup ("qemount-build-guest");   /* installed, in PATH */
+      script = xstrdup (PKGLIBEXECDIR "/build-guest");   /* installed */
     }
     args[0] = script;
     args[1] = guest_dir ();
@@ -303,22 +303,19 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
     snprintf (tsc, sizeof tsc, " tsc_early_khz=%lu", khz);
   append = xasprintf ("console=ttyS0 quiet panic=-1%s "
                             "qemount.mode=%s%s%s%s%s%s", tsc,
-                            r->tar_fifo ? "tar" : "sftp",
+                            r->tar ? "tar" : "sftp",
                             r->fstype ? " qemount.fstype=" : "",
                             r->fstype ? r->fstype : "",
                             r->rw ? " qemount.rw=1" : "",
                             paths ? " qemount.paths=" : "",
                             paths ? paths : "");
 
-  if (r->tar_fifo) {
-    chardev = xasprintf ("file,id=port,path=%s", r->tar_fifo);
-    port = xstrdup ("virtserialport,chardev=port,name=qemount.tar");
-  }
-  else {
-    char *s = state_path (st, STATE_SFTP_SOCKET);
+  {
+    char *s = state_path (st, r->tar ? STATE_TAR_SOCKET : STATE_SFTP_SOCKET);
 
     chardev = xasprintf ("socket,id=port,path=%s,server=on,wait=off", s);
-    port = xstrdup ("virtserialport,chardev=port,name=qemount.sftp");
+    port = xasprintf ("virtserialport,chardev=port,name=qemount.%s",
+                      r->tar ? "tar" : "sftp");
     free (s);
   }
   unlink (console);
@@ -511,25 +508,16 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want,
   return b == BOOT_INTERRUPTED ? EXIT_INTERRUPTED : EXIT_MOUNT_REFUSED;
 }
 
-/* sshfs -o passive speaks sftp on its stdin and stdout: the guest's
- * port, through QEMU's socket.  Returns its pid.
- */
-static pid_t
-spawn_sshfs (struct mount_state *st, const struct vm_request *r)
+/* A connection to QEMU's end of a guest port, or -1. */
+static int
+connect_port (struct mount_state *st, const char *name)
 {
-  char *sock = state_path (st, STATE_SFTP_SOCKET);
-  char *log = state_path (st, "sshfs.log");
-  char opts[256];
+  char *sock = state_path (st, name);
   struct sockaddr_un addr = { .sun_family = AF_UNIX };
-  int fd, logfd;
-  pid_t pid;
+  int fd = -1;
 
-  snprintf (opts, sizeof opts, "passive,uid=%ld,gid=%ld,%s%s"
-            "default_permissions", r->uid, r->gid,
-            r->rw ? "rw," : "ro,", geteuid () == 0 ? "allow_other," : "");
   if (strlen (sock) >= sizeof addr.sun_path) {
     errorf ("%s: path too long for a socket", sock);
-    pid = -1;
     goto out;
   }
   strcpy (addr.sun_path, sock);
@@ -538,6 +526,29 @@ spawn_sshfs (struct mount_state *st, const struct vm_request *r)
     errorf ("%s: connect: %m", sock);
     if (fd >= 0)
       close (fd);
+    fd = -1;
+  }
+ out:
+  free (sock);
+  return fd;
+}
+
+/* sshfs -o passive speaks sftp on its stdin and stdout: the guest's
+ * port, through QEMU's socket.  Returns its pid.
+ */
+static pid_t
+spawn_sshfs (struct mount_state *st, const struct vm_request *r)
+{
+  char *log = state_path (st, "sshfs.log");
+  char opts[256];
+  int fd, logfd;
+  pid_t pid;
+
+  snprintf (opts, sizeof opts, "passive,uid=%ld,gid=%ld,%s%s"
+            "default_permissions", r->uid, r->gid,
+            r->rw ? "rw," : "ro,", geteuid () == 0 ? "allow_other," : "");
+  fd = connect_port (st, STATE_SFTP_SOCKET);
+  if (fd == -1) {
     pid = -1;
     goto out;
   }
@@ -568,7 +579,6 @@ spawn_sshfs (struct mount_state *st, const struct vm_request *r)
   if (logfd >= 0)
     close (logfd);
  out:
-  free (sock);
   free (log);
   return pid;
 }
@@ -673,69 +683,85 @@ vm_teardown (struct mount_state *st)
   return status;
 }
 
-/* qemount extract: a tar of the guest's mount, through a FIFO that QEMU
- * writes the tar port to; we copy it to out_fd.
+/* qemount extract: a tar of the guest's mount, from the tar port through
+ * QEMU's socket, copied to out_fd.  The guest waits for our "g" before
+ * it sends (QEMU drops what a port sends with no one connected), says
+ * "tar ok N" on its console after N bytes, and waits for our "a" before
+ * powering off (QEMU may drop what we have not read when it exits).
  */
 int
 vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
             bool progress)
 {
-  char *fifo = state_path (st, STATE_TAR_FIFO);
   char *console = state_path (st, STATE_CONSOLE);
   char buf[65536], msg[512];
-  uint64_t total = 0;
-  long last = 0;
-  pid_t qemu;
+  uint64_t total = 0, expected = 0;
+  bool have_count = false, acked = false, eof = false;
+  long last = 0, acked_at = 0;
+  pid_t qemu = 0;
   int fd = -1, status, ws;
-  bool exited = false;
 
-  if (mkfifo (fifo, 0600) == -1) {
-    errorf ("%s: %m", fifo);
-    status = EXIT_ERROR;
-    goto out;
-  }
-  /* Read-write: the open does not wait for QEMU, and reads never see an
-   * end of file; QEMU's exit is the end.
-   */
-  fd = open (fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd == -1) {
-    errorf ("%s: %m", fifo);
-    status = EXIT_ERROR;
-    goto out;
-  }
-  r->tar_fifo = fifo;
+  r->tar = true;
   status = boot (st, r, "qemount-guest: ready", &qemu);
   if (status != EXIT_OK)
     goto out;
   write_pid (st, STATE_QEMU_PID, qemu);
+  fd = connect_port (st, STATE_TAR_SOCKET);
+  if (fd == -1 || write (fd, "g", 1) != 1) {
+    status = EXIT_ERROR;
+    goto out;
+  }
 
   for (;;) {
     struct pollfd p = { .fd = fd, .events = POLLIN };
-    ssize_t n;
+    ssize_t n = 0;
 
-    if (!exited && waitpid (qemu, &ws, WNOHANG) == qemu)
-      exited = true;
-    poll (&p, 1, exited ? 0 : 200);
-    n = read (fd, buf, sizeof buf);
-    if (n > 0) {
-      for (ssize_t done = 0, w; done < n; done += w) {
-        w = write (out_fd, buf + done, n - done);
-        if (w <= 0) {
-          errorf ("writing the tar: %m");
-          kill_qemu (st, qemu);
-          status = EXIT_ERROR;
-          goto out;
-        }
-      }
-      total += n;
-    }
-    else if (exited)
+    if (waitpid (qemu, &ws, WNOHANG) == qemu) {
+      qemu = 0;
       break;
+    }
+    if (!eof && poll (&p, 1, 100) > 0) {
+      n = read (fd, buf, sizeof buf);
+      if (n == 0)
+        eof = true;
+      else if (n < 0 && errno != EINTR && errno != EAGAIN)
+        eof = true;
+    }
+    else if (eof)
+      sleep_ms (50);
+    for (ssize_t done = 0, w; n > 0 && done < n; done += w) {
+      w = write (out_fd, buf + done, n - done);
+      if (w <= 0) {
+        errorf ("writing the tar: %m");
+        status = EXIT_ERROR;
+        goto out;
+      }
+    }
+    if (n > 0)
+      total += n;
     if (interrupted) {
-      kill_qemu (st, qemu);
       status = EXIT_INTERRUPTED;
       goto out;
     }
+    if (!have_count &&
+        console_find (console, "qemount-guest: tar ok ", msg, sizeof msg)) {
+      expected = strtoull (msg, NULL, 10);
+      have_count = true;
+    }
+    if (have_count && !acked && total >= expected) {
+      if (write (fd, "a", 1) != 1) {
+        errorf ("the helper VM's tar port: %m");
+        status = EXIT_ERROR;
+        goto out;
+      }
+      acked = true;
+      acked_at = now_ms ();
+    }
+    if (acked && now_ms () - acked_at > 10000)
+      break;                    /* it got what it wanted; stop it */
+    if (!have_count &&
+        console_find (console, "qemount-guest: error: ", msg, sizeof msg))
+      break;
     if (progress && now_ms () - last > 500) {
       char size[32];
 
@@ -746,21 +772,24 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
   }
   if (progress)
     fputc ('\n', stderr);
-  if (console_find (console, "qemount-guest: tar ok", msg, sizeof msg))
+  if (acked && total == expected)
     status = EXIT_OK;
   else {
     if (console_find (console, "qemount-guest: error: ", msg, sizeof msg))
       errorf ("%s: %s", st->image, msg);
+    else if (have_count)
+      errorf ("%s: the tar is %llu bytes, but %llu arrived", st->image,
+              (unsigned long long) expected, (unsigned long long) total);
     else
       errorf ("%s: the helper VM stopped before the tar was complete (see "
               "%s)", st->image, console);
     status = EXIT_ERROR;
   }
  out:
+  if (qemu > 0)             /* failed, or acknowledged and slow to go */
+    kill_qemu (st, qemu);
   if (fd >= 0)
     close (fd);
-  unlink (fifo);
-  free (fifo);
   free (console);
   return status;
 }

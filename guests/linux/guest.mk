@@ -21,4 +21,8 @@ $(GUEST_DIR)/info: $(GUEST_INPUTS) $(GUEST_DIR)/package
 
 FORCE:
 .PHONY: guest FORCE
-EXTRA_DIST += $(GUEST_INPUTS) guests/linux/guest.mk
+EXTRA_DIST += guests/linux/guest.mk
+
+# Installed, for qemount guest build (which looks in PKGLIBEXECDIR).
+guestdir = $(pkglibexecdir)
+dist_guest_SCRIPTS = guests/linux/build-guest guests/linux/init
