@@ -355,10 +355,18 @@ probe_disk (struct image *img, struct disk_layout *layout)
   }
   /* A filesystem on the whole disk, unless partitions were found: a
    * partitioned disk's first partition can look like one at offset 0 to
-   * some probes, but not the other way round.
+   * some probes, but not the other way round.  FAT-like boot sectors
+   * (exFAT's, NTFS's) end in an MBR's 0x55AA, so a "dos" table without
+   * partitions over a filesystem is that filesystem's boot sector.
    */
-  if (layout->table == NULL)
+  if (layout->table == NULL || layout->n_partitions == 0) {
     probe_filesystem (memfd, 0, img->size, &layout->whole);
+    if (layout->table && fs_is_mountable (&layout->whole)) {
+      free (layout->table);
+      free (layout->table_id);
+      layout->table = layout->table_id = NULL;
+    }
+  }
 
   close (memfd);
   return 0;

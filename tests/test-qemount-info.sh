@@ -142,4 +142,15 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && id nobody >/dev/null 2
 else
   echo "SKIP (one case): no root and setpriv to read as another user"
 fi
+# A FAT-like boot sector ends in an MBR's 0x55AA: an exFAT (or FAT, NTFS)
+# filesystem on the whole disk is that filesystem, not an empty table.
+if command -v mkfs.exfat >/dev/null; then
+  truncate -s 32M "$tmp/exfat.img"
+  mkfs.exfat "$tmp/exfat.img" >/dev/null
+  qemount info --json "$tmp/exfat.img" > "$tmp/exfat.json"
+  jq -e '.partition_table == null and .filesystem.type == "exfat"' "$tmp/exfat.json" >/dev/null ||
+    { cat "$tmp/exfat.json" >&2; fail "whole-disk exfat not recognized"; }
+else
+  echo "SKIP (one case): mkfs.exfat (exfatprogs) is not installed"
+fi
 echo "PASS: qemount info fields, human output, failures"
