@@ -261,10 +261,12 @@ qemount_cleanup ()
     while read -r mp; do umount -l "$mp" 2>/dev/null || fusermount3 -uz "$mp"; done
   losetup -a | grep -F -- "$tmp" | cut -d: -f1 |
     while read -r loop; do losetup -d "$loop"; done
-  for pidfile in "$QEMOUNT_RUNTIME_DIR"/mount.*/*.pid; do
+  # Also the runtime directory of a test's unprivileged user, which a
+  # failure part-way through that case would otherwise leave running.
+  for pidfile in "$QEMOUNT_RUNTIME_DIR"/mount.*/*.pid "$tmp"/run-*/mount.*/*.pid; do
     [ -f "$pidfile" ] || continue
     pid=$(cat "$pidfile")
-    grep -qF -- "$QEMOUNT_RUNTIME_DIR" "/proc/$pid/cmdline" 2>/dev/null &&
+    grep -qF -- "${pidfile%/mount.*}" "/proc/$pid/cmdline" 2>/dev/null &&
       kill "$pid"
   done
   return 0
