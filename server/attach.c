@@ -36,22 +36,15 @@ plugin_path (void)
 {
   static char path[PATH_MAX + 64];
   const char *env = getenv ("QEMOUNT_PLUGIN");
-  char exe[PATH_MAX], *slash;
-  ssize_t n;
+  const char *dir = proc_self_dir ();
 
   if (env && *env)
     return env;
-  n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = '\0';
-    slash = strrchr (exe, '/');
-    if (slash) {
-      *slash = '\0';
-      snprintf (path, sizeof path, "%s/../plugins/qemount/.libs/"
-                PLUGIN_NAME, exe);
-      if (access (path, R_OK) == 0)
-        return path;
-    }
+  if (dir) {
+    snprintf (path, sizeof path, "%s/../plugins/qemount/.libs/" PLUGIN_NAME,
+              dir);
+    if (access (path, R_OK) == 0)
+      return path;
   }
   return "qemount";
 }

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -294,4 +295,24 @@ proc_forward_log (const char *log_path)
     if (write (STDERR_FILENO, buf, n) != n)
       break;
   close (fd);
+}
+
+/* The directory holding this binary, or NULL: run from the build tree,
+ * it is server/, next to the plugin and the guest builder.
+ */
+const char *
+proc_self_dir (void)
+{
+  static char dir[PATH_MAX];
+  ssize_t n = readlink ("/proc/self/exe", dir, sizeof dir - 1);
+  char *slash;
+
+  if (n <= 0)
+    return NULL;
+  dir[n] = '\0';
+  slash = strrchr (dir, '/');
+  if (slash == NULL)
+    return NULL;
+  *slash = '\0';
+  return dir;
 }

@@ -179,6 +179,7 @@ char *absolute_path (const char *path);
 extern volatile sig_atomic_t interrupted;
 void catch_interrupts (void);
 pid_t proc_spawn (char *const argv[], const char *log_path);
+const char *proc_self_dir (void);
 int proc_run (char *const argv[]);
 int proc_wait_child (pid_t pid, int *wstatus);
 enum wait_result { WAIT_READY, WAIT_EXITED, WAIT_TIMEOUT, WAIT_INTERRUPTED };

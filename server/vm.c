@@ -57,22 +57,15 @@ guest_dir (void)
   static char path[PATH_MAX + 64];
   const char *env = getenv ("QEMOUNT_GUEST_DIR");
   const char *home = getenv ("HOME");
-  char exe[PATH_MAX], *slash;
-  ssize_t n;
+  const char *dir = proc_self_dir ();
 
   if (env && *env)
     return env;
-  n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = '\0';
-    slash = strrchr (exe, '/');
-    if (slash) {
-      *slash = '\0';
-      snprintf (path, sizeof path, "%s/../guests/linux/build-guest", exe);
-      if (access (path, X_OK) == 0) {
-        snprintf (path, sizeof path, "%s/../build/guest", exe);
-        return path;
-      }
+  if (dir) {
+    snprintf (path, sizeof path, "%s/../guests/linux/build-guest", dir);
+    if (access (path, X_OK) == 0) {
+      snprintf (path, sizeof path, "%s/../build/guest", dir);
+      return path;
     }
   }
   snprintf (path, sizeof path, "%s/.cache/qemount/guest",
