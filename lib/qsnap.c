@@ -30,7 +30,11 @@
 /* Bounded work per extents call: at most this many index pages. */
 #define EXTENTS_MAX_PAGES 64
 
+/* A lock per slot: readers of blocks in different pages (random reads
+ * on several connections) do not queue on one lock.
+ */
 struct page_slot {
+  pthread_mutex_t lock;
   uint64_t page;                /* UINT64_MAX: empty */
   struct qsnap_entry entries[QSNAP_ENTRIES_PER_PAGE];
 };
@@ -43,7 +47,6 @@ struct qsnap {
   uint64_t blocks;
   uint64_t data_end;            /* stored bytes must end before this */
   uint64_t owner;               /* key space in the block cache */
-  pthread_mutex_t pages_lock;
   struct page_slot pages[PAGE_SLOTS];
 };
 
@@ -236,9 +239,10 @@ qsnap_open (const char *path, int fd, const struct image_options *opts,
   if (img == NULL)
     return NULL;
   q = img->priv;
-  pthread_mutex_init (&q->pages_lock, NULL);
-  for (unsigned i = 0; i < PAGE_SLOTS; ++i)
+  for (unsigned i = 0; i < PAGE_SLOTS; ++i) {
+    pthread_mutex_init (&q->pages[i].lock, NULL);
     q->pages[i].page = UINT64_MAX;
+  }
 
   if (image_file_size (fd, path, &file_size) == -1 ||
       read_tables (img, file_size, &q->h, &streams) == -1 ||
@@ -274,13 +278,13 @@ lookup (struct image *img, uint64_t block, struct qsnap_entry *e)
   struct qsnap_entry entries[QSNAP_ENTRIES_PER_PAGE];
   const char *why;
 
-  pthread_mutex_lock (&q->pages_lock);
+  pthread_mutex_lock (&slot->lock);
   if (slot->page == page) {
     *e = slot->entries[block % QSNAP_ENTRIES_PER_PAGE];
-    pthread_mutex_unlock (&q->pages_lock);
+    pthread_mutex_unlock (&slot->lock);
     return 0;
   }
-  pthread_mutex_unlock (&q->pages_lock);
+  pthread_mutex_unlock (&slot->lock);
 
   if (image_read_file (img, buf, sizeof buf,
                        q->stream.index_offset + page * QSNAP_PAGE_SIZE,
@@ -295,10 +299,10 @@ lookup (struct image *img, uint64_t block, struct qsnap_entry *e)
   }
   *e = entries[block % QSNAP_ENTRIES_PER_PAGE];
 
-  pthread_mutex_lock (&q->pages_lock);
+  pthread_mutex_lock (&slot->lock);
   slot->page = page;
   memcpy (slot->entries, entries, sizeof entries);
-  pthread_mutex_unlock (&q->pages_lock);
+  pthread_mutex_unlock (&slot->lock);
   return 0;
 }
 
@@ -510,7 +514,8 @@ qsnap_close (struct image *img)
   for (size_t i = 0; i < q->n_names; ++i)
     free (q->stream_names[i]);
   free (q->stream_names);
-  pthread_mutex_destroy (&q->pages_lock);
+  for (unsigned i = 0; i < PAGE_SLOTS; ++i)
+    pthread_mutex_destroy (&q->pages[i].lock);
 }
 
 int
