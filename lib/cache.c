@@ -238,6 +238,39 @@ release (struct shard *s, struct entry *e)
   }
 }
 
+/* The live entry of a block, or NULL.  Called with the lock. */
+static struct entry *
+find (struct shard *s, uint64_t h, uint64_t owner, uint64_t key)
+{
+  struct entry *e;
+
+  for (e = *bucket (s, h); e; e = e->hash_next)
+    if (e->owner == owner && e->key == key && e->state != FAILED)
+      break;
+  return e;
+}
+
+/* Copy from a READY entry the caller holds a reference to, taken with
+ * the lock held; returns with the lock released and the reference
+ * dropped.
+ */
+static void
+copy_out (struct shard *s, struct entry *e, void *dst, size_t offset,
+          size_t len)
+{
+  lru_unlink (s, e);
+  lru_push_front (s, e);
+  pthread_mutex_unlock (&s->lock);
+
+  /* refs keeps the block from eviction while we copy without the lock. */
+  memcpy (dst, e->data + offset, len);
+
+  pthread_mutex_lock (&s->lock);
+  release (s, e);
+  evict (s);
+  pthread_mutex_unlock (&s->lock);
+}
+
 static int
 load_uncached (uint32_t block_size, cache_load_fn load, void *opaque,
                void *dst, size_t offset, size_t len)
@@ -272,9 +305,7 @@ cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
 
   s = &c->shards[h & (c->n_shards - 1)];
   pthread_mutex_lock (&s->lock);
-  for (e = *bucket (s, h); e; e = e->hash_next)
-    if (e->owner == owner && e->key == key && e->state != FAILED)
-      break;
+  e = find (s, h, owner, key);
 
   if (e == NULL) {
     /* Miss: this reader loads, later ones for the same block wait. */
@@ -332,18 +363,30 @@ cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
     errno = err;
     return -1;
   }
-  lru_unlink (s, e);
-  lru_push_front (s, e);
-  pthread_mutex_unlock (&s->lock);
-
-  /* refs keeps the block from eviction while we copy without the lock. */
-  memcpy (dst, e->data + offset, len);
-
-  pthread_mutex_lock (&s->lock);
-  release (s, e);
-  evict (s);
-  pthread_mutex_unlock (&s->lock);
+  copy_out (s, e, dst, offset, len);
   return 0;
+}
+
+int
+cache_read_cached (struct block_cache *c, uint64_t owner, uint64_t key,
+                   void *dst, size_t offset, size_t len)
+{
+  uint64_t h = hash (owner, key);
+  struct shard *s;
+  struct entry *e;
+
+  if (c->disabled)
+    return 0;
+  s = &c->shards[h & (c->n_shards - 1)];
+  pthread_mutex_lock (&s->lock);
+  e = find (s, h, owner, key);
+  if (e == NULL || e->state != READY) {
+    pthread_mutex_unlock (&s->lock);
+    return 0;
+  }
+  e->refs++;
+  copy_out (s, e, dst, offset, len);
+  return 1;
 }
 
 void

@@ -35,6 +35,12 @@ int cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
                 uint32_t block_size, cache_load_fn load, void *opaque,
                 void *dst, size_t offset, size_t len);
 
+/* Copy len bytes at offset within block (owner, key) to dst if the
+ * block is cached (not while it loads): 1 if copied, 0 if not.
+ */
+int cache_read_cached (struct block_cache *c, uint64_t owner, uint64_t key,
+                       void *dst, size_t offset, size_t len);
+
 /* Blocks and bytes held now, for tests and statistics. */
 void cache_usage (struct block_cache *c, uint64_t *blocks, uint64_t *bytes);
 

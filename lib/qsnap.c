@@ -4,7 +4,8 @@
  * same for any disk size.  A block is found through its index page
  * (read on demand, checksummed, kept in a small per-image page cache),
  * then its stored bytes are read, checked against their checksum and
- * decompressed through the shared block cache (lib/cache.c).
+ * decompressed through the shared block cache (lib/cache.c), or straight
+ * into the reply when the read covers the whole block.
  */
 
 #include <config.h>
@@ -444,8 +445,19 @@ qsnap_pread (struct image *img, void *buf, size_t count, uint64_t offset)
       /* Keyed by where the bytes are stored, so deduplicated blocks are
        * cached once.
        */
-      r = cache_read (cache, q->owner, e.offset, bs, load_block, &req,
-                      out, within, n);
+      if (n < bs)
+        r = cache_read (cache, q->owner, e.offset, bs, load_block, &req,
+                        out, within, n);
+      /* A whole block that is not cached is decoded straight into the
+       * reply, and not cached: a client reading whole blocks streams
+       * (its own page cache keeps what it read), and caching the stream
+       * would cost a copy per block and push out the blocks that
+       * partial reads come back for.
+       */
+      else if (cache_read_cached (cache, q->owner, e.offset, out, 0, n))
+        r = 0;
+      else
+        r = load_block (&req, out);
     }
     }
     if (r == -1)

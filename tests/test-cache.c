@@ -1,6 +1,7 @@
 /* Unit test of lib/cache.c: concurrent misses on one block load it once,
  * misses on different blocks load in parallel, a failed load reaches every
- * waiter, the size bound holds, and a disabled cache still reads.
+ * waiter, the size bound holds, a disabled cache still reads, and
+ * cache_read_cached copies only what is cached.
  */
 
 #include <config.h>
@@ -110,6 +111,21 @@ main (void)
   run (c, jobs, 1);
   CHECK (loads == 0);
 
+  /* cache_read_cached: a cached block is copied, a missing one is not
+   * (and is not loaded or added).
+   */
+  {
+    unsigned char out[2] = { 0, 0 };
+    CHECK (cache_read_cached (c, 1, 7, out, BLOCK - 2, 2) == 1);
+    CHECK (out[0] == 7 && out[1] == 7);
+    cache_usage (c, &blocks, &bytes);
+    CHECK (cache_read_cached (c, 1, 9999, out, 0, 2) == 0);
+    CHECK (cache_read_cached (c, 3, 7, out, 0, 2) == 0);
+    uint64_t blocks_after;
+    cache_usage (c, &blocks_after, &bytes);
+    CHECK (blocks_after == blocks && loads == 0);
+  }
+
   /* A failed load reaches every waiter, and is not cached. */
   cache_destroy (c);
   c = cache_create (16 * BLOCK);
@@ -137,6 +153,10 @@ main (void)
   CHECK (loads == THREADS);
   for (int i = 0; i < THREADS; ++i)
     CHECK (jobs[i].result == 0 && jobs[i].byte == 7);
+  {
+    unsigned char out[1];
+    CHECK (cache_read_cached (c, 1, 7, out, 0, 1) == 0);
+  }
   cache_destroy (c);
   printf ("PASS: block cache\n");
   return 0;

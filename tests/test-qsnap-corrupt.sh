@@ -44,11 +44,14 @@ h = nbd.NBD()
 h.connect_uri(sys.argv[1])
 expected = open(sys.argv[2], \"rb\").read()
 assert h.pread(65536, 65536 * 5) == expected[65536 * 5:65536 * 6]
-try:
-    h.pread(4096, 8192)
-    sys.exit(\"FAIL: a corrupt block read as data\")
-except nbd.Error as e:
-    assert e.errno in (\"EIO\", errno.EIO), e
+# Part of the block (through the block cache), then all of it (decoded
+# straight into the reply).
+for count, offset in ((4096, 8192), (65536, 0)):
+    try:
+        h.pread(count, offset)
+        sys.exit(\"FAIL: a corrupt block read as data\")
+    except nbd.Error as e:
+        assert e.errno in (\"EIO\", errno.EIO), e
 ' \"\$uri\" $tmp/img.raw" -- file="$tmp/flip.qsnap" </dev/null 2>"$tmp/err" ||
   { cat "$tmp/err" >&2; fail "nbd: a corrupt block is not EIO, or a good one does not read"; }
 
