@@ -858,7 +858,8 @@ qsnap_create (const char *output, const struct qsnap_input *inputs,
     memcpy (h.parent_id, ph.id, QSNAP_ID_SIZE);
   }
   if (w.bs == 0)
-    w.bs = QSNAP_DEFAULT_BLOCK;
+    w.bs = opts->codec == QSNAP_CODEC_LZ4 ?
+      QSNAP_DEFAULT_BLOCK_LZ4 : QSNAP_DEFAULT_BLOCK;
   if (w.bs < QSNAP_MIN_BLOCK || w.bs > QSNAP_MAX_BLOCK ||
       (w.bs & (w.bs - 1)) != 0) {
     image_error ("%s: block size %" PRIu32 " is not a power of two from "

@@ -50,7 +50,7 @@ static const char help_codec[] =
   "  --codec zstd|lz4|auto   compressor (default zstd; auto keeps the smaller)\n"
   "  --level N               zstd level (default 3)\n"
   "  --jobs N                compression threads (default: one per CPU)\n"
-  "  --block-size SIZE       4K to 4M, a power of two (default 1M)\n";
+  "  --block-size SIZE       4K to 4M, a power of two (default 1M, lz4 256K)\n";
 
 static int
 usage_error (const char *usage, const char *fs, ...)

@@ -37,6 +37,10 @@ jq -e --argjson size "$size" '
   { cat "$tmp/info.json" >&2; fail "info --json lacks a field or a figure is wrong"; }
 [ "$(jq .file_bytes "$tmp/info.json")" = "$(stat -c %s "$tmp/a.qsnap")" ] ||
   fail "info --json: file_bytes is not the file's size"
+# lz4's default block is 256 KiB (it gains nothing from bigger ones).
+qsnap create --codec lz4 "$tmp/img.raw" "$tmp/l.qsnap" >/dev/null
+[ "$(qsnap info --json "$tmp/l.qsnap" | jq .block_size)" = 262144 ] ||
+  fail "the default lz4 block size is not 256 KiB"
 
 # Dedup and zeros, at several block sizes: the image repeats 1 MiB
 # regions and 4 KiB pieces, and has zero regions.
