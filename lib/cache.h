@@ -41,6 +41,12 @@ int cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
 int cache_read_cached (struct block_cache *c, uint64_t owner, uint64_t key,
                        void *dst, size_t offset, size_t len);
 
+/* Add a copy of a block (block_size bytes at src) decoded elsewhere,
+ * unless it is cached already.
+ */
+void cache_insert (struct block_cache *c, uint64_t owner, uint64_t key,
+                   uint32_t block_size, const void *src);
+
 /* Blocks and bytes held now, for tests and statistics. */
 void cache_usage (struct block_cache *c, uint64_t *blocks, uint64_t *bytes);
 

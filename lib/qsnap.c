@@ -449,15 +449,15 @@ qsnap_pread (struct image *img, void *buf, size_t count, uint64_t offset)
         r = cache_read (cache, q->owner, e.offset, bs, load_block, &req,
                         out, within, n);
       /* A whole block that is not cached is decoded straight into the
-       * reply, and not cached: a client reading whole blocks streams
-       * (its own page cache keeps what it read), and caching the stream
-       * would cost a copy per block and push out the blocks that
-       * partial reads come back for.
+       * reply, saving a copy.  Then a compressed block is also cached
+       * (a copy costs less than decompressing again), a raw one is not:
+       * the page cache keeps its bytes, and reading them again costs
+       * no more than the copy would.
        */
       else if (cache_read_cached (cache, q->owner, e.offset, out, 0, n))
         r = 0;
-      else
-        r = load_block (&req, out);
+      else if ((r = load_block (&req, out)) == 0 && e.kind != QSNAP_RAW)
+        cache_insert (cache, q->owner, e.offset, bs, out);
     }
     }
     if (r == -1)

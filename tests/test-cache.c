@@ -1,7 +1,8 @@
 /* Unit test of lib/cache.c: concurrent misses on one block load it once,
  * misses on different blocks load in parallel, a failed load reaches every
  * waiter, the size bound holds, a disabled cache still reads, and
- * cache_read_cached copies only what is cached.
+ * cache_read_cached copies only what is cached, and cache_insert adds a
+ * block once.
  */
 
 #include <config.h>
@@ -124,6 +125,19 @@ main (void)
     uint64_t blocks_after;
     cache_usage (c, &blocks_after, &bytes);
     CHECK (blocks_after == blocks && loads == 0);
+
+    /* cache_insert adds a copy, once; it does not replace a block. */
+    unsigned char block[BLOCK];
+    memset (block, 0x5a, BLOCK);
+    cache_insert (c, 1, 5000, BLOCK, block);
+    memset (block, 0, BLOCK);
+    CHECK (cache_read_cached (c, 1, 5000, out, 100, 2) == 1);
+    CHECK (out[0] == 0x5a && out[1] == 0x5a);
+    cache_insert (c, 1, 5000, BLOCK, block);
+    CHECK (cache_read_cached (c, 1, 5000, out, 100, 1) == 1 && out[0] == 0x5a);
+    cache_insert (c, 1, 7, BLOCK, block);
+    CHECK (cache_read_cached (c, 1, 7, out, 0, 1) == 1 && out[0] == 7);
+    CHECK (loads == 0);
   }
 
   /* A failed load reaches every waiter, and is not cached. */
