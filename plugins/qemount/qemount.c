@@ -140,7 +140,7 @@ qemount_config_complete (void)
 
 #define qemount_config_help \
   "file=<IMAGE>      (required) Image file or block device.\n" \
-  "format=auto|raw|qcow2|ploop\n" \
+  "format=auto|raw|qcow2|ploop|qsnap\n" \
   "                  Format (default: probed from the magic bytes).\n" \
   "backing=yes|no|samedir\n" \
   "                  Follow backing files / lower deltas anywhere, never,\n" \
