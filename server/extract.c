@@ -52,6 +52,7 @@ extract_main (int argc, char *argv[])
   struct vm_request r = { .accel = "auto", .uid = -1, .gid = -1 };
   struct disk_layout layout = { .size = 0 };
   struct mount_state *st = NULL;
+  struct choice choice;
   const char *output = NULL, *backing = "samedir", *msg, *fstype = NULL;
   char *paths[MAX_PATHS], *tmp = NULL, *end;
   size_t n_paths = 0;
@@ -114,9 +115,7 @@ extract_main (int argc, char *argv[])
   }
   catch_interrupts ();
 
-  /* What to extract: --partition N, else the whole disk if it holds a
-   * filesystem, else the only partition with one.
-   */
+  /* What to extract: as qemount mount chooses what to mount. */
   img = open_image (&req, &status);
   if (img == NULL)
     return status;
@@ -125,49 +124,12 @@ extract_main (int argc, char *argv[])
     return EXIT_BAD_IMAGE;
   }
   image_close (img);
-  {
-    const struct filesystem *fs = NULL;
-
-    if (partition) {
-      const struct partition *p = find_partition (&layout, partition);
-
-      if (p == NULL) {
-        errorf ("%s: there is no partition %d", req.path, partition);
-        status = EXIT_NO_PARTITION;
-        goto out;
-      }
-      fs = &p->fs;
-    }
-    else if (layout.table == NULL)
-      fs = &layout.whole;
-    else {
-      size_t n = 0;
-
-      for (size_t i = 0; i < layout.n_partitions; ++i)
-        if (!layout.partitions[i].extended &&
-            fs_is_mountable (&layout.partitions[i].fs)) {
-          partition = layout.partitions[i].number;
-          fs = &layout.partitions[i].fs;
-          n++;
-        }
-      if (n != 1) {
-        errorf ("%s: %s; choose one with --partition N:", req.path,
-                n == 0 ? "no partition holds a filesystem qemount "
-                "recognizes" : "several partitions hold a filesystem");
-        print_partition_list (stderr, &layout);
-        status = EXIT_NO_FILESYSTEM;
-        goto out;
-      }
-    }
-    if (fstype == NULL && fs && fs_is_mountable (fs))
-      fstype = fs->type;
-    if (fstype == NULL) {
-      errorf ("%s: no filesystem qemount recognizes there (--fstype T "
-              "tries one anyway)", req.path);
-      status = EXIT_NO_FILESYSTEM;
-      goto out;
-    }
-  }
+  status = choose_filesystem (req.path, &layout, partition, fstype, false,
+                              &choice);
+  if (status != EXIT_OK)
+    goto out;
+  partition = choice.partition;
+  fstype = choice.fstype;
 
   if (strcmp (output, "-") == 0)
     out_fd = STDOUT_FILENO;

@@ -240,87 +240,6 @@ check_dir (const char *dir, char **real)
   return EXIT_OK;
 }
 
-/* What to mount: --partition N, else the whole disk if it holds a
- * filesystem, else the only partition with one.  Sets *partition (0 for
- * the whole disk) and *fstype (NULL for --raw).
- */
-static int
-choose (const struct mount_options *o, const struct disk_layout *d,
-        int *partition, const char **fstype)
-{
-  const struct filesystem *fs;
-  const struct partition *p = NULL;
-
-  *partition = 0;
-  *fstype = NULL;
-  if (o->partition) {
-    p = find_partition (d, o->partition);
-    if (p == NULL) {
-      if (d->table == NULL)
-        errorf ("%s: there is no partition %d: the disk has no partition "
-                "table", o->image, o->partition);
-      else {
-        errorf ("%s: there is no partition %d; the %s partition table "
-                "has:", o->image, o->partition, d->table);
-        print_partition_list (stderr, d);
-      }
-      return EXIT_NO_PARTITION;
-    }
-    if (p->extended) {
-      errorf ("%s: partition %d is an extended partition: it holds the "
-              "logical partitions (5 and up), not a filesystem",
-              o->image, p->number);
-      return EXIT_NO_FILESYSTEM;
-    }
-    *partition = p->number;
-    fs = &p->fs;
-  }
-  else if (o->raw || d->table == NULL)
-    fs = &d->whole;
-  else {
-    size_t n = 0;
-
-    for (size_t i = 0; i < d->n_partitions; ++i)
-      if (!d->partitions[i].extended &&
-          fs_is_mountable (&d->partitions[i].fs)) {
-        p = &d->partitions[i];
-        n++;
-      }
-    if (n != 1) {
-      errorf ("%s: %s; choose one with --partition N:", o->image,
-              n == 0 ? "none of its partitions holds a filesystem qemount "
-              "recognizes" : "several partitions hold a filesystem");
-      print_partition_list (stderr, d);
-      return EXIT_NO_FILESYSTEM;
-    }
-    *partition = p->number;
-    fs = &p->fs;
-    debugf ("%s: partition %d holds the only filesystem (%s)", o->image,
-            p->number, fs->type);
-  }
-
-  if (o->raw)
-    return EXIT_OK;
-  *fstype = o->fstype ? o->fstype : fs_is_mountable (fs) ? fs->type : NULL;
-  if (*fstype == NULL) {
-    char where[64];
-
-    if (*partition)
-      snprintf (where, sizeof where, "partition %d", *partition);
-    else
-      snprintf (where, sizeof where, "the disk");
-    if (fs->type)
-      errorf ("%s: %s holds %s, not a filesystem", o->image, where,
-              fs->type);
-    else
-      errorf ("%s: %s holds no %sfilesystem that qemount recognizes "
-              "(--fstype T tries one anyway)", o->image, where,
-              d->table == NULL && !*partition ? "partition table or " : "");
-    return EXIT_NO_FILESYSTEM;
-  }
-  return EXIT_OK;
-}
-
 /* The kernel's name for a filesystem libblkid named. */
 static const char *
 kernel_fstype (const char *fstype)
@@ -593,9 +512,9 @@ mount_main (int argc, char *argv[])
   struct mount_state *st = NULL;
   struct disk_layout layout = { .size = 0 };
   struct image *img;
-  const char *fstype;
+  struct choice c;
   char *dir = NULL, *image = NULL;
-  int status, partition;
+  int status;
 
   status = parse_options (argc, argv, &o);
   if (status != EXIT_OK)
@@ -613,9 +532,10 @@ mount_main (int argc, char *argv[])
   if (o.raw)
     raw_files (&o, img);
   image_close (img);
-  status = choose (&o, &layout, &partition, &fstype);
+  status = choose_filesystem (o.image, &layout, o.partition, o.fstype, o.raw,
+                              &c);
   if (status == EXIT_OK && !o.raw)
-    status = check_via (&o, fstype);
+    status = check_via (&o, c.fstype);
   if (status != EXIT_OK)
     goto out;
 
@@ -645,8 +565,8 @@ mount_main (int argc, char *argv[])
   image = dir = NULL;
   st->raw = o.raw;
   st->format = o.req.format ? xstrdup (o.req.format) : NULL;
-  st->partition = partition;
-  st->fstype = fstype ? xstrdup (fstype) : NULL;
+  st->partition = c.partition;
+  st->fstype = c.fstype ? xstrdup (c.fstype) : NULL;
   st->readonly = !o.rw;
   for (size_t i = 0; i < o.n_files; ++i)
     state_add_file (st, o.files[i]);   /* checked by raw_files */

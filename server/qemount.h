@@ -104,6 +104,14 @@ void free_disk_layout (struct disk_layout *layout);
 const struct partition *find_partition (const struct disk_layout *layout,
                                         int number);
 bool fs_is_mountable (const struct filesystem *fs);
+struct choice {
+  int partition;                /* 0: the whole disk */
+  const struct filesystem *fs;  /* what libblkid found there */
+  const char *fstype;           /* to mount */
+};
+int choose_filesystem (const char *image, const struct disk_layout *d,
+                       int partition, const char *fstype, bool raw,
+                       struct choice *c);
 void print_partition_list (FILE *fp, const struct disk_layout *layout);
 
 /* output.c: sizes for people ("64 MiB"), strings for JSON. */
