@@ -25,18 +25,20 @@ extract_usage (FILE *fp)
   fprintf (fp,
 "usage: qemount extract IMAGE [--partition N] [--fstype T] [--path P]...\n"
 "                       [--accel auto|kvm|tcg] [--format FORMAT]\n"
-"                       [--backing yes|no|samedir] -o FILE|-\n"
+"                       [--backing yes|no|samedir]\n"
+"                       [--lv VG/LV] [--key-file FILE|-] -o FILE|-\n"
 "\n"
 "Write a tar of the filesystem in IMAGE (or of the paths P in it) to\n"
 "FILE, or to standard output with -o -.  The helper VM mounts the\n"
 "filesystem read-only; owners, modes, times, symlinks and hard links\n"
-"are kept.\n");
+"are kept.  --lv and --key-file as for qemount mount.\n");
 }
 
 int
 extract_main (int argc, char *argv[])
 {
-  enum { OPT_ACCEL = 256, OPT_FORMAT, OPT_BACKING, OPT_PATH };
+  enum { OPT_ACCEL = 256, OPT_FORMAT, OPT_BACKING, OPT_PATH, OPT_LV,
+         OPT_KEY_FILE };
   static const struct option long_options[] = {
     { "partition", required_argument, NULL, 'p' },
     { "fstype", required_argument, NULL, 't' },
@@ -45,6 +47,8 @@ extract_main (int argc, char *argv[])
     { "accel", required_argument, NULL, OPT_ACCEL },
     { "format", required_argument, NULL, OPT_FORMAT },
     { "backing", required_argument, NULL, OPT_BACKING },
+    { "lv", required_argument, NULL, OPT_LV },
+    { "key-file", required_argument, NULL, OPT_KEY_FILE },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -53,7 +57,9 @@ extract_main (int argc, char *argv[])
   struct disk_layout layout = { .size = 0 };
   struct mount_state *st = NULL;
   struct choice choice;
+  struct secret key = { .len = 0 };
   const char *output = NULL, *backing = "samedir", *msg, *fstype = NULL;
+  const char *key_file = NULL;
   char *paths[MAX_PATHS], *tmp = NULL, *end;
   size_t n_paths = 0;
   int c, partition = 0, status, out_fd = -1;
@@ -100,6 +106,15 @@ extract_main (int argc, char *argv[])
       }
       backing = optarg;
       break;
+    case OPT_LV:
+      if (!lv_name_ok (optarg)) {
+        errorf ("--lv %s: must be VG/LV, names of letters, digits and "
+                "+ _ . -", optarg);
+        return EXIT_USAGE;
+      }
+      r.lv = optarg;
+      break;
+    case OPT_KEY_FILE: key_file = optarg; break;
     case 'h': extract_usage (stdout); return EXIT_OK;
     default: extract_usage (stderr); return EXIT_USAGE;
     }
@@ -126,10 +141,15 @@ extract_main (int argc, char *argv[])
   image_close (img);
   status = choose_filesystem (req.path, &layout, partition, fstype, false,
                               &choice);
+  if (status == EXIT_OK)
+    status = secret_get (req.path, key_file, choice.fs->type &&
+                         strcmp (choice.fs->type, "crypto_LUKS") == 0, &key);
   if (status != EXIT_OK)
     goto out;
   partition = choice.partition;
   fstype = choice.fstype;
+  r.containers = choice.container != NULL;
+  r.key = &key;
 
   if (strcmp (output, "-") == 0)
     out_fd = STDOUT_FILENO;
@@ -153,7 +173,7 @@ extract_main (int argc, char *argv[])
     st->image = xstrdup (req.path);
   st->format = req.format ? xstrdup (req.format) : NULL;
   st->partition = partition;
-  st->fstype = xstrdup (fstype);
+  st->fstype = fstype ? xstrdup (fstype) : NULL;
   st->readonly = true;
   if (state_save (st) == -1) {
     status = EXIT_ERROR;
@@ -191,5 +211,6 @@ extract_main (int argc, char *argv[])
   free (tmp);
   state_free (st);
   free_disk_layout (&layout);
+  secret_free (&key);
   return status;
 }

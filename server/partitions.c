@@ -396,9 +396,27 @@ fs_is_mountable (const struct filesystem *fs)
     strcmp (fs->usage, "filesystem") == 0;
 }
 
+/* A container the helper VM opens (guests/linux/init), for people, or
+ * NULL: an LVM physical volume, a member of an md RAID array, a LUKS
+ * encrypted volume.
+ */
+const char *
+fs_container (const struct filesystem *fs)
+{
+  if (fs->type == NULL)
+    return NULL;
+  if (strcmp (fs->type, "LVM2_member") == 0)
+    return "an LVM physical volume";
+  if (strcmp (fs->type, "linux_raid_member") == 0)
+    return "an md RAID member";
+  if (strcmp (fs->type, "crypto_LUKS") == 0)
+    return "LUKS-encrypted";
+  return NULL;
+}
+
 /* What to mount or extract: partition N if not 0, else the whole disk
  * if it has no partition table, else the only partition that holds a
- * filesystem.  raw (--raw): the disk, or partition N,
+ * filesystem or a container.  raw (--raw): the disk, or partition N,
  * itself, whatever it holds.  Fills *c; the messages name image.
  */
 int
@@ -440,7 +458,8 @@ choose_filesystem (const char *image, const struct disk_layout *d,
 
     for (size_t i = 0; i < d->n_partitions; ++i)
       if (!d->partitions[i].extended &&
-          fs_is_mountable (&d->partitions[i].fs)) {
+          (fs_is_mountable (&d->partitions[i].fs) ||
+           fs_container (&d->partitions[i].fs))) {
         p = &d->partitions[i];
         n++;
       }
@@ -460,8 +479,9 @@ choose_filesystem (const char *image, const struct disk_layout *d,
   c->fs = fs;
   if (raw)
     return EXIT_OK;
+  c->container = fs_container (fs);
   c->fstype = fstype ? fstype : fs_is_mountable (fs) ? fs->type : NULL;
-  if (c->fstype)
+  if (c->fstype || c->container)
     return EXIT_OK;
   if (c->partition)
     snprintf (where, sizeof where, "partition %d", c->partition);
