@@ -96,3 +96,31 @@ vm_make_luks ()
     /usr/bin/python3 "$vm_containers_src/tests/mkluks.py" "$out" "$offset" "$sector" "$payload" ||
     { echo "mkluks.py failed"; return 1; }
 }
+
+# The container rows of scripts/vm-matrix, each an ext4 filesystem
+# holding the tree inside the container.
+VM_CONTAINERS="lvm md-raid1 luks"
+
+# vm_make_container NAME TREE OUT: the container NAME (of VM_CONTAINERS)
+# on the whole of the raw image OUT, holding an ext4 with TREE; sets
+# vm_opts to the options qemount needs for it (--lv, --key-file with a
+# key file next to OUT).
+vm_make_container ()
+{
+  local name=$1 tree=$2 out=$3 why
+  vm_opts=()
+  why=$(vm_make_fs ext4 "$tree" "$out.ext4") || { echo "$why"; return 1; }
+  case "$name" in
+    lvm)
+      vm_make_lvm "$out" vg0 root:"$out.ext4" || { rm -f "$out.ext4"; return 1; }
+      vm_opts=(--lv vg0/root) ;;
+    md-raid1)
+      vm_make_md "$out" "$out.ext4" || { rm -f "$out.ext4"; return 1; } ;;
+    luks)
+      printf '%s' "vm-matrix passphrase" > "$out.key"
+      vm_make_luks "$out" "$out.ext4" "$out.key" || { rm -f "$out.ext4"; return 1; }
+      vm_opts=(--key-file "$out.key") ;;
+    *) echo "no container $name"; return 1 ;;
+  esac
+  rm -f "$out.ext4"
+}
