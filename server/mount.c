@@ -207,11 +207,6 @@ parse_options (int argc, char *argv[], struct mount_options *o)
             "key-file");
     return EXIT_USAGE;
   }
-  if ((o->lv || o->key_file) && o->via == VIA_KERNEL) {
-    errorf ("--%s: LVM, md and LUKS are opened in the helper VM only: "
-            "use --via vm (or auto)", o->lv ? "lv" : "key-file");
-    return EXIT_USAGE;
-  }
   if ((o->uid == -1) != (o->gid == -1)) {
     errorf ("--uid and --gid go together");
     return EXIT_USAGE;
@@ -316,10 +311,14 @@ check_via (struct mount_options *o, const char *fstype)
    * helper VM keeps their drivers off the host anyway), so they imply
    * --via vm.
    */
-  if ((o->container || o->lv || o->key_file) && o->via == VIA_KERNEL) {
+  if (o->via == VIA_KERNEL && o->container) {
     errorf ("%s: the disk is %s, which qemount opens in the helper VM "
-            "only: use --via vm (or auto)", o->image,
-            o->container ? o->container : "a container");
+            "only: use --via vm (or auto)", o->image, o->container);
+    return EXIT_USAGE;
+  }
+  if (o->via == VIA_KERNEL && (o->lv || o->key_file)) {
+    errorf ("--%s: LVM, md and LUKS are opened in the helper VM only: "
+            "use --via vm (or auto)", o->lv ? "lv" : "key-file");
     return EXIT_USAGE;
   }
   if (o->container || o->lv || o->key_file) {

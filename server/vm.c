@@ -285,7 +285,7 @@ containers_append (const struct vm_request *r, char **append)
 {
   char *a;
 
-  if (!r->containers && !r->lv && !r->key)
+  if (!r->containers && !r->lv && !(r->key && r->key->len))
     return;
   a = xasprintf ("%s qemount.containers=1%s%s", *append,
                  r->lv ? " qemount.lv=" : "", r->lv ? r->lv : "");
@@ -325,6 +325,8 @@ key_pipe (const struct secret *key)
   fd = p[0];
   if (fd == 3) {                /* proc_spawn_fd cannot dup2 3 onto 3 */
     fd = fcntl (p[0], F_DUPFD_CLOEXEC, 4);
+    if (fd == -1)
+      errorf ("fcntl: %m");
     close (p[0]);
   }
   return fd;
