@@ -7,7 +7,7 @@
 # from standard input, wrong, or missing; never on a command line; a
 # write through LVM on LUKS into the overlay; nothing left behind.
 # The images are made without the host's device-mapper or md
-# (tests/vm-containers.sh).  About a dozen boots of the guest.
+# (tests/vm-containers.sh).  A dozen boots of the guest.
 source ./tests/qemount-functions.sh
 source ./tests/vm-functions.sh
 source ./tests/vm-containers.sh
@@ -125,6 +125,22 @@ vm_assert_clean "$mnt"
 expect 17 "is LUKS-encrypted: give --key-file" qemount mount "$tmp/luks.img" "$mnt" < /dev/null
 expect 17 "is LUKS-encrypted: give --key-file" qemount extract "$tmp/luks.img" -o "$tmp/none.tar" < /dev/null
 vm_assert_clean "$mnt"
+# Typed at the terminal (script(1) makes one), not echoed; the LUKS
+# container in the only partition of a GPT disk.
+if command -v script >/dev/null && command -v sfdisk >/dev/null; then
+  truncate -s $(( $(stat -c %s "$tmp/luks.img") + 2097152 )) "$tmp/gpt.img"
+  echo "label: gpt
+start=2048, size=$(( $(stat -c %s "$tmp/luks.img") / 512 ))" | sfdisk -q "$tmp/gpt.img"
+  dd if="$tmp/luks.img" of="$tmp/gpt.img" bs=512 seek=2048 conv=notrunc,sparse status=none
+  { sleep 1; printf '%s\n' "$pass"; } |
+    script -qec "$QEMOUNT mount $tmp/gpt.img $mnt" /dev/null > "$tmp/tty.out" ||
+    { cat "$tmp/tty.out"; fail "luks: mount with the passphrase typed failed"; }
+  grep -q "Passphrase for $tmp/gpt.img: " "$tmp/tty.out" || fail "luks: no prompt"
+  grep -qF "$pass" "$tmp/tty.out" && fail "luks: the passphrase was echoed"
+  compare "$mnt" "luks in a partition"
+  qemount umount "$mnt" || fail "luks: umount failed"
+  vm_assert_clean "$mnt"
+fi
 echo "ok luks (raw)"
 
 # LVM inside LUKS, raw, one logical volume (chosen without --lv):
