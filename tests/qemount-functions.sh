@@ -248,10 +248,17 @@ assert_clean ()
   fi
 }
 
-# The helper VM of the source tree, shared by the normal and sanitized
-# builds; built (once, cached) if it is not there, else skip.
+# What the helper VM tests need: QEMU, FUSE and sshfs, and the guest of
+# the source tree, shared by the normal and sanitized builds; built
+# (once, cached) if it is not there, else skip.
 requires_guest ()
 {
+  requires nbdkit
+  requires qemu-system-x86_64
+  requires sshfs
+  requires fusermount3
+  requires qemu-img
+  [ -c /dev/fuse ] || skip "no /dev/fuse"
   : "${QEMOUNT_GUEST_DIR:=$top_srcdir/build/guest}"
   export QEMOUNT_GUEST_DIR
   if ! "$QEMOUNT" guest info >/dev/null 2>&1; then

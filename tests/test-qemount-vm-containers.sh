@@ -11,13 +11,7 @@
 source ./tests/qemount-functions.sh
 source ./tests/vm-functions.sh
 source ./tests/vm-containers.sh
-requires nbdkit
-requires qemu-system-x86_64
-requires sshfs
-requires fusermount3
-requires qemu-img
 requires mkfs.ext4
-[ -c /dev/fuse ] || skip "no /dev/fuse"
 requires_guest
 "$QEMOUNT" guest info | grep -q '^containers lvm md luks$' ||
   skip "the helper VM opens no containers: $("$QEMOUNT" guest info | grep containers)"

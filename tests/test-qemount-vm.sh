@@ -6,12 +6,6 @@
 # overlay; a filesystem the guest refuses; and nothing left behind.
 source ./tests/qemount-functions.sh
 source ./tests/vm-functions.sh
-requires nbdkit
-requires qemu-system-x86_64
-requires sshfs
-requires fusermount3
-requires qemu-img
-[ -c /dev/fuse ] || skip "no /dev/fuse"
 requires_guest
 
 vm_tree "$tmp/tree"
