@@ -25,18 +25,20 @@ extract_usage (FILE *fp)
   fprintf (fp,
 "usage: qemount extract IMAGE [--partition N] [--fstype T] [--path P]...\n"
 "                       [--accel auto|kvm|tcg] [--format FORMAT]\n"
-"                       [--backing yes|no|samedir] -o FILE|-\n"
+"                       [--backing yes|no|samedir]\n"
+"                       [--lv VG/LV] [--key-file FILE|-] -o FILE|-\n"
 "\n"
 "Write a tar of the filesystem in IMAGE (or of the paths P in it) to\n"
 "FILE, or to standard output with -o -.  The helper VM mounts the\n"
 "filesystem read-only; owners, modes, times, symlinks and hard links\n"
-"are kept.\n");
+"are kept.  --lv and --key-file as for qemount mount.\n");
 }
 
 int
 extract_main (int argc, char *argv[])
 {
-  enum { OPT_ACCEL = 256, OPT_FORMAT, OPT_BACKING, OPT_PATH };
+  enum { OPT_ACCEL = 256, OPT_FORMAT, OPT_BACKING, OPT_PATH, OPT_LV,
+         OPT_KEY_FILE };
   static const struct option long_options[] = {
     { "partition", required_argument, NULL, 'p' },
     { "fstype", required_argument, NULL, 't' },
@@ -45,6 +47,8 @@ extract_main (int argc, char *argv[])
     { "accel", required_argument, NULL, OPT_ACCEL },
     { "format", required_argument, NULL, OPT_FORMAT },
     { "backing", required_argument, NULL, OPT_BACKING },
+    { "lv", required_argument, NULL, OPT_LV },
+    { "key-file", required_argument, NULL, OPT_KEY_FILE },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -52,7 +56,10 @@ extract_main (int argc, char *argv[])
   struct vm_request r = { .accel = "auto", .uid = -1, .gid = -1 };
   struct disk_layout layout = { .size = 0 };
   struct mount_state *st = NULL;
+  struct choice choice;
+  struct secret key = { .len = 0 };
   const char *output = NULL, *backing = "samedir", *msg, *fstype = NULL;
+  const char *key_file = NULL;
   char *paths[MAX_PATHS], *tmp = NULL, *end;
   size_t n_paths = 0;
   int c, partition = 0, status, out_fd = -1;
@@ -99,6 +106,15 @@ extract_main (int argc, char *argv[])
       }
       backing = optarg;
       break;
+    case OPT_LV:
+      if (!lv_name_ok (optarg)) {
+        errorf ("--lv %s: must be VG/LV, names of letters, digits and "
+                "+ _ . -", optarg);
+        return EXIT_USAGE;
+      }
+      r.lv = optarg;
+      break;
+    case OPT_KEY_FILE: key_file = optarg; break;
     case 'h': extract_usage (stdout); return EXIT_OK;
     default: extract_usage (stderr); return EXIT_USAGE;
     }
@@ -114,9 +130,7 @@ extract_main (int argc, char *argv[])
   }
   catch_interrupts ();
 
-  /* What to extract: --partition N, else the whole disk if it holds a
-   * filesystem, else the only partition with one.
-   */
+  /* What to extract: as qemount mount chooses what to mount. */
   img = open_image (&req, &status);
   if (img == NULL)
     return status;
@@ -125,49 +139,17 @@ extract_main (int argc, char *argv[])
     return EXIT_BAD_IMAGE;
   }
   image_close (img);
-  {
-    const struct filesystem *fs = NULL;
-
-    if (partition) {
-      const struct partition *p = find_partition (&layout, partition);
-
-      if (p == NULL) {
-        errorf ("%s: there is no partition %d", req.path, partition);
-        status = EXIT_NO_PARTITION;
-        goto out;
-      }
-      fs = &p->fs;
-    }
-    else if (layout.table == NULL)
-      fs = &layout.whole;
-    else {
-      size_t n = 0;
-
-      for (size_t i = 0; i < layout.n_partitions; ++i)
-        if (!layout.partitions[i].extended &&
-            fs_is_mountable (&layout.partitions[i].fs)) {
-          partition = layout.partitions[i].number;
-          fs = &layout.partitions[i].fs;
-          n++;
-        }
-      if (n != 1) {
-        errorf ("%s: %s; choose one with --partition N:", req.path,
-                n == 0 ? "no partition holds a filesystem qemount "
-                "recognizes" : "several partitions hold a filesystem");
-        print_partition_list (stderr, &layout);
-        status = EXIT_NO_FILESYSTEM;
-        goto out;
-      }
-    }
-    if (fstype == NULL && fs && fs_is_mountable (fs))
-      fstype = fs->type;
-    if (fstype == NULL) {
-      errorf ("%s: no filesystem qemount recognizes there (--fstype T "
-              "tries one anyway)", req.path);
-      status = EXIT_NO_FILESYSTEM;
-      goto out;
-    }
-  }
+  status = choose_filesystem (req.path, &layout, partition, fstype, false,
+                              &choice);
+  if (status == EXIT_OK)
+    status = secret_get (req.path, key_file, choice.fs->type &&
+                         strcmp (choice.fs->type, "crypto_LUKS") == 0, &key);
+  if (status != EXIT_OK)
+    goto out;
+  partition = choice.partition;
+  fstype = choice.fstype;
+  r.containers = choice.container != NULL;
+  r.key = &key;
 
   if (strcmp (output, "-") == 0)
     out_fd = STDOUT_FILENO;
@@ -191,7 +173,7 @@ extract_main (int argc, char *argv[])
     st->image = xstrdup (req.path);
   st->format = req.format ? xstrdup (req.format) : NULL;
   st->partition = partition;
-  st->fstype = xstrdup (fstype);
+  st->fstype = fstype ? xstrdup (fstype) : NULL;
   st->readonly = true;
   if (state_save (st) == -1) {
     status = EXIT_ERROR;
@@ -229,5 +211,6 @@ extract_main (int argc, char *argv[])
   free (tmp);
   state_free (st);
   free_disk_layout (&layout);
+  secret_free (&key);
   return status;
 }

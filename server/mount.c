@@ -34,6 +34,9 @@ struct mount_options {
   bool use_vm;                  /* decided by check_via */
   const char *accel;            /* --accel, for the helper VM */
   const char *overlay, *fstype;
+  const char *lv, *key_file;    /* --lv VG/LV, --key-file FILE|- */
+  const char *container;        /* what the disk holds, for messages */
+  struct secret key;            /* the LUKS passphrase */
   long uid, gid;                /* -1: not given */
   /* --raw: the files in DIR, one per stream of the image (named exports
    * of the plugin), else just "disk" (its default export).
@@ -52,6 +55,7 @@ mount_usage (FILE *fp)
 "                     [--rw] [--overlay PATH] [--fstype T]\n"
 "                     [--uid U --gid G] [--foreground]\n"
 "                     [--format FORMAT] [--backing yes|no|samedir]\n"
+"                     [--lv VG/LV] [--key-file FILE|-]\n"
 "       qemount mount IMAGE DIR --raw [--partition N] [--rw]\n"
 "                     [--overlay PATH] [--uid U --gid G] [--foreground]\n"
 "\n"
@@ -62,7 +66,9 @@ mount_usage (FILE *fp)
 "partition with one.  --raw exposes the disk (or partition) as the file\n"
 "DIR/disk instead, without root.  --via vm mounts it in the helper VM\n"
 "(qemount guest build), without root; --via auto (the default) does so\n"
-"when the host kernel cannot.\n");
+"when the host kernel cannot.  LVM, md RAID1 and LUKS containers are\n"
+"opened in the helper VM: --lv chooses a logical volume, --key-file\n"
+"gives the LUKS passphrase (else it is asked for on the terminal).\n");
 }
 
 /* A user or group: a number, or a name. */
@@ -88,7 +94,7 @@ static int
 parse_options (int argc, char *argv[], struct mount_options *o)
 {
   enum { OPT_VIA = 256, OPT_ACCEL, OPT_RW, OPT_OVERLAY, OPT_UID, OPT_GID, OPT_RAW,
-         OPT_FORMAT, OPT_BACKING };
+         OPT_FORMAT, OPT_BACKING, OPT_LV, OPT_KEY_FILE };
   static const struct option long_options[] = {
     { "partition", required_argument, NULL, 'p' },
     { "via", required_argument, NULL, OPT_VIA },
@@ -102,6 +108,8 @@ parse_options (int argc, char *argv[], struct mount_options *o)
     { "raw", no_argument, NULL, OPT_RAW },
     { "format", required_argument, NULL, OPT_FORMAT },
     { "backing", required_argument, NULL, OPT_BACKING },
+    { "lv", required_argument, NULL, OPT_LV },
+    { "key-file", required_argument, NULL, OPT_KEY_FILE },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -169,6 +177,15 @@ parse_options (int argc, char *argv[], struct mount_options *o)
       }
       o->backing = optarg;
       break;
+    case OPT_LV:
+      if (!lv_name_ok (optarg)) {
+        errorf ("--lv %s: must be VG/LV, names of letters, digits and "
+                "+ _ . -", optarg);
+        return EXIT_USAGE;
+      }
+      o->lv = optarg;
+      break;
+    case OPT_KEY_FILE: o->key_file = optarg; break;
     case 'h': mount_usage (stdout); return -1;
     default: mount_usage (stderr); return EXIT_USAGE;
     }
@@ -184,9 +201,10 @@ parse_options (int argc, char *argv[], struct mount_options *o)
     errorf ("--overlay needs --rw: the overlay holds the writes");
     return EXIT_USAGE;
   }
-  if (o->raw && (o->fstype || via_given)) {
+  if (o->raw && (o->fstype || via_given || o->lv || o->key_file)) {
     errorf ("--raw exports the disk itself: --%s does not apply",
-            o->fstype ? "fstype" : "via");
+            o->fstype ? "fstype" : via_given ? "via" : o->lv ? "lv" :
+            "key-file");
     return EXIT_USAGE;
   }
   if ((o->uid == -1) != (o->gid == -1)) {
@@ -240,87 +258,6 @@ check_dir (const char *dir, char **real)
   return EXIT_OK;
 }
 
-/* What to mount: --partition N, else the whole disk if it holds a
- * filesystem, else the only partition with one.  Sets *partition (0 for
- * the whole disk) and *fstype (NULL for --raw).
- */
-static int
-choose (const struct mount_options *o, const struct disk_layout *d,
-        int *partition, const char **fstype)
-{
-  const struct filesystem *fs;
-  const struct partition *p = NULL;
-
-  *partition = 0;
-  *fstype = NULL;
-  if (o->partition) {
-    p = find_partition (d, o->partition);
-    if (p == NULL) {
-      if (d->table == NULL)
-        errorf ("%s: there is no partition %d: the disk has no partition "
-                "table", o->image, o->partition);
-      else {
-        errorf ("%s: there is no partition %d; the %s partition table "
-                "has:", o->image, o->partition, d->table);
-        print_partition_list (stderr, d);
-      }
-      return EXIT_NO_PARTITION;
-    }
-    if (p->extended) {
-      errorf ("%s: partition %d is an extended partition: it holds the "
-              "logical partitions (5 and up), not a filesystem",
-              o->image, p->number);
-      return EXIT_NO_FILESYSTEM;
-    }
-    *partition = p->number;
-    fs = &p->fs;
-  }
-  else if (o->raw || d->table == NULL)
-    fs = &d->whole;
-  else {
-    size_t n = 0;
-
-    for (size_t i = 0; i < d->n_partitions; ++i)
-      if (!d->partitions[i].extended &&
-          fs_is_mountable (&d->partitions[i].fs)) {
-        p = &d->partitions[i];
-        n++;
-      }
-    if (n != 1) {
-      errorf ("%s: %s; choose one with --partition N:", o->image,
-              n == 0 ? "none of its partitions holds a filesystem qemount "
-              "recognizes" : "several partitions hold a filesystem");
-      print_partition_list (stderr, d);
-      return EXIT_NO_FILESYSTEM;
-    }
-    *partition = p->number;
-    fs = &p->fs;
-    debugf ("%s: partition %d holds the only filesystem (%s)", o->image,
-            p->number, fs->type);
-  }
-
-  if (o->raw)
-    return EXIT_OK;
-  *fstype = o->fstype ? o->fstype : fs_is_mountable (fs) ? fs->type : NULL;
-  if (*fstype == NULL) {
-    char where[64];
-
-    if (*partition)
-      snprintf (where, sizeof where, "partition %d", *partition);
-    else
-      snprintf (where, sizeof where, "the disk");
-    if (fs->type)
-      errorf ("%s: %s holds %s, not a filesystem", o->image, where,
-              fs->type);
-    else
-      errorf ("%s: %s holds no %sfilesystem that qemount recognizes "
-              "(--fstype T tries one anyway)", o->image, where,
-              d->table == NULL && !*partition ? "partition table or " : "");
-    return EXIT_NO_FILESYSTEM;
-  }
-  return EXIT_OK;
-}
-
 /* The kernel's name for a filesystem libblkid named. */
 static const char *
 kernel_fstype (const char *fstype)
@@ -368,8 +305,28 @@ guest_available (void)
 static int
 check_via (struct mount_options *o, const char *fstype)
 {
-  const char *kfs = kernel_fstype (fstype);
+  const char *kfs = fstype ? kernel_fstype (fstype) : NULL;
 
+  /* Containers: this host may have no device-mapper or md (and the
+   * helper VM keeps their drivers off the host anyway), so they imply
+   * --via vm.
+   */
+  if (o->via == VIA_KERNEL && o->container) {
+    errorf ("%s: the disk is %s, which qemount opens in the helper VM "
+            "only: use --via vm (or auto)", o->image, o->container);
+    return EXIT_USAGE;
+  }
+  if (o->via == VIA_KERNEL && (o->lv || o->key_file)) {
+    errorf ("--%s: LVM, md and LUKS are opened in the helper VM only: "
+            "use --via vm (or auto)", o->lv ? "lv" : "key-file");
+    return EXIT_USAGE;
+  }
+  if (o->container || o->lv || o->key_file) {
+    if (o->via == VIA_AUTO)
+      debugf ("%s: %s: using the helper VM", o->image,
+              o->container ? o->container : "--lv or --key-file");
+    o->via = VIA_VM;
+  }
   o->use_vm = o->via == VIA_VM ||
     (o->via == VIA_AUTO && guest_available () &&
      (geteuid () != 0 || !kernel_knows (kfs)));
@@ -548,6 +505,7 @@ build (const struct mount_options *o, struct mount_state *st)
     struct vm_request r = {
       .accel = o->accel, .fstype = st->fstype, .rw = !st->readonly,
       .uid = o->uid, .gid = o->gid,
+      .containers = o->container != NULL, .lv = o->lv, .key = &o->key,
     };
 
     return vm_mount (st, &r);
@@ -593,9 +551,9 @@ mount_main (int argc, char *argv[])
   struct mount_state *st = NULL;
   struct disk_layout layout = { .size = 0 };
   struct image *img;
-  const char *fstype;
+  struct choice c;
   char *dir = NULL, *image = NULL;
-  int status, partition;
+  int status;
 
   status = parse_options (argc, argv, &o);
   if (status != EXIT_OK)
@@ -613,9 +571,15 @@ mount_main (int argc, char *argv[])
   if (o.raw)
     raw_files (&o, img);
   image_close (img);
-  status = choose (&o, &layout, &partition, &fstype);
+  status = choose_filesystem (o.image, &layout, o.partition, o.fstype, o.raw,
+                              &c);
+  o.container = c.container;
   if (status == EXIT_OK && !o.raw)
-    status = check_via (&o, fstype);
+    status = check_via (&o, c.fstype);
+  /* Asked for before anything starts: the prompt is not a timeout. */
+  if (status == EXIT_OK && !o.raw)
+    status = secret_get (o.image, o.key_file, c.fs && c.fs->type &&
+                         strcmp (c.fs->type, "crypto_LUKS") == 0, &o.key);
   if (status != EXIT_OK)
     goto out;
 
@@ -645,8 +609,8 @@ mount_main (int argc, char *argv[])
   image = dir = NULL;
   st->raw = o.raw;
   st->format = o.req.format ? xstrdup (o.req.format) : NULL;
-  st->partition = partition;
-  st->fstype = fstype ? xstrdup (fstype) : NULL;
+  st->partition = c.partition;
+  st->fstype = c.fstype ? xstrdup (c.fstype) : NULL;
   st->readonly = !o.rw;
   for (size_t i = 0; i < o.n_files; ++i)
     state_add_file (st, o.files[i]);   /* checked by raw_files */
@@ -687,6 +651,7 @@ mount_main (int argc, char *argv[])
   for (size_t i = 0; i < o.n_files; ++i)
     free (o.files[i]);
   free_disk_layout (&layout);
+  secret_free (&o.key);
   free (dir);
   free (image);
   return status;

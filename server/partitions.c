@@ -396,6 +396,106 @@ fs_is_mountable (const struct filesystem *fs)
     strcmp (fs->usage, "filesystem") == 0;
 }
 
+/* A container the helper VM opens (guests/linux/init), for people, or
+ * NULL: an LVM physical volume, a member of an md RAID array, a LUKS
+ * encrypted volume.
+ */
+const char *
+fs_container (const struct filesystem *fs)
+{
+  if (fs->type == NULL)
+    return NULL;
+  if (strcmp (fs->type, "LVM2_member") == 0)
+    return "an LVM physical volume";
+  if (strcmp (fs->type, "linux_raid_member") == 0)
+    return "an md RAID member";
+  if (strcmp (fs->type, "crypto_LUKS") == 0)
+    return "LUKS-encrypted";
+  return NULL;
+}
+
+/* What to mount or extract: partition N if not 0, else the whole disk
+ * if it has no partition table, else the only partition that holds a
+ * filesystem or a container.  raw (--raw): the disk, or partition N,
+ * itself, whatever it holds.  Fills *c; the messages name image.
+ */
+int
+choose_filesystem (const char *image, const struct disk_layout *d,
+                   int partition, const char *fstype, bool raw,
+                   struct choice *c)
+{
+  const struct filesystem *fs;
+  const struct partition *p = NULL;
+  char where[64];
+
+  memset (c, 0, sizeof *c);
+  if (partition) {
+    p = find_partition (d, partition);
+    if (p == NULL) {
+      if (d->table == NULL)
+        errorf ("%s: there is no partition %d: the disk has no partition "
+                "table", image, partition);
+      else {
+        errorf ("%s: there is no partition %d; the %s partition table "
+                "has:", image, partition, d->table);
+        print_partition_list (stderr, d);
+      }
+      return EXIT_NO_PARTITION;
+    }
+    if (p->extended) {
+      errorf ("%s: partition %d is an extended partition: it holds the "
+              "logical partitions (5 and up), not a filesystem",
+              image, p->number);
+      return EXIT_NO_FILESYSTEM;
+    }
+    c->partition = p->number;
+    fs = &p->fs;
+  }
+  else if (raw || d->table == NULL)
+    fs = &d->whole;
+  else {
+    size_t n = 0;
+
+    for (size_t i = 0; i < d->n_partitions; ++i)
+      if (!d->partitions[i].extended &&
+          (fs_is_mountable (&d->partitions[i].fs) ||
+           fs_container (&d->partitions[i].fs))) {
+        p = &d->partitions[i];
+        n++;
+      }
+    if (n != 1) {
+      errorf ("%s: %s; choose one with --partition N:", image,
+              n == 0 ? "none of its partitions holds a filesystem qemount "
+              "recognizes" : "several partitions hold a filesystem");
+      print_partition_list (stderr, d);
+      return EXIT_NO_FILESYSTEM;
+    }
+    c->partition = p->number;
+    fs = &p->fs;
+    debugf ("%s: partition %d holds the only filesystem (%s)", image,
+            p->number, fs->type);
+  }
+
+  c->fs = fs;
+  if (raw)
+    return EXIT_OK;
+  c->container = fs_container (fs);
+  c->fstype = fstype ? fstype : fs_is_mountable (fs) ? fs->type : NULL;
+  if (c->fstype || c->container)
+    return EXIT_OK;
+  if (c->partition)
+    snprintf (where, sizeof where, "partition %d", c->partition);
+  else
+    snprintf (where, sizeof where, "the disk");
+  if (fs->type)
+    errorf ("%s: %s holds %s, not a filesystem", image, where, fs->type);
+  else
+    errorf ("%s: %s holds no %sfilesystem that qemount recognizes "
+            "(--fstype T tries one anyway)", image, where,
+            d->table == NULL && !c->partition ? "partition table or " : "");
+  return EXIT_NO_FILESYSTEM;
+}
+
 /* The partitions as a table for people (info, and error messages that
  * ask the user to choose).
  */

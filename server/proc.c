@@ -78,6 +78,16 @@ debug_argv (char *const argv[])
 pid_t
 proc_spawn (char *const argv[], const char *log_path)
 {
+  return proc_spawn_fd (argv, log_path, -1);
+}
+
+/* proc_spawn, and the child gets fd as its descriptor 3 (unless -1): how
+ * a secret reaches QEMU without a command line or a file (vm.c).  fd
+ * must not be 3 itself (dup2 onto itself would keep its close-on-exec).
+ */
+pid_t
+proc_spawn_fd (char *const argv[], const char *log_path, int fd)
+{
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   sigset_t none, defaults;
@@ -94,6 +104,8 @@ proc_spawn (char *const argv[], const char *log_path)
   }
   else
     posix_spawn_file_actions_addopen (&fa, 1, "/dev/null", O_WRONLY, 0);
+  if (fd >= 0)
+    posix_spawn_file_actions_adddup2 (&fa, fd, 3);
 
   sigemptyset (&none);
   sigemptyset (&defaults);

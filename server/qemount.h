@@ -4,7 +4,8 @@
  * umount.c (teardown), list.c, open.c (opening an image with the right
  * exit status), partitions.c (libblkid), state.c (per-mount state),
  * proc.c (child processes), loop.c, mountinfo.c, attach.c (nbdkit and
- * the host attach step), output.c (sizes, JSON strings).
+ * the host attach step), output.c (sizes, JSON strings), vm.c (the
+ * helper VM), extract.c, secret.c (LUKS passphrases).
  */
 
 #ifndef QEMOUNT_SERVER_H
@@ -37,6 +38,7 @@ enum {
   EXIT_NEEDS_ROOT = 14,         /* --via kernel without root */
   EXIT_NOT_MOUNTED = 15,        /* umount: DIR is not a qemount mount */
   EXIT_BUSY = 16,               /* DIR is in use, or being set up */
+  EXIT_NO_KEY = 17,             /* LUKS: no passphrase, or a wrong one */
   EXIT_INTERRUPTED = 130,       /* SIGINT/SIGTERM/SIGHUP during mount */
 };
 
@@ -104,6 +106,16 @@ void free_disk_layout (struct disk_layout *layout);
 const struct partition *find_partition (const struct disk_layout *layout,
                                         int number);
 bool fs_is_mountable (const struct filesystem *fs);
+const char *fs_container (const struct filesystem *fs);
+struct choice {
+  int partition;                /* 0: the whole disk */
+  const struct filesystem *fs;  /* what libblkid found there */
+  const char *fstype;           /* to mount; NULL: the guest finds it */
+  const char *container;        /* fs_container (fs), or NULL */
+};
+int choose_filesystem (const char *image, const struct disk_layout *d,
+                       int partition, const char *fstype, bool raw,
+                       struct choice *c);
 void print_partition_list (FILE *fp, const struct disk_layout *layout);
 
 /* output.c: sizes for people ("64 MiB"), strings for JSON. */
@@ -179,6 +191,7 @@ char *absolute_path (const char *path);
 extern volatile sig_atomic_t interrupted;
 void catch_interrupts (void);
 pid_t proc_spawn (char *const argv[], const char *log_path);
+pid_t proc_spawn_fd (char *const argv[], const char *log_path, int fd);
 const char *proc_self_dir (void);
 int proc_run (char *const argv[]);
 int proc_wait_child (pid_t pid, int *wstatus);
@@ -213,6 +226,19 @@ bool nbd_module_present (void);
 int teardown (struct mount_state *st);
 int clean_stale_states (void);
 
+/* secret.c: a LUKS passphrase, and the other options for containers
+ * the helper VM opens (LVM, md, LUKS).
+ */
+#define MAX_KEY_BYTES 32768
+struct secret {
+  char *data;                   /* locked in memory, wiped when freed */
+  size_t len;                   /* 0: none */
+};
+int secret_get (const char *image, const char *key_file, bool needed,
+                struct secret *s);
+void secret_free (struct secret *s);
+bool lv_name_ok (const char *lv);
+
 /* vm.c: the helper VM (guests/linux), once nbdkit serves the disk. */
 struct vm_request {
   const char *accel;            /* "auto", "kvm" or "tcg" */
@@ -222,6 +248,9 @@ struct vm_request {
   char *const *paths;           /* extract: paths in the filesystem */
   size_t n_paths;
   bool tar;                     /* set by vm_extract */
+  bool containers;              /* the disk holds LVM, md or LUKS */
+  const char *lv;               /* --lv VG/LV, or NULL */
+  const struct secret *key;     /* LUKS passphrase, or NULL */
 };
 const char *guest_dir (void);
 int vm_mount (struct mount_state *st, const struct vm_request *r);

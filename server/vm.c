@@ -37,6 +37,10 @@
 
 #define QEMU "qemu-system-x86_64"
 #define GUEST_MEMORY "512"
+/* LUKS2's argon2 may want up to 1 GiB to open a keyslot (cryptsetup's
+ * default cost); QEMU only takes the memory the guest touches.
+ */
+#define GUEST_MEMORY_LUKS "1536"
 #define KVM_WATCHDOG_MS 1800    /* a working KVM reaches init well before */
 #define TCG_BOOT_MS 15000       /* to init: ~1.5 s here; slow CI machines */
 #define READY_TIMEOUT_MS 60000  /* mounting a large filesystem can take long */
@@ -271,6 +275,63 @@ host_tsc_khz (void)
 #endif
 }
 
+/* Containers (LVM, md, LUKS; guests/linux/init opens them): the guest
+ * looks for them when the host saw one, and --lv names the logical
+ * volume.  Appended to the kernel command line, which the host's ps
+ * shows; the passphrase never goes there (key_pipe).
+ */
+static void
+containers_append (const struct vm_request *r, char **append)
+{
+  char *a;
+
+  if (!r->containers && !r->lv && !(r->key && r->key->len))
+    return;
+  a = xasprintf ("%s qemount.containers=1%s%s", *append,
+                 r->lv ? " qemount.lv=" : "", r->lv ? r->lv : "");
+  free (*append);
+  *append = a;
+}
+
+/* The LUKS passphrase reaches the guest as the fw_cfg file
+ * opt/qemount.key, which QEMU reads once, at start, from its descriptor
+ * 3: the read end of a pipe holding the passphrase, written and closed
+ * before QEMU starts.  So it is on no command line (QEMU's argv shows
+ * "file=/dev/fd/3"), in no file and in no environment; a pipe per start
+ * (boot may start QEMU twice).  A virtio-serial port would also do, but
+ * needs a conversation with a guest that is still booting; fw_cfg is
+ * there before the guest runs.  Returns the read end (not 3), or -1.
+ */
+#define KEY_FW_CFG "opt/qemount.key"
+static int
+key_pipe (const struct secret *key)
+{
+  int p[2], fd;
+
+  if (pipe2 (p, O_CLOEXEC) == -1) {
+    errorf ("pipe: %m");
+    return -1;
+  }
+  /* The pipe holds 64 KiB: more than MAX_KEY_BYTES, so this does not
+   * block.
+   */
+  if (write (p[1], key->data, key->len) != (ssize_t) key->len) {
+    errorf ("writing the passphrase to QEMU's pipe: %m");
+    close (p[0]);
+    close (p[1]);
+    return -1;
+  }
+  close (p[1]);
+  fd = p[0];
+  if (fd == 3) {                /* proc_spawn_fd cannot dup2 3 onto 3 */
+    fd = fcntl (p[0], F_DUPFD_CLOEXEC, 4);
+    if (fd == -1)
+      errorf ("fcntl: %m");
+    close (p[0]);
+  }
+  return fd;
+}
+
 /* Start QEMU once with accel ("kvm" or "tcg"); returns its pid. */
 static pid_t
 spawn_qemu (struct mount_state *st, const struct vm_request *r,
@@ -289,8 +350,8 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
   char *append;
   char *chardev, *port;
   const char *argv[48];
-  int n = 0;
-  pid_t pid;
+  int n = 0, key_fd = -1;
+  pid_t pid = -1;
 
   if (khz)
     snprintf (tsc, sizeof tsc, " tsc_early_khz=%lu", khz);
@@ -302,6 +363,7 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
                             r->rw ? " qemount.rw=1" : "",
                             paths ? " qemount.paths=" : "",
                             paths ? paths : "");
+  containers_append (r, &append);
 
   {
     char *s = state_path (st, r->tar ? STATE_TAR_SOCKET : STATE_SFTP_SOCKET);
@@ -324,7 +386,7 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
     argv[n++] = "host";
   }
   argv[n++] = "-m";
-  argv[n++] = GUEST_MEMORY;
+  argv[n++] = r->key && r->key->len ? GUEST_MEMORY_LUKS : GUEST_MEMORY;
   argv[n++] = "-nodefaults";
   argv[n++] = "-no-user-config";
   argv[n++] = "-display";
@@ -350,14 +412,24 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
   argv[n++] = chardev;
   argv[n++] = "-device";
   argv[n++] = port;
+  if (r->key && r->key->len) {
+    key_fd = key_pipe (r->key);
+    if (key_fd == -1)
+      goto out;
+    argv[n++] = "-fw_cfg";
+    argv[n++] = "name=" KEY_FW_CFG ",file=/dev/fd/3";
+  }
   argv[n] = NULL;
 
   {
     char *log = state_path (st, "qemu.log");
 
-    pid = proc_spawn ((char **) argv, log);
+    pid = proc_spawn_fd ((char **) argv, log, key_fd);
     free (log);
   }
+ out:
+  if (key_fd >= 0)
+    close (key_fd);
   free (kernel); free (initrd); free (sock); free (pidfile); free (console);
   free (serial); free (drive); free (paths); free (append); free (chardev);
   free (port);
@@ -412,6 +484,27 @@ wait_console (struct mount_state *st, pid_t qemu, const char *want,
             st->image, timeout_ms / 1000, console);
   free (console);
   return result;
+}
+
+/* The exit status for a guest that failed: the one it named ("exit N"
+ * before an error that is the user's to fix: a wrong passphrase, no
+ * such logical volume), else EXIT_MOUNT_REFUSED.
+ */
+static int
+guest_exit_status (struct mount_state *st)
+{
+  char *console = state_path (st, STATE_CONSOLE);
+  char buf[64];
+  int status = EXIT_MOUNT_REFUSED;
+
+  if (console_find (console, "qemount-guest: exit ", buf, sizeof buf)) {
+    int n = atoi (buf);
+
+    if (n == EXIT_NO_FILESYSTEM || n == EXIT_NO_KEY)
+      status = n;
+  }
+  free (console);
+  return status;
 }
 
 static void
@@ -498,7 +591,7 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want,
  failed:
   kill_qemu (st, *pid);
   *pid = 0;
-  return b == BOOT_INTERRUPTED ? EXIT_INTERRUPTED : EXIT_MOUNT_REFUSED;
+  return b == BOOT_INTERRUPTED ? EXIT_INTERRUPTED : guest_exit_status (st);
 }
 
 /* A connection to QEMU's end of a guest port, or -1. */

@@ -6,30 +6,7 @@
 # overlay; a filesystem the guest refuses; and nothing left behind.
 source ./tests/qemount-functions.sh
 source ./tests/vm-functions.sh
-requires nbdkit
-requires qemu-system-x86_64
-requires sshfs
-requires fusermount3
-requires qemu-img
-[ -c /dev/fuse ] || skip "no /dev/fuse"
-# The guest of the source tree, shared by the normal and sanitized
-# builds; built (once, cached) if it is not there.
-: "${QEMOUNT_GUEST_DIR:=$top_srcdir/build/guest}"
-export QEMOUNT_GUEST_DIR
-if ! "$QEMOUNT" guest info >/dev/null 2>&1; then
-  "$top_srcdir/guests/linux/build-guest" "$QEMOUNT_GUEST_DIR" > "$tmp/guest.log" 2>&1 ||
-    skip "the helper VM cannot be built here: $(tail -n 1 "$tmp/guest.log")"
-fi
-
-# assert_clean, but the KVM verdict (kvm-verdict in the runtime
-# directory) is meant to stay.
-vm_assert_clean ()
-{
-  local v="$QEMOUNT_RUNTIME_DIR/kvm-verdict" saved=
-  [ -f "$v" ] && saved=$(cat "$v") && rm "$v"
-  assert_clean "$@"
-  [ -z "$saved" ] || echo "$saved" > "$v"
-}
+requires_guest
 
 vm_tree "$tmp/tree"
 vm_tree_plain "$tmp/tree" "$tmp/plain"
