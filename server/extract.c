@@ -29,8 +29,8 @@ extract_usage (FILE *fp)
 "\n"
 "Write a tar of the filesystem in IMAGE (or of the paths P in it) to\n"
 "FILE, or to standard output with -o -.  The helper VM mounts the\n"
-"filesystem read-only; owners, modes, times, symlinks and hard links\n"
-"are kept.\n");
+"filesystem read-only; owners, modes, times, symlinks, hard links,\n"
+"xattrs and ACLs are kept (unpack with tar --xattrs --acls).\n");
 }
 
 int
