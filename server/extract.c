@@ -30,8 +30,9 @@ extract_usage (FILE *fp)
 "\n"
 "Write a tar of the filesystem in IMAGE (or of the paths P in it) to\n"
 "FILE, or to standard output with -o -.  The helper VM mounts the\n"
-"filesystem read-only; owners, modes, times, symlinks and hard links\n"
-"are kept.  --lv and --key-file as for qemount mount.\n");
+"filesystem read-only; owners, modes, times, symlinks, hard links,\n"
+"xattrs and ACLs are kept (unpack with tar --xattrs --acls).  --lv and\n"
+"--key-file as for qemount mount.\n");
 }
 
 int

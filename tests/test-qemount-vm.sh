@@ -9,6 +9,10 @@ source ./tests/vm-functions.sh
 requires_guest
 
 vm_tree "$tmp/tree"
+# Owners, a mode, an mtime, an xattr and an ACL for extract to keep;
+# without them (not root, or $tmp takes no xattrs) those checks are not
+# run, and each "ok" line says so.
+attrs_why=$(vm_tree_attrs "$tmp/tree") || echo "# metadata checks not run: $attrs_why"
 vm_tree_plain "$tmp/tree" "$tmp/plain"
 vm_manifest "$tmp/tree" > "$tmp/tree.manifest"
 vm_manifest "$tmp/plain" > "$tmp/plain.manifest"
@@ -41,10 +45,9 @@ check ()
   qemount umount "$mnt" || fail "$fs: umount failed"
   vm_assert_clean "$mnt" $pids
 
-  rm -rf "$tmp/x" && mkdir "$tmp/x"
   qemount extract "$img" -o "$tmp/$fs.tar" || fail "$fs: extract failed"
   [ -e "$tmp/$fs.tar.tmp" ] && fail "$fs: extract left $fs.tar.tmp"
-  tar -C "$tmp/x" -xf "$tmp/$fs.tar" || fail "$fs: the tar does not unpack"
+  vm_unpack "$tmp/$fs.tar" "$tmp/x" || fail "$fs: the tar does not unpack"
   vm_manifest "$tmp/x" > "$tmp/got.manifest"
   diff -u "$ref.manifest" "$tmp/got.manifest" ||
     fail "$fs: the extracted files differ from what went in"
@@ -52,8 +55,33 @@ check ()
     tar -tvf "$tmp/$fs.tar" | grep -q '^h.*hardlink-numbers.txt\|^h.*numbers.txt link to' ||
       fail "$fs: the tar has no hard link"
   fi
+  check_metadata "$fs" "$format"
   vm_assert_clean
-  echo "ok $fs ($format)"
+  echo "ok $fs ($format)${attrs_why:+ (metadata not checked)}"
+}
+
+# check_metadata FS FORMAT: the unpacked extract in $tmp/x keeps the
+# owners, mode, mtime, xattr, ACL and hard link that FS holds; for ext4
+# also read straight from the tar's listing.
+check_metadata ()
+{
+  local fs=$1 format=$2 kept k
+  [ -z "$attrs_why" ] || return 0
+  kept=$(vm_kept "$tmp/x")
+  for k in $(vm_keeps "$fs"); do
+    [[ " $kept " = *" $k "* ]] ||
+      fail "$fs ($format): the extract lost the $k (kept: ${kept:-nothing})"
+  done
+  [ "$fs" = ext4 ] || return 0
+  TZ=UTC tar --xattrs --acls --numeric-owner --full-time -tvvf "$tmp/$fs.tar" \
+    > "$tmp/list" || fail "ext4: cannot list the tar"
+  grep -A 2 -E '^-rw-r-----[*+]? +1234/5678 +25 2001-02-03 04:05:06 \./hello\.txt$' \
+    "$tmp/list" | grep -qx '  x: *5 user\.qemount' ||
+    fail "ext4: the tar lacks hello.txt as 1234/5678, 0640, 2001-02-03 04:05:06 with user.qemount"
+  grep -A 2 -E ' \./random\.bin$' "$tmp/list" | grep -q '^  a: .*user:1234:r--' ||
+    fail "ext4: the tar lacks random.bin's ACL user:1234:r--"
+  grep -qE '^h.* \./(hardlink-numbers|nested/deeper/numbers)\.txt link to ' "$tmp/list" ||
+    fail "ext4: the tar stores no hard link"
 }
 
 check ext4 raw
