@@ -262,6 +262,21 @@ running (pid_t pid, const char *program, const char *marker)
   return proc_is (pid, program, marker);
 }
 
+/* Wait up to ms for a recorded process to exit by itself: true if it
+ * has (or was not running).
+ */
+bool
+proc_wait (pid_t pid, const char *program, const char *marker, int ms)
+{
+  for (int waited = 0; ; waited += 10) {
+    if (!running (pid, program, marker))
+      return true;
+    if (waited >= ms)
+      return false;
+    sleep_ms (10);
+  }
+}
+
 /* Stop a recorded process if it still is ours: give it grace_ms to exit
  * by itself (nbdfuse does once its file is unmounted), then SIGTERM, then
  * SIGKILL after 5 more seconds.
@@ -269,13 +284,8 @@ running (pid_t pid, const char *program, const char *marker)
 int
 proc_stop (pid_t pid, const char *program, const char *marker, int grace_ms)
 {
-  for (int waited = 0; ; waited += 10) {
-    if (!running (pid, program, marker))
-      return 0;
-    if (waited >= grace_ms)
-      break;
-    sleep_ms (10);
-  }
+  if (proc_wait (pid, program, marker, grace_ms))
+    return 0;
   debugf ("stopping %s (pid %d)", program, (int) pid);
   kill (pid, SIGTERM);
   for (int waited = 0; waited < 7000; waited += 10) {

@@ -201,6 +201,8 @@ enum wait_result proc_wait_pidfile (const char *pidfile, pid_t child,
                                     pid_t *pid);
 pid_t proc_read_pidfile (const char *path);
 bool proc_is (pid_t pid, const char *program, const char *marker);
+bool proc_wait (pid_t pid, const char *program, const char *marker,
+                int ms);
 int proc_stop (pid_t pid, const char *program, const char *marker,
                int grace_ms);
 void proc_forward_log (const char *log_path);

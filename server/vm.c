@@ -42,6 +42,8 @@
  */
 #define GUEST_MEMORY_LUKS "1536"
 #define KVM_WATCHDOG_MS 1800    /* a working KVM reaches init well before */
+/* How long a read-write guest may take to unmount and power off. */
+#define RW_POWEROFF_MS 60000
 #define TCG_BOOT_MS 15000       /* to init: ~1.5 s here; slow CI machines */
 #define READY_TIMEOUT_MS 60000  /* mounting a large filesystem can take long */
 
@@ -763,10 +765,21 @@ vm_teardown (struct mount_state *st)
     status = EXIT_ERROR;
   /* Read-write: the guest unmounts its filesystem and powers off once
    * sftp-server sees the end of its port; killing QEMU sooner would lose
-   * what the guest has not written back yet.
+   * what the guest has not written back yet, so that is an error, not a
+   * quiet success.  A guest on a loaded host under TCG can take a while.
+   * (Without sshfs nothing was written: a failed mount stops at once.)
    */
-  if (status == EXIT_OK && qemu > 0 &&
-      proc_stop (qemu, QEMU, qpid, st->readonly ? 0 : 15000) == -1)
+  if (status == EXIT_OK && qemu > 0 && !st->readonly && sshfs > 0 &&
+      !proc_wait (qemu, QEMU, qpid, RW_POWEROFF_MS)) {
+    errorf ("%s: the helper VM did not finish writing back and power off "
+            "within %d s: stopping it; writes since the last sync may be "
+            "lost", st->mountpoint ? st->mountpoint : st->image,
+            RW_POWEROFF_MS / 1000);
+    status = EXIT_ERROR;
+    proc_stop (qemu, QEMU, qpid, 0);
+  }
+  else if (status == EXIT_OK && qemu > 0 &&
+           proc_stop (qemu, QEMU, qpid, 0) == -1)
     status = EXIT_ERROR;
   free (qpid);
   free (spid);
