@@ -7,7 +7,6 @@
 
 #include <config.h>
 
-#include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -38,45 +37,33 @@ extract_usage (FILE *fp)
 int
 extract_main (int argc, char *argv[])
 {
-  enum { OPT_ACCEL = 256, OPT_FORMAT, OPT_BACKING, OPT_PATH, OPT_LV,
-         OPT_KEY_FILE };
+  enum { OPT_PATH = 256 };
   static const struct option long_options[] = {
-    { "partition", required_argument, NULL, 'p' },
-    { "fstype", required_argument, NULL, 't' },
+    DISK_LONG_OPTIONS,
     { "path", required_argument, NULL, OPT_PATH },
     { "output", required_argument, NULL, 'o' },
-    { "accel", required_argument, NULL, OPT_ACCEL },
-    { "format", required_argument, NULL, OPT_FORMAT },
-    { "backing", required_argument, NULL, OPT_BACKING },
-    { "lv", required_argument, NULL, OPT_LV },
-    { "key-file", required_argument, NULL, OPT_KEY_FILE },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  struct image_request req = { .backing = BACKING_SAME_DIR };
-  struct vm_request r = { .accel = "auto", .uid = -1, .gid = -1 };
+  struct disk_options d;
+  struct vm_request r = { .uid = -1, .gid = -1 };
   struct disk_layout layout = { .size = 0 };
   struct mount_state *st = NULL;
   struct choice choice;
   struct secret key = { .len = 0 };
-  const char *output = NULL, *backing = "samedir", *msg, *fstype = NULL;
-  const char *key_file = NULL;
-  char *paths[MAX_PATHS], *tmp = NULL, *end;
+  const char *output = NULL;
+  char *paths[MAX_PATHS], *tmp = NULL;
   size_t n_paths = 0;
-  int c, partition = 0, status, out_fd = -1;
+  int c, status, out_fd = -1;
   struct image *img;
 
+  disk_options_init (&d);
   while ((c = getopt_long (argc, argv, "p:t:o:h", long_options, NULL)) != -1) {
+    switch (parse_disk_option (c, optarg, &d)) {
+    case 1: continue;
+    case -1: return EXIT_USAGE;
+    }
     switch (c) {
-    case 'p':
-      errno = 0;
-      partition = strtol (optarg, &end, 10);
-      if (errno || *end || end == optarg || partition < 1 || partition > 1024) {
-        errorf ("--partition %s: must be a partition number from 1", optarg);
-        return EXIT_USAGE;
-      }
-      break;
-    case 't': fstype = optarg; break;
     case 'o': output = optarg; break;
     case OPT_PATH:
       if (n_paths == MAX_PATHS) {
@@ -89,33 +76,6 @@ extract_main (int argc, char *argv[])
       }
       paths[n_paths++] = optarg;
       break;
-    case OPT_ACCEL:
-      if (strcmp (optarg, "auto") && strcmp (optarg, "kvm") &&
-          strcmp (optarg, "tcg")) {
-        errorf ("--accel %s: must be auto, kvm or tcg", optarg);
-        return EXIT_USAGE;
-      }
-      r.accel = optarg;
-      break;
-    case OPT_FORMAT:
-      req.format = strcmp (optarg, "auto") == 0 ? NULL : optarg;
-      break;
-    case OPT_BACKING:
-      if ((msg = parse_backing (optarg, &req.backing)) != NULL) {
-        errorf ("%s", msg);
-        return EXIT_USAGE;
-      }
-      backing = optarg;
-      break;
-    case OPT_LV:
-      if (!lv_name_ok (optarg)) {
-        errorf ("--lv %s: must be VG/LV, names of letters, digits and "
-                "+ _ . -", optarg);
-        return EXIT_USAGE;
-      }
-      r.lv = optarg;
-      break;
-    case OPT_KEY_FILE: key_file = optarg; break;
     case 'h': extract_usage (stdout); return EXIT_OK;
     default: extract_usage (stderr); return EXIT_USAGE;
     }
@@ -124,7 +84,9 @@ extract_main (int argc, char *argv[])
     extract_usage (stderr);
     return EXIT_USAGE;
   }
-  req.path = argv[optind];
+  d.req.path = argv[optind];
+  r.accel = d.accel;
+  r.lv = d.lv;
   if (strcmp (output, "-") == 0 && isatty (STDOUT_FILENO)) {
     errorf ("-o -: standard output is a terminal; redirect it");
     return EXIT_USAGE;
@@ -132,7 +94,7 @@ extract_main (int argc, char *argv[])
   catch_interrupts ();
 
   /* What to extract: as qemount mount chooses what to mount. */
-  img = open_image (&req, &status);
+  img = open_image (&d.req, &status);
   if (img == NULL)
     return status;
   if (probe_disk (img, &layout) == -1) {
@@ -140,15 +102,13 @@ extract_main (int argc, char *argv[])
     return EXIT_BAD_IMAGE;
   }
   image_close (img);
-  status = choose_filesystem (req.path, &layout, partition, fstype, false,
-                              &choice);
+  status = choose_filesystem (d.req.path, &layout, d.partition, d.fstype,
+                              false, &choice);
   if (status == EXIT_OK)
-    status = secret_get (req.path, key_file, choice.fs->type &&
+    status = secret_get (d.req.path, d.key_file, choice.fs->type &&
                          strcmp (choice.fs->type, "crypto_LUKS") == 0, &key);
   if (status != EXIT_OK)
     goto out;
-  partition = choice.partition;
-  fstype = choice.fstype;
   r.containers = choice.container != NULL;
   r.key = &key;
 
@@ -169,18 +129,18 @@ extract_main (int argc, char *argv[])
     status = EXIT_ERROR;
     goto out;
   }
-  st->image = realpath (req.path, NULL);
+  st->image = realpath (d.req.path, NULL);
   if (st->image == NULL)
-    st->image = xstrdup (req.path);
-  st->format = req.format ? xstrdup (req.format) : NULL;
-  st->partition = partition;
-  st->fstype = fstype ? xstrdup (fstype) : NULL;
+    st->image = xstrdup (d.req.path);
+  st->format = d.req.format ? xstrdup (d.req.format) : NULL;
+  st->partition = choice.partition;
+  st->fstype = choice.fstype ? xstrdup (choice.fstype) : NULL;
   st->readonly = true;
   if (state_save (st) == -1) {
     status = EXIT_ERROR;
     goto out;
   }
-  status = start_nbdkit (st, backing);
+  status = start_nbdkit (st, d.backing);
   if (status == EXIT_OK) {
     r.fstype = st->fstype;
     r.paths = paths;

@@ -26,15 +26,11 @@ enum via { VIA_AUTO, VIA_KERNEL, VIA_VM };
 
 struct mount_options {
   const char *image, *dir;
-  struct image_request req;
-  const char *backing;
-  int partition;
+  struct disk_options disk;     /* shared with qemount extract */
   enum via via;
   bool rw, raw, foreground;
   bool use_vm;                  /* decided by check_via */
-  const char *accel;            /* --accel, for the helper VM */
-  const char *overlay, *fstype;
-  const char *lv, *key_file;    /* --lv VG/LV, --key-file FILE|- */
+  const char *overlay;
   const char *container;        /* what the disk holds, for messages */
   struct secret key;            /* the LUKS passphrase */
   long uid, gid;                /* -1: not given */
@@ -93,48 +89,32 @@ parse_id (const char *s, bool group)
 static int
 parse_options (int argc, char *argv[], struct mount_options *o)
 {
-  enum { OPT_VIA = 256, OPT_ACCEL, OPT_RW, OPT_OVERLAY, OPT_UID, OPT_GID, OPT_RAW,
-         OPT_FORMAT, OPT_BACKING, OPT_LV, OPT_KEY_FILE };
+  enum { OPT_VIA = 256, OPT_RW, OPT_OVERLAY, OPT_UID, OPT_GID, OPT_RAW };
   static const struct option long_options[] = {
-    { "partition", required_argument, NULL, 'p' },
+    DISK_LONG_OPTIONS,
     { "via", required_argument, NULL, OPT_VIA },
-    { "accel", required_argument, NULL, OPT_ACCEL },
     { "rw", no_argument, NULL, OPT_RW },
     { "overlay", required_argument, NULL, OPT_OVERLAY },
-    { "fstype", required_argument, NULL, 't' },
     { "uid", required_argument, NULL, OPT_UID },
     { "gid", required_argument, NULL, OPT_GID },
     { "foreground", no_argument, NULL, 'f' },
     { "raw", no_argument, NULL, OPT_RAW },
-    { "format", required_argument, NULL, OPT_FORMAT },
-    { "backing", required_argument, NULL, OPT_BACKING },
-    { "lv", required_argument, NULL, OPT_LV },
-    { "key-file", required_argument, NULL, OPT_KEY_FILE },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   bool via_given = false;
-  const char *msg;
-  char *end;
   int c;
 
   memset (o, 0, sizeof *o);
-  o->req.backing = BACKING_SAME_DIR;
-  o->backing = "samedir";
+  disk_options_init (&o->disk);
   o->uid = o->gid = -1;
-  o->accel = "auto";
 
   while ((c = getopt_long (argc, argv, "p:t:fh", long_options, NULL)) != -1) {
+    switch (parse_disk_option (c, optarg, &o->disk)) {
+    case 1: continue;
+    case -1: return EXIT_USAGE;
+    }
     switch (c) {
-    case 'p':
-      errno = 0;
-      o->partition = strtol (optarg, &end, 10);
-      if (errno || *end || end == optarg || o->partition < 1 ||
-          o->partition > 1024) {
-        errorf ("--partition %s: must be a partition number from 1", optarg);
-        return EXIT_USAGE;
-      }
-      break;
     case OPT_VIA:
       via_given = true;
       if (strcmp (optarg, "auto") == 0) o->via = VIA_AUTO;
@@ -145,17 +125,8 @@ parse_options (int argc, char *argv[], struct mount_options *o)
         return EXIT_USAGE;
       }
       break;
-    case OPT_ACCEL:
-      if (strcmp (optarg, "auto") && strcmp (optarg, "kvm") &&
-          strcmp (optarg, "tcg")) {
-        errorf ("--accel %s: must be auto, kvm or tcg", optarg);
-        return EXIT_USAGE;
-      }
-      o->accel = optarg;
-      break;
     case OPT_RW: o->rw = true; break;
     case OPT_OVERLAY: o->overlay = optarg; break;
-    case 't': o->fstype = optarg; break;
     case OPT_UID:
     case OPT_GID:
       if ((c == OPT_UID ? (o->uid = parse_id (optarg, false)) :
@@ -167,25 +138,6 @@ parse_options (int argc, char *argv[], struct mount_options *o)
       break;
     case 'f': o->foreground = true; break;
     case OPT_RAW: o->raw = true; break;
-    case OPT_FORMAT:
-      o->req.format = strcmp (optarg, "auto") == 0 ? NULL : optarg;
-      break;
-    case OPT_BACKING:
-      if ((msg = parse_backing (optarg, &o->req.backing)) != NULL) {
-        errorf ("%s", msg);
-        return EXIT_USAGE;
-      }
-      o->backing = optarg;
-      break;
-    case OPT_LV:
-      if (!lv_name_ok (optarg)) {
-        errorf ("--lv %s: must be VG/LV, names of letters, digits and "
-                "+ _ . -", optarg);
-        return EXIT_USAGE;
-      }
-      o->lv = optarg;
-      break;
-    case OPT_KEY_FILE: o->key_file = optarg; break;
     case 'h': mount_usage (stdout); return -1;
     default: mount_usage (stderr); return EXIT_USAGE;
     }
@@ -194,17 +146,18 @@ parse_options (int argc, char *argv[], struct mount_options *o)
     mount_usage (stderr);
     return EXIT_USAGE;
   }
-  o->image = o->req.path = argv[optind];
+  o->image = o->disk.req.path = argv[optind];
   o->dir = argv[optind + 1];
 
   if (o->overlay && !o->rw) {
     errorf ("--overlay needs --rw: the overlay holds the writes");
     return EXIT_USAGE;
   }
-  if (o->raw && (o->fstype || via_given || o->lv || o->key_file)) {
+  if (o->raw &&
+      (o->disk.fstype || via_given || o->disk.lv || o->disk.key_file)) {
     errorf ("--raw exports the disk itself: --%s does not apply",
-            o->fstype ? "fstype" : via_given ? "via" : o->lv ? "lv" :
-            "key-file");
+            o->disk.fstype ? "fstype" : via_given ? "via" :
+            o->disk.lv ? "lv" : "key-file");
     return EXIT_USAGE;
   }
   if ((o->uid == -1) != (o->gid == -1)) {
@@ -316,12 +269,12 @@ check_via (struct mount_options *o, const char *fstype)
             "only: use --via vm (or auto)", o->image, o->container);
     return EXIT_USAGE;
   }
-  if (o->via == VIA_KERNEL && (o->lv || o->key_file)) {
+  if (o->via == VIA_KERNEL && (o->disk.lv || o->disk.key_file)) {
     errorf ("--%s: LVM, md and LUKS are opened in the helper VM only: "
-            "use --via vm (or auto)", o->lv ? "lv" : "key-file");
+            "use --via vm (or auto)", o->disk.lv ? "lv" : "key-file");
     return EXIT_USAGE;
   }
-  if (o->container || o->lv || o->key_file) {
+  if (o->container || o->disk.lv || o->disk.key_file) {
     if (o->via == VIA_AUTO)
       debugf ("%s: %s: using the helper VM", o->image,
               o->container ? o->container : "--lv or --key-file");
@@ -455,7 +408,7 @@ raw_files (struct mount_options *o, struct image *img)
   char **names;
   size_t n = 0;
 
-  if (o->partition == 0)
+  if (o->disk.partition == 0)
     image_list_streams (img, &names, &n);
   for (size_t i = 0; i < n; ++i) {
     if (o->n_files == MAX_FILES || !file_name_ok (names[i])) {
@@ -495,7 +448,7 @@ build (const struct mount_options *o, struct mount_state *st)
   char *device = NULL;
   int hold_fd = -1, status;
 
-  status = start_nbdkit (st, o->backing);
+  status = start_nbdkit (st, o->disk.backing);
   if (status != EXIT_OK)
     return status;
   if (interrupted)
@@ -503,9 +456,9 @@ build (const struct mount_options *o, struct mount_state *st)
 
   if (o->use_vm) {
     struct vm_request r = {
-      .accel = o->accel, .fstype = st->fstype, .rw = !st->readonly,
+      .accel = o->disk.accel, .fstype = st->fstype, .rw = !st->readonly,
       .uid = o->uid, .gid = o->gid,
-      .containers = o->container != NULL, .lv = o->lv, .key = &o->key,
+      .containers = o->container != NULL, .lv = o->disk.lv, .key = &o->key,
     };
 
     return vm_mount (st, &r);
@@ -561,7 +514,7 @@ mount_main (int argc, char *argv[])
   catch_interrupts ();
 
   /* Everything that can be checked before anything is started. */
-  img = open_image (&o.req, &status);
+  img = open_image (&o.disk.req, &status);
   if (img == NULL)
     return status;
   if (probe_disk (img, &layout) == -1) {
@@ -571,14 +524,14 @@ mount_main (int argc, char *argv[])
   if (o.raw)
     raw_files (&o, img);
   image_close (img);
-  status = choose_filesystem (o.image, &layout, o.partition, o.fstype, o.raw,
-                              &c);
+  status = choose_filesystem (o.image, &layout, o.disk.partition,
+                              o.disk.fstype, o.raw, &c);
   o.container = c.container;
   if (status == EXIT_OK && !o.raw)
     status = check_via (&o, c.fstype);
   /* Asked for before anything starts: the prompt is not a timeout. */
   if (status == EXIT_OK && !o.raw)
-    status = secret_get (o.image, o.key_file, c.fs && c.fs->type &&
+    status = secret_get (o.image, o.disk.key_file, c.fs && c.fs->type &&
                          strcmp (c.fs->type, "crypto_LUKS") == 0, &o.key);
   if (status != EXIT_OK)
     goto out;
@@ -608,7 +561,7 @@ mount_main (int argc, char *argv[])
   st->mountpoint = dir;
   image = dir = NULL;
   st->raw = o.raw;
-  st->format = o.req.format ? xstrdup (o.req.format) : NULL;
+  st->format = o.disk.req.format ? xstrdup (o.disk.req.format) : NULL;
   st->partition = c.partition;
   st->fstype = c.fstype ? xstrdup (c.fstype) : NULL;
   st->readonly = !o.rw;

@@ -71,6 +71,31 @@ struct image_request {
   enum backing_policy backing;
 };
 bool format_is_known (const char *format);
+
+/* disk-options.c: the options qemount mount and extract share. */
+struct disk_options {
+  struct image_request req;     /* --format, --backing (and the path) */
+  const char *backing;          /* --backing as given, for nbdkit */
+  int partition;                /* --partition N; 0: chosen */
+  const char *fstype;           /* --fstype T */
+  const char *accel;            /* --accel, for the helper VM */
+  const char *lv, *key_file;    /* --lv VG/LV, --key-file FILE|- */
+};
+enum {
+  OPT_DISK_ACCEL = 0x300, OPT_DISK_FORMAT, OPT_DISK_BACKING, OPT_DISK_LV,
+  OPT_DISK_KEY_FILE,
+};
+#define DISK_LONG_OPTIONS                                         \
+  { "partition", required_argument, NULL, 'p' },                  \
+  { "fstype", required_argument, NULL, 't' },                     \
+  { "accel", required_argument, NULL, OPT_DISK_ACCEL },           \
+  { "format", required_argument, NULL, OPT_DISK_FORMAT },         \
+  { "backing", required_argument, NULL, OPT_DISK_BACKING },       \
+  { "lv", required_argument, NULL, OPT_DISK_LV },                 \
+  { "key-file", required_argument, NULL, OPT_DISK_KEY_FILE }
+void disk_options_init (struct disk_options *d);
+/* 1: c is one of them, taken; 0: it is not; -1: a bad value (said). */
+int parse_disk_option (int c, const char *arg, struct disk_options *d);
 const char *parse_backing (const char *value, enum backing_policy *policy);
 struct image *open_image (const struct image_request *req, int *status);
 
