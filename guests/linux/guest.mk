@@ -3,7 +3,19 @@
 # apt would choose change.  Included at the end of Makefile.am.
 
 GUEST_DIR = build/guest
-GUEST_INPUTS = $(srcdir)/guests/linux/build-guest $(srcdir)/guests/linux/init
+GUEST_INPUTS = $(srcdir)/guests/linux/build-guest $(srcdir)/guests/linux/init \
+	guests/linux/qemount-sftp-relay
+
+# Runs in the guest in front of sftp-server (it answers reads with
+# splice); installed next to build-guest, which copies it in.
+pkglibexec_PROGRAMS = guests/linux/qemount-sftp-relay
+guests_linux_qemount_sftp_relay_SOURCES = guests/linux/sftp-relay.c
+# Never sanitized: it runs in the guest, which has no sanitizer runtime
+# to spare memory for.
+guests_linux_qemount_sftp_relay_CFLAGS = $(WARN_CFLAGS)
+guests_linux_qemount_sftp_relay_LDFLAGS =
+TESTS += tests/test-sftp-relay.sh
+EXTRA_DIST += tests/test-sftp-relay.sh tests/sftp-relay-check.py
 
 guest: $(GUEST_DIR)/info
 	@cat $(GUEST_DIR)/info
@@ -17,7 +29,8 @@ $(GUEST_DIR)/package: FORCE
 	  echo "$$pkg" > $@; fi
 
 $(GUEST_DIR)/info: $(GUEST_INPUTS) $(GUEST_DIR)/package
-	$(AM_V_GEN)$(srcdir)/guests/linux/build-guest $(GUEST_DIR)
+	$(AM_V_GEN)QEMOUNT_SFTP_RELAY=guests/linux/qemount-sftp-relay \
+	  $(srcdir)/guests/linux/build-guest $(GUEST_DIR)
 
 FORCE:
 .PHONY: guest FORCE
