@@ -92,6 +92,17 @@ die (const char *msg)
   exit (EXIT_FAILURE);
 }
 
+/* Once the host has gone (sshfs unmounted while sftp-server still had
+ * answers on the way), answers are dropped; sftp-server is let finish.
+ */
+static bool host_gone;
+
+static bool
+is_hangup (int err)
+{
+  return err == EPIPE || err == ECONNRESET;
+}
+
 static void *
 grow (void *p, size_t count, size_t elem)
 {
@@ -163,6 +174,8 @@ buffer_fill (struct buffer *b, int fd)
   n = read (fd, b->data + b->end, b->size - b->end);
   if (n == -1 && (errno == EINTR || errno == EAGAIN))
     return true;
+  if (n == -1 && is_hangup (errno))
+    return false;
   if (n == -1)
     die ("read");
   if (n == 0)
@@ -207,6 +220,26 @@ write_all (int fd, const void *p, size_t n)
   }
 }
 
+/* Writes an answer to the host. */
+static void
+send_host (const void *p, size_t n)
+{
+  while (n > 0 && !host_gone) {
+    ssize_t r = write (STDOUT_FILENO, p, n);
+
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1 && is_hangup (errno))
+      host_gone = true;
+    else if (r == -1)
+      die ("write to the host");
+    else {
+      p = (const char *) p + r;
+      n -= r;
+    }
+  }
+}
+
 static void
 forget_change (uint32_t id)
 {
@@ -239,14 +272,14 @@ send_status (uint32_t id, uint32_t code, const char *msg)
   put_u32 (p + 13, mlen);
   memcpy (p + 17, msg, mlen);
   put_u32 (p + 17 + mlen, 0);             /* language tag */
-  write_all (STDOUT_FILENO, p, 21 + mlen);
+  send_host (p, 21 + mlen);
 }
 
 /* Moves n bytes from the answer pipe to the host. */
 static void
 send_pipe (size_t n)
 {
-  while (n > 0 && splice_out_works) {
+  while (n > 0 && splice_out_works && !host_gone) {
     ssize_t r = splice (answer_pipe[0], NULL, STDOUT_FILENO, NULL, n,
                         SPLICE_F_MOVE);
 
@@ -254,6 +287,10 @@ send_pipe (size_t n)
       continue;
     if (r == -1 && errno == EINVAL) {
       splice_out_works = false;        /* stdout cannot splice: copy */
+      break;
+    }
+    if (r == -1 && is_hangup (errno)) {
+      host_gone = true;                /* the rest is read and dropped */
       break;
     }
     if (r <= 0)
@@ -267,7 +304,7 @@ send_pipe (size_t n)
 
     if (r <= 0)
       die ("read from a pipe");
-    write_all (STDOUT_FILENO, chunk, r);
+    send_host (chunk, r);
     n -= r;
   }
 }
@@ -585,7 +622,7 @@ main (int argc, char *argv[])
       while ((p = next_packet (&from_server, &plen)) != NULL)
         take_answer (p, plen);
       /* The whole answers, in one write. */
-      write_all (STDOUT_FILENO, from_server.data + first,
+      send_host (from_server.data + first,
                  from_server.start - first);
     }
   }
