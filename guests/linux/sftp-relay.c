@@ -205,39 +205,31 @@ next_packet (struct buffer *b, size_t *len)
   return b->data + b->start - 4 - n;
 }
 
-static void
-write_all (int fd, const void *p, size_t n)
+/* Writes all of p; false if the reader hung up (only the host can). */
+static bool
+write_all (int fd, const void *p, size_t n, const char *what)
 {
   while (n > 0) {
     ssize_t r = write (fd, p, n);
 
     if (r == -1 && errno == EINTR)
       continue;
+    if (r == -1 && is_hangup (errno))
+      return false;
     if (r == -1)
-      die ("write");
+      die (what);
     p = (const char *) p + r;
     n -= r;
   }
+  return true;
 }
 
 /* Writes an answer to the host. */
 static void
 send_host (const void *p, size_t n)
 {
-  while (n > 0 && !host_gone) {
-    ssize_t r = write (STDOUT_FILENO, p, n);
-
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r == -1 && is_hangup (errno))
-      host_gone = true;
-    else if (r == -1)
-      die ("write to the host");
-    else {
-      p = (const char *) p + r;
-      n -= r;
-    }
-  }
+  if (!host_gone && !write_all (STDOUT_FILENO, p, n, "write to the host"))
+    host_gone = true;
 }
 
 static void
@@ -332,7 +324,7 @@ fill_data_pipe (int fd, uint64_t offset, size_t len)
 
       r = pread (fd, chunk, want, off);
       if (r > 0) {
-        write_all (data_pipe[1], chunk, r);
+        write_all (data_pipe[1], chunk, r, "write to a pipe");
         off += r;
       }
     }
@@ -371,7 +363,7 @@ answer_read (uint32_t id, int fd, uint64_t offset, uint32_t len)
   head[4] = FXP_DATA;
   put_u32 (head + 5, id);
   put_u32 (head + 9, got);
-  write_all (answer_pipe[1], head, sizeof head);
+  write_all (answer_pipe[1], head, sizeof head, "write to a pipe");
   for (ssize_t moved = 0; moved < got; ) {
     ssize_t r = splice (data_pipe[0], NULL, answer_pipe[1], NULL,
                         got - moved, SPLICE_F_NONBLOCK);
