@@ -67,6 +67,7 @@
 
 struct overlay {
   pthread_mutex_t lock;         /* pages, dirty, next_slot */
+  pthread_mutex_t flush_lock;   /* one flush at a time, see overlay_flush */
   pthread_mutex_t block_locks[BLOCK_LOCKS];
   uint64_t blocks;              /* of the disk */
   uint64_t n_pages;
@@ -387,6 +388,7 @@ overlay_open (struct image *base, const char *path)
   img->block_size = BLOCK;
   o = img->priv;
   pthread_mutex_init (&o->lock, NULL);
+  pthread_mutex_init (&o->flush_lock, NULL);
   for (unsigned i = 0; i < BLOCK_LOCKS; ++i)
     pthread_mutex_init (&o->block_locks[i], NULL);
   layout (o, base->size);
@@ -647,6 +649,13 @@ overlay_zero (struct image *img, size_t count, uint64_t offset, bool trim)
  * pages that changed, then sync again.  The dirty pages are copied under
  * the lock before the first sync, so no entry written to disk can point
  * at a slot written after that sync began.
+ *
+ * Flushes run one at a time (every connection may send them).  Two at
+ * once could each copy the same page, and the older copy could reach the
+ * disk after the newer one with its dirty bit already clear: the writes
+ * between the two copies would be lost at the next start.  And a flush
+ * that found no dirty page would return while another one still had the
+ * pages it depends on in its hands, not yet on disk.
  */
 static int
 overlay_flush (struct image *img)
@@ -659,6 +668,7 @@ overlay_flush (struct image *img)
   if (o->ephemeral)
     return 0;
 
+  pthread_mutex_lock (&o->flush_lock);
   pthread_mutex_lock (&o->lock);
   for (uint64_t p = 0; p < o->n_pages; p += 8) {
     if (o->dirty[p / 8] == 0)
@@ -707,6 +717,7 @@ overlay_flush (struct image *img)
     o->dirty[which[i] / 8] |= 1 << (which[i] % 8);
   pthread_mutex_unlock (&o->lock);
  out:
+  pthread_mutex_unlock (&o->flush_lock);
   free (which);
   free (copies);
   return r;
@@ -726,6 +737,7 @@ overlay_close (struct image *img)
   free (o->pages);
   free (o->dirty);
   pthread_mutex_destroy (&o->lock);
+  pthread_mutex_destroy (&o->flush_lock);
   for (unsigned i = 0; i < BLOCK_LOCKS; ++i)
     pthread_mutex_destroy (&o->block_locks[i]);
 }
