@@ -142,10 +142,12 @@ bool image_writable (const struct image *img);
 /* A copy-on-write overlay on base, at 4 KiB granularity (lib/overlay.c).
  * path names a persistent overlay, created if missing and refused if it
  * was made for another base; NULL makes an ephemeral one, deleted on
- * close.  On success the overlay owns base (closing it closes base); on
- * failure base stays the caller's.
+ * close.  readonly opens an existing overlay to read base as changed by
+ * it, never writing the file.  On success the overlay owns base (closing
+ * it closes base); on failure base stays the caller's.
  */
-struct image *overlay_open (struct image *base, const char *path);
+struct image *overlay_open (struct image *base, const char *path,
+                            bool readonly);
 int image_extents (struct image *img, uint64_t offset, uint64_t length,
                    image_extent_fn fn, void *opaque);
 

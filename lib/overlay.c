@@ -63,7 +63,14 @@
 #define H_FINGERPRINT  40
 #define H_BASE_FORMAT  48       /* 16 bytes, for messages */
 #define H_BASE_PATH    64       /* 1024 bytes, for messages */
+#define H_FEATURES     1088     /* bits below; 0 in overlays of qemount 0.1 */
 #define H_CHECKSUM     (HEADER_SIZE - 8)
+
+/* H_FINGERPRINT is the dense fingerprint (fingerprint_dense); without it,
+ * the sparse one of the first overlays.
+ */
+#define FEATURE_DENSE_FINGERPRINT  1u
+#define KNOWN_FEATURES             FEATURE_DENSE_FINGERPRINT
 
 struct overlay {
   pthread_mutex_t lock;         /* pages, dirty, next_slot */
@@ -76,6 +83,7 @@ struct overlay {
   uint64_t map_offset, data_offset;
   uint32_t next_slot;
   bool ephemeral;               /* deleted on close: flush need not sync */
+  bool readonly;                /* opened to read only: never written */
 };
 
 /* The map, in memory. */
@@ -113,12 +121,27 @@ slot_offset (const struct overlay *o, uint32_t entry)
   return o->data_offset + (uint64_t) (entry - FIRST_SLOT_ENTRY) * BLOCK;
 }
 
-/* The base's identity: its size, its first 64 KiB and 4 KiB at fifteen
- * places across it.  Catches an overlay used with another image; it is
- * not meant to notice every change to the same base.
+/* Hash count bytes of the base at offset into state. */
+static int
+hash_base (struct image *base, XXH3_state_t *state, char *buf, size_t count,
+           uint64_t offset)
+{
+  if (offset >= base->size)
+    return 0;
+  if (count > base->size - offset)
+    count = base->size - offset;
+  if (image_pread (base, buf, count, offset) == -1)
+    return -1;
+  XXH3_64bits_update (state, buf, count);
+  return 0;
+}
+
+/* The base's identity, as the first overlays took it: its size, its
+ * first 64 KiB and 4 KiB at fifteen places across it.  Still computed
+ * for overlays that carry it.
  */
 static int
-fingerprint (struct image *base, uint64_t *result)
+fingerprint_sparse (struct image *base, uint64_t *result)
 {
   XXH64_state_t *state = XXH64_createState ();
   char *buf = malloc (65536);
@@ -151,6 +174,111 @@ fingerprint (struct image *base, uint64_t *result)
   return r;
 }
 
+/* The layout part of the dense fingerprint: the base's allocation map
+ * as its format reports it, with adjacent runs of one kind joined so
+ * that how a decoder splits its answers does not matter.
+ */
+struct map_hash {
+  XXH3_state_t *state;
+  uint64_t start, length;       /* the run not hashed yet */
+  uint32_t flags;
+};
+
+static void
+map_hash_run (struct map_hash *m)
+{
+  uint64_t run[3] = {
+    htole64 (m->start), htole64 (m->length), htole64 (m->flags)
+  };
+
+  if (m->length > 0)
+    XXH3_64bits_update (m->state, run, sizeof run);
+}
+
+static int
+map_hash_extent (void *opaque, uint64_t offset, uint64_t length,
+                 uint32_t flags)
+{
+  struct map_hash *m = opaque;
+
+  if (m->length > 0 && flags == m->flags &&
+      m->start + m->length == offset) {
+    m->length += length;
+    return 0;
+  }
+  map_hash_run (m);
+  *m = (struct map_hash) {
+    .state = m->state, .start = offset, .length = length, .flags = flags,
+  };
+  return 0;
+}
+
+static int
+hash_map (struct image *base, XXH3_state_t *state)
+{
+  struct map_hash m = { .state = state };
+  uint64_t offset = 0;
+
+  while (offset < base->size) {
+    if (image_extents (base, offset, base->size - offset,
+                       map_hash_extent, &m) == -1)
+      return -1;
+    if (m.start + m.length <= offset) {
+      image_error ("%s: extents made no progress at offset %" PRIu64,
+                   base->path, offset);
+      errno = EIO;
+      return -1;
+    }
+    offset = m.start + m.length;
+  }
+  map_hash_run (&m);
+  return 0;
+}
+
+/* The base's identity: its size; its first and last 64 KiB (partition
+ * tables, GPT's backup, superblocks); 4 KiB at 256 places across it; and,
+ * for formats with a map of their own, which ranges are allocated.  So a
+ * clone of a qcow2, ploop or qsnap base that was written to since (new
+ * clusters, zeroed or discarded ones) is told apart from the original.
+ * A raw base's holes are a property of the copy (cp, rsync and scp make
+ * them differently), not of the disk, so they are left out.  What no
+ * fingerprint short of hashing every byte catches: data rewritten in
+ * place, away from the samples, with the layout unchanged.
+ */
+#define DENSE_SAMPLES 256
+
+static int
+fingerprint_dense (struct image *base, uint64_t *result)
+{
+  XXH3_state_t *state = XXH3_createState ();
+  char *buf = malloc (65536);
+  uint64_t size_le = htole64 (base->size);
+  int r = -1;
+
+  if (state == NULL || buf == NULL) {
+    image_error ("%s: %m", base->path);
+    goto out;
+  }
+  XXH3_64bits_reset (state);
+  XXH3_64bits_update (state, &size_le, sizeof size_le);
+  if (hash_base (base, state, buf, 65536, 0) == -1 ||
+      hash_base (base, state, buf, 65536,
+                 base->size > 65536 ? base->size - 65536 : 0) == -1)
+    goto out;
+  for (unsigned i = 1; i < DENSE_SAMPLES; ++i)
+    if (hash_base (base, state, buf, BLOCK,
+                   base->size / DENSE_SAMPLES * i) == -1)
+      goto out;
+  if (base->ops != &raw_ops && hash_map (base, state) == -1)
+    goto out;
+  *result = XXH3_64bits_digest (state);
+  r = 0;
+ out:
+  XXH3_freeState (state);
+  free (buf);
+  return r;
+}
+
 /* Creating and opening. */
 
 static void
@@ -174,6 +302,7 @@ make_header (uint8_t *h, const struct overlay *o, struct image *base,
   store_le64 (&h[H_MAP], o->map_offset);
   store_le64 (&h[H_DATA], o->data_offset);
   store_le64 (&h[H_FINGERPRINT], print);
+  store_le32 (&h[H_FEATURES], FEATURE_DENSE_FINGERPRINT);
   snprintf ((char *) &h[H_BASE_FORMAT], 16, "%s", base->ops->name);
   snprintf ((char *) &h[H_BASE_PATH], 1024, "%s", base->path);
   store_le64 (&h[H_CHECKSUM], XXH64 (h, H_CHECKSUM, 0));
@@ -253,11 +382,24 @@ create_ephemeral (struct image *img, const uint8_t *header,
   return fd;
 }
 
+/* The fingerprint of the kind features asks for. */
 static int
-check_header (struct image *img, const uint8_t *h, uint64_t print)
+fingerprint (struct image *base, uint32_t features, uint64_t *result)
+{
+  return features & FEATURE_DENSE_FINGERPRINT ?
+    fingerprint_dense (base, result) : fingerprint_sparse (base, result);
+}
+
+/* print is the dense fingerprint of the base when the caller has it
+ * already (it just made the overlay), else NULL.
+ */
+static int
+check_header (struct image *img, const uint8_t *h, const uint64_t *print)
 {
   struct overlay *o = img->priv;
   char base_path[1024], base_format[16];
+  uint32_t features;
+  uint64_t computed = 0;
 
   if (memcmp (&h[H_MAGIC], MAGIC, 8) != 0) {
     image_error ("%s: not a qemount overlay", img->path);
@@ -268,18 +410,24 @@ check_header (struct image *img, const uint8_t *h, uint64_t print)
                  img->path);
     return -1;
   }
-  if (load_le32 (&h[H_VERSION]) != OVERLAY_VERSION) {
-    image_error ("%s: overlay version %" PRIu32 " is not supported "
-                 "(this qemount reads version %d)", img->path,
-                 load_le32 (&h[H_VERSION]), OVERLAY_VERSION);
+  features = load_le32 (&h[H_FEATURES]);
+  if (load_le32 (&h[H_VERSION]) != OVERLAY_VERSION ||
+      (features & ~KNOWN_FEATURES) != 0) {
+    image_error ("%s: overlay version %" PRIu32 " (features 0x%" PRIx32
+                 ") is not supported (this qemount reads version %d, "
+                 "features 0x%x)", img->path, load_le32 (&h[H_VERSION]),
+                 features, OVERLAY_VERSION, KNOWN_FEATURES);
     return -1;
   }
   memcpy (base_path, &h[H_BASE_PATH], sizeof base_path);
   base_path[sizeof base_path - 1] = '\0';
   memcpy (base_format, &h[H_BASE_FORMAT], sizeof base_format);
   base_format[sizeof base_format - 1] = '\0';
+  if (load_le64 (&h[H_SIZE]) == img->size && print == NULL &&
+      fingerprint (img->backing, features, &computed) == -1)
+    return -1;
   if (load_le64 (&h[H_SIZE]) != img->size ||
-      load_le64 (&h[H_FINGERPRINT]) != print) {
+      load_le64 (&h[H_FINGERPRINT]) != (print ? *print : computed)) {
     image_error ("%s: overlay belongs to a different base image (it was "
                  "made for %s image %s of %" PRIu64 " bytes)", img->path,
                  base_format, base_path, load_le64 (&h[H_SIZE]));
@@ -367,26 +515,52 @@ load_map (struct image *img, uint64_t file_size)
 }
 
 static void overlay_close (struct image *img);
-extern const struct image_ops overlay_ops;
+extern const struct image_ops overlay_ops, overlay_readonly_ops;
+
+/* Open the named overlay, creating it (with the base's dense
+ * fingerprint in *print, made here) if it is missing and may be written.
+ */
+static int
+open_named (struct image *img, const char *path, uint64_t *print,
+            bool *made)
+{
+  struct overlay *o = img->priv;
+  uint8_t header[HEADER_SIZE];
+  int fd = open (path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+
+  if (fd == -1 && errno == ENOENT && !o->readonly) {
+    if (fingerprint_dense (img->backing, print) == -1)
+      return -1;
+    make_header (header, o, img->backing, *print);
+    if (create_file (path, header, o->data_offset) == -1)
+      return -1;
+    *made = true;
+    fd = open (path, O_RDWR | O_CLOEXEC);
+  }
+  if (fd == -1)
+    image_error ("%s: %m", path);
+  return fd;
+}
 
 struct image *
-overlay_open (struct image *base, const char *path)
+overlay_open (struct image *base, const char *path, bool readonly)
 {
   uint8_t header[HEADER_SIZE];
   struct image *img;
   struct overlay *o;
   uint64_t print, file_size;
+  bool made = false;
   int fd = -1;
 
-  if (fingerprint (base, &print) == -1)
-    return NULL;
-  img = image_alloc (&overlay_ops, path ? path : base->path, -1, sizeof *o);
+  img = image_alloc (readonly ? &overlay_readonly_ops : &overlay_ops,
+                     path ? path : base->path, -1, sizeof *o);
   if (img == NULL)
     return NULL;
   img->backing = base;
   img->size = base->size;
   img->block_size = BLOCK;
   o = img->priv;
+  o->readonly = readonly;
   pthread_mutex_init (&o->lock, NULL);
   pthread_mutex_init (&o->flush_lock, NULL);
   for (unsigned i = 0; i < BLOCK_LOCKS; ++i)
@@ -397,21 +571,15 @@ overlay_open (struct image *base, const char *path)
   if (o->pages == NULL || o->dirty == NULL)
     goto nomem;
 
-  make_header (header, o, base, print);
   if (path == NULL) {
-    o->ephemeral = true;
+    o->ephemeral = made = true;
+    if (fingerprint_dense (base, &print) == -1)
+      goto err;
+    make_header (header, o, base, print);
     fd = create_ephemeral (img, header, o->data_offset);
   }
-  else {
-    fd = open (path, O_RDWR | O_CLOEXEC);
-    if (fd == -1 && errno == ENOENT) {
-      if (create_file (path, header, o->data_offset) == -1)
-        goto err;
-      fd = open (path, O_RDWR | O_CLOEXEC);
-    }
-    if (fd == -1)
-      image_error ("%s: %m", path);
-  }
+  else
+    fd = open_named (img, path, &print, &made);
   if (fd == -1)
     goto err;
   img->fd = fd;
@@ -423,7 +591,7 @@ overlay_open (struct image *base, const char *path)
     goto err;
   }
   if (image_read_file (img, header, HEADER_SIZE, 0, "overlay header") == -1 ||
-      check_header (img, header, print) == -1 ||
+      check_header (img, header, made ? &print : NULL) == -1 ||
       load_map (img, file_size) == -1)
     goto err;
   return img;
@@ -729,7 +897,7 @@ overlay_close (struct image *img)
   struct overlay *o = img->priv;
 
   /* A clean shutdown keeps every write, flushed or not. */
-  if (img->fd >= 0 && o->pages && o->dirty)
+  if (img->fd >= 0 && o->pages && o->dirty && !o->readonly)
     overlay_flush (img);
   if (o->pages)
     for (uint64_t p = 0; p < o->n_pages; ++p)
@@ -750,4 +918,14 @@ const struct image_ops overlay_ops = {
   .pwrite = overlay_pwrite,
   .zero = overlay_zero,
   .flush = overlay_flush,
+};
+
+/* The same overlay, to read what it holds: image_writable is false, and
+ * a connection that writes gets an ephemeral overlay on top of it.
+ */
+const struct image_ops overlay_readonly_ops = {
+  .name = "overlay",
+  .pread = overlay_pread,
+  .extents = overlay_extents,
+  .close = overlay_close,
 };

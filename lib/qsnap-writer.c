@@ -1006,11 +1006,6 @@ qsnap_commit (const char *base, const char *overlay, const char *output,
   size_t n;
   int r = -1;
 
-  /* overlay_open would create a missing overlay; a commit needs one. */
-  if (access (overlay, R_OK | W_OK) == -1) {
-    image_error ("%s: %m", overlay);
-    return -1;
-  }
   img = image_open (base, &io);
   if (img == NULL)
     return -1;
@@ -1026,7 +1021,7 @@ qsnap_commit (const char *base, const char *overlay, const char *output,
     image_close (img);
     return -1;
   }
-  top = overlay_open (img, overlay);
+  top = overlay_open (img, overlay, true);
   if (top == NULL) {
     image_close (img);
     return -1;

@@ -89,6 +89,8 @@ start_nbdkit (struct mount_state *st, const char *backing)
   argv[n++] = back;
   if (overlay)
     argv[n++] = overlay;
+  if (overlay && st->readonly)
+    argv[n++] = "overlay-readonly=true";
   if (partition)
     argv[n++] = partition;
   argv[n] = NULL;

@@ -57,7 +57,8 @@ mount_usage (FILE *fp)
 "\n"
 "Mount the filesystem in the disk image IMAGE on DIR, read-only\n"
 "unless --rw (writes go to a copy-on-write overlay, never to IMAGE; it\n"
-"is thrown away at umount unless --overlay PATH keeps it).  Without\n"
+"is thrown away at umount unless --overlay PATH keeps it; without --rw,\n"
+"--overlay PATH shows IMAGE as changed by that overlay).  Without\n"
 "--partition: the whole disk if it holds a filesystem, else the only\n"
 "partition with one.  --raw exposes the disk (or partition) as the file\n"
 "DIR/disk instead, without root.  --via vm mounts it in the helper VM\n"
@@ -149,10 +150,11 @@ parse_options (int argc, char *argv[], struct mount_options *o)
   o->image = o->disk.req.path = argv[optind];
   o->dir = argv[optind + 1];
 
-  if (o->overlay && !o->rw) {
-    errorf ("--overlay needs --rw: the overlay holds the writes");
-    return EXIT_USAGE;
-  }
+  /* What is on the disk is looked for in the image as the overlay has
+   * changed it; a read-only mount needs the overlay to exist.
+   */
+  if (o->overlay && (!o->rw || access (o->overlay, F_OK) == 0))
+    o->disk.req.overlay = o->overlay;
   if (o->raw &&
       (o->disk.fstype || via_given || o->disk.lv || o->disk.key_file)) {
     errorf ("--raw exports the disk itself: --%s does not apply",
@@ -567,8 +569,10 @@ mount_main (int argc, char *argv[])
   st->readonly = !o.rw;
   for (size_t i = 0; i < o.n_files; ++i)
     state_add_file (st, o.files[i]);   /* checked by raw_files */
-  if (o.rw)
-    st->overlay = o.overlay ? absolute_path (o.overlay) : xstrdup ("ephemeral");
+  if (o.overlay)
+    st->overlay = absolute_path (o.overlay);
+  else if (o.rw)
+    st->overlay = xstrdup ("ephemeral");
   if (state_save (st) == -1) {
     status = EXIT_ERROR;
     goto fail;

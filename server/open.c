@@ -139,6 +139,19 @@ open_image (const struct image_request *req, int *status)
     *status = EXIT_UNKNOWN_FORMAT;
     return NULL;
   }
+  if (req->overlay) {
+    struct image *top = overlay_open (img, req->overlay, true);
+    if (top == NULL) {
+      /* The image is fine; an overlay of another image is a mistake of
+       * the command line, as nbdkit refusing it used to say.
+       */
+      image_close (img);
+      *status = errno == ENOENT ? EXIT_NO_IMAGE :
+        errno == EACCES ? EXIT_UNREADABLE : EXIT_ERROR;
+      return NULL;
+    }
+    img = top;
+  }
   *status = EXIT_OK;
   return img;
 }

@@ -69,6 +69,7 @@ struct image_request {
   const char *path;
   const char *format;           /* NULL: probe */
   enum backing_policy backing;
+  const char *overlay;          /* NULL, or read as changed by this one */
 };
 bool format_is_known (const char *format);
 

@@ -30,6 +30,16 @@ for ext in img qcow2 hdd; do
     fail "$ext: the changed file did not come back with the overlay"
   qemount umount "$mnt"
 
+  # Read-only with the overlay: the image as changed, the overlay kept as is.
+  ovl_sum=$(sha256sum < "$ovl")
+  qemount mount --overlay "$ovl" "$image" "$mnt" ||
+    fail "$ext: read-only mount with --overlay failed"
+  findmnt -n -o OPTIONS "$mnt" | grep -q '^ro' || fail "$ext: --overlay without --rw is not read-only"
+  [ "$(cat "$mnt/new.txt")" = "written through qemount" ] ||
+    fail "$ext: a read-only mount with --overlay does not show its writes"
+  qemount umount "$mnt"
+  [ "$(sha256sum < "$ovl")" = "$ovl_sum" ] || fail "$ext: a read-only mount changed the overlay"
+
   # Read-only without the overlay: the image as it was.
   qemount mount "$image" "$mnt"
   [ ! -e "$mnt/new.txt" ] || fail "$ext: the write reached the image"
@@ -48,6 +58,15 @@ for ext in img qcow2 hdd; do
   assert_clean "$mnt"
 done
 
+# A read-only mount through an overlay needs the overlay to exist.
+status=0
+qemount mount --overlay "$tmp/none.ovl" "$tmp/mbr.img" "$mnt" 2>"$tmp/err" || status=$?
+[ "$status" = 3 ] || fail "read-only --overlay with a missing overlay: status $status, not 3"
+grep -qF "$tmp/none.ovl: No such file or directory" "$tmp/err" ||
+  { cat "$tmp/err" >&2; fail "read-only --overlay with a missing overlay: unclear error"; }
+[ ! -e "$tmp/none.ovl" ] || fail "a read-only mount created the overlay"
+assert_clean "$mnt"
+
 # --raw --rw: writes to DIR/disk land in the overlay.
 qemount mount --raw --rw --overlay "$tmp/raw.ovl" "$tmp/mbr.img" "$mnt"
 printf 'qemount' | dd of="$mnt/disk" bs=1 seek=100000 conv=notrunc status=none
@@ -59,7 +78,7 @@ qemount umount "$mnt"
 assert_clean "$mnt"
 
 # An overlay belongs to one image.
-expect 1 "nbdkit could not serve $tmp/whole.img" \
+expect 1 "$tmp/changes.img.ovl: overlay belongs to a different base image" \
   qemount mount --rw --overlay "$tmp/changes.img.ovl" "$tmp/whole.img" "$mnt"
 assert_clean "$mnt"
 echo "PASS: --rw with persistent and ephemeral overlays; the image untouched"

@@ -25,6 +25,7 @@
 static char *filename;
 static char *format;
 static char *overlay;
+static bool overlay_readonly;
 static enum backing_policy backing = BACKING_SAME_DIR;
 
 /* One export per stream of the image (qsnap files may hold "disk",
@@ -109,6 +110,12 @@ qemount_config (const char *key, const char *value)
     if (overlay == NULL)
       return -1;
   }
+  else if (strcmp (key, "overlay-readonly") == 0) {
+    int r = nbdkit_parse_bool (value);
+    if (r == -1)
+      return -1;
+    overlay_readonly = r;
+  }
   else if (strcmp (key, "backing") == 0) {
     if (strcmp (value, "samedir") == 0)
       backing = BACKING_SAME_DIR;
@@ -135,6 +142,10 @@ qemount_config_complete (void)
     nbdkit_error ("you must supply the file=<IMAGE> parameter");
     return -1;
   }
+  if (overlay_readonly && overlay == NULL) {
+    nbdkit_error ("overlay-readonly=true needs overlay=<PATH>");
+    return -1;
+  }
   return 0;
 }
 
@@ -149,6 +160,10 @@ qemount_config_complete (void)
   "                  missing); without it a writable export gets a\n" \
   "                  temporary one, deleted on exit.  The image itself\n" \
   "                  is never written.\n" \
+  "overlay-readonly=true\n" \
+  "                  Read the image as changed by the overlay, which\n" \
+  "                  must exist and is never written; writes then go\n" \
+  "                  to a temporary overlay on top of it.\n" \
   "cache=<SIZE>      Cache of decompressed qsnap blocks (default 256M,\n" \
   "                  0 disables it)."
 
@@ -192,9 +207,11 @@ qemount_get_ready (void)
       return -1;
   }
 
-  /* overlay= makes the default export writable. */
+  /* overlay= makes the default export writable (or, read-only, shows
+   * what the overlay holds).
+   */
   if (overlay) {
-    struct image *top = overlay_open (first, overlay);
+    struct image *top = overlay_open (first, overlay, overlay_readonly);
     if (top == NULL)
       return -1;
     exports[0].img = top;
@@ -259,7 +276,7 @@ qemount_open (int readonly)
 
   pthread_mutex_lock (&exports_lock);
   if (!readonly && !image_writable (e->img)) {
-    struct image *ephemeral = overlay_open (e->img, NULL);
+    struct image *ephemeral = overlay_open (e->img, NULL, false);
     if (ephemeral)
       e->img = ephemeral;
   }
