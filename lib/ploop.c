@@ -40,7 +40,7 @@ struct ploop {
 };
 
 static bool
-ploop_probe (const uint8_t *buf, size_t len)
+ploop_probe (int fd, const uint8_t *buf, size_t len)
 {
   return (len >= 16 &&
           (memcmp (buf, PLOOP_SIG_V1, 16) == 0 ||
@@ -218,7 +218,7 @@ ploop_open (const char *path, int fd, const struct image_options *opts,
   if (img == NULL)
     return NULL;
   p = img->priv;
-  if (len < 16 || !ploop_probe (buf, len)) {
+  if (len < 16 || !ploop_probe (fd, buf, len)) {
     image_error ("%s: not a ploop image (no ploop signature)", path);
     goto err;
   }
