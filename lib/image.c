@@ -213,7 +213,7 @@ static __thread struct { dev_t dev; ino_t ino; } open_stack[MAX_CHAIN_DEPTH + 1]
 static const struct image_ops *
 find_format (const char *path, int fd, const char *format)
 {
-  uint8_t buf[4096];
+  uint8_t buf[IMAGE_PROBE_SIZE];
   ssize_t len;
   size_t i;
 
@@ -238,7 +238,7 @@ find_format (const char *path, int fd, const char *format)
     return NULL;
   }
   for (i = 0; image_formats[i] != NULL; ++i)
-    if (image_formats[i]->probe (buf, len))
+    if (image_formats[i]->probe (fd, buf, len))
       return image_formats[i];
   abort ();                     /* raw matches anything */
 }

@@ -50,13 +50,19 @@ typedef int (*image_extent_fn) (void *opaque, uint64_t offset,
 
 struct image;
 
+/* How many of a file's first bytes probing reads. */
+#define IMAGE_PROBE_SIZE 4096
+
 struct image_ops {
   const char *name;             /* "raw", "qcow2", "ploop" */
 
-  /* True if the first bytes of the file (len may be < 4096 for short files)
-   * are this format.  Must not look at anything past len.
+  /* True if the file is this format, judged by its first bytes, buf
+   * (len < IMAGE_PROBE_SIZE only for short files).  A format whose
+   * signature is not at a fixed place (a ploop DiskDescriptor.xml) may
+   * read more of fd, within a bound of its own; the others must not look
+   * at anything past len.
    */
-  bool (*probe) (const uint8_t *buf, size_t len);
+  bool (*probe) (int fd, const uint8_t *buf, size_t len);
 
   /* Open path (already opened read-only as fd; the decoder owns fd from
    * here, even on failure).  Returns a struct image allocated by

@@ -13,15 +13,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libxml/parser.h>
 #include <libxml/tree.h>
+#include <libxml/xmlreader.h>
 
 #include "image.h"
 #include "ploop.h"
 
 #define DESCRIPTOR_MAX_SIZE (1u << 20)
+#define PARSE_OPTIONS (XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)
 #define NULL_GUID "{00000000-0000-0000-0000-000000000000}"
 
 struct delta {
@@ -53,10 +56,138 @@ ploop_descriptor_xml_version (void)
   return version;
 }
 
+/* A DiskDescriptor.xml is recognised by what it is, the same way when
+ * probing and when the format is forced: after an optional UTF-8 byte
+ * order mark and whitespace the file starts with '<', it is a regular
+ * file of at most DESCRIPTOR_MAX_SIZE bytes, and its root element, as
+ * libxml2 parses it, is Parallels_disk_image.  An XML declaration,
+ * comments or a DOCTYPE may come first, of any length.  The first test
+ * is cheap and needs only the bytes probing read, so that no other file
+ * is read further; the size bounds what the rest reads.
+ */
 bool
-ploop_descriptor_probe (const uint8_t *buf, size_t len)
+ploop_descriptor_starts_like (const uint8_t *buf, size_t len)
 {
-  return memmem (buf, len, "<Parallels_disk_image", 21) != NULL;
+  size_t i = 0;
+
+  if (len >= 3 && memcmp (buf, "\xef\xbb\xbf", 3) == 0)
+    i = 3;
+  while (i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\r' ||
+                     buf[i] == '\n'))
+    i++;
+  return i < len && buf[i] == '<';
+}
+
+static void
+invalid_xml (const char *path)
+{
+  const xmlError *e = xmlGetLastError ();
+  const char *why = e && e->message ? e->message : "parse error";
+
+  /* libxml2 ends its messages with a newline. */
+  image_error ("%s: invalid XML: %.*s", path, (int) strcspn (why, "\n"), why);
+}
+
+/* The rest of the rule above: the file's text if it is a descriptor,
+ * else NULL.  path is NULL when probing, where a file that is not a
+ * descriptor is simply in another format; otherwise the format is ploop
+ * and we say why the file is not one.  Only the prologue up to the root
+ * element's start tag is parsed here, so that a descriptor damaged
+ * further on is refused as one rather than served as a raw disk.
+ */
+static char *
+read_descriptor (const char *path, int fd, size_t *size)
+{
+  xmlTextReader *reader = NULL;
+  const xmlChar *root;
+  struct stat st;
+  char *xml = NULL;
+  ssize_t n;
+  int r;
+
+  if (fstat (fd, &st) == -1) {
+    if (path)
+      image_error ("%s: fstat: %m", path);
+    return NULL;
+  }
+  if (!S_ISREG (st.st_mode)) {
+    if (path)
+      image_error ("%s: a DiskDescriptor.xml must be a regular file", path);
+    return NULL;
+  }
+  if (st.st_size > DESCRIPTOR_MAX_SIZE) {
+    if (path)
+      image_error ("%s: descriptor is larger than %u bytes", path,
+                   DESCRIPTOR_MAX_SIZE);
+    return NULL;
+  }
+  *size = st.st_size;
+  xml = malloc (*size + 1);
+  if (xml == NULL) {
+    if (path)
+      image_error ("%s: %m", path);
+    return NULL;
+  }
+  n = pread (fd, xml, *size, 0);
+  if (n != (ssize_t) *size) {
+    if (path)
+      image_error ("%s: reading the descriptor failed", path);
+    goto not_descriptor;
+  }
+
+  /* No network, no entity expansion, no DTD loading: the descriptor is
+   * untrusted input.
+   */
+  xmlInitParser ();
+  reader = xmlReaderForMemory (xml, *size, path, NULL, PARSE_OPTIONS);
+  if (reader == NULL) {
+    if (path)
+      image_error ("%s: cannot set up the XML parser", path);
+    goto not_descriptor;
+  }
+  while ((r = xmlTextReaderRead (reader)) == 1 &&
+         xmlTextReaderNodeType (reader) != XML_READER_TYPE_ELEMENT)
+    ;
+  if (r == 0) {
+    if (path)
+      image_error ("%s: invalid XML: no root element", path);
+    goto not_descriptor;
+  }
+  if (r == -1) {
+    if (path)
+      invalid_xml (path);
+    goto not_descriptor;
+  }
+  root = xmlTextReaderConstLocalName (reader);
+  if (!xmlStrEqual (root, BAD_CAST "Parallels_disk_image")) {
+    if (path)
+      image_error ("%s: not a ploop DiskDescriptor.xml (root element is "
+                   "<%s>, not Parallels_disk_image)", path,
+                   root ? (const char *) root : "");
+    goto not_descriptor;
+  }
+  xmlFreeTextReader (reader);
+  return xml;
+
+ not_descriptor:
+  xmlFreeTextReader (reader);
+  free (xml);
+  return NULL;
+}
+
+bool
+ploop_descriptor_probe (int fd, const uint8_t *buf, size_t len)
+{
+  size_t size;
+  char *xml;
+  bool is;
+
+  if (!ploop_descriptor_starts_like (buf, len))
+    return false;
+  xml = read_descriptor (NULL, fd, &size);
+  is = xml != NULL;
+  free (xml);
+  return is;
 }
 
 static xmlNode *
@@ -251,54 +382,24 @@ ploop_descriptor_open (const char *path, int fd,
   const struct delta *chain[MAX_CHAIN_DEPTH];
   struct image *top = NULL;
   xmlDoc *doc = NULL;
-  const xmlNode *root;
-  uint64_t size;
   char *xml = NULL;
+  size_t size;
   ssize_t n;
 
   if (depth > 0) {
     image_error ("%s: a DiskDescriptor.xml cannot be a backing file", path);
     goto out;
   }
-  if (image_file_size (fd, path, &size) == -1)
+  xml = read_descriptor (path, fd, &size);
+  if (xml == NULL)
     goto out;
-  if (size > DESCRIPTOR_MAX_SIZE) {
-    image_error ("%s: descriptor is larger than %u bytes", path,
-                 DESCRIPTOR_MAX_SIZE);
-    goto out;
-  }
-  xml = malloc (size + 1);
-  if (xml == NULL) {
-    image_error ("%s: %m", path);
-    goto out;
-  }
-  n = pread (fd, xml, size, 0);
-  if (n != (ssize_t) size) {
-    image_error ("%s: reading the descriptor failed", path);
-    goto out;
-  }
-
-  /* No network, no entity expansion, no DTD loading: the descriptor is
-   * untrusted input.
-   */
-  xmlInitParser ();
-  doc = xmlReadMemory (xml, size, path, NULL,
-                       XML_PARSE_NONET | XML_PARSE_NOERROR |
-                       XML_PARSE_NOWARNING);
+  doc = xmlReadMemory (xml, size, path, NULL, PARSE_OPTIONS);
   if (doc == NULL) {
-    const xmlError *e = xmlGetLastError ();
-    image_error ("%s: invalid XML: %s", path,
-                 e && e->message ? e->message : "parse error");
+    invalid_xml (path);
     goto out;
   }
-  root = xmlDocGetRootElement (doc);
-  if (root == NULL ||
-      xmlStrcmp (root->name, BAD_CAST "Parallels_disk_image") != 0) {
-    image_error ("%s: not a ploop DiskDescriptor.xml (root element is not "
-                 "Parallels_disk_image)", path);
-    goto out;
-  }
-  if (collect (&d, root) == -1)
+  /* read_descriptor saw that this root is Parallels_disk_image. */
+  if (collect (&d, xmlDocGetRootElement (doc)) == -1)
     goto out;
   n = resolve_chain (&d, chain);
   if (n == -1)

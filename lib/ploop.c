@@ -40,12 +40,17 @@ struct ploop {
 };
 
 static bool
-ploop_probe (const uint8_t *buf, size_t len)
+has_signature (const uint8_t *buf, size_t len)
 {
-  return (len >= 16 &&
-          (memcmp (buf, PLOOP_SIG_V1, 16) == 0 ||
-           memcmp (buf, PLOOP_SIG_V2, 16) == 0)) ||
-    ploop_descriptor_probe (buf, len);
+  return len >= 16 &&
+    (memcmp (buf, PLOOP_SIG_V1, 16) == 0 ||
+     memcmp (buf, PLOOP_SIG_V2, 16) == 0);
+}
+
+static bool
+ploop_probe (int fd, const uint8_t *buf, size_t len)
+{
+  return has_signature (buf, len) || ploop_descriptor_probe (fd, buf, len);
 }
 
 static int
@@ -205,20 +210,24 @@ static struct image *
 ploop_open (const char *path, int fd, const struct image_options *opts,
             unsigned depth)
 {
-  uint8_t buf[PLOOP_HEADER_SIZE] = { 0 };
+  uint8_t buf[IMAGE_PROBE_SIZE];
   struct image *img;
   struct ploop *p;
   uint64_t file_size;
   ssize_t len = pread (fd, buf, sizeof buf, 0);
 
-  if (len > 0 && ploop_descriptor_probe (buf, len))
+  /* As many bytes as probing reads, so that a forced format tells a
+   * descriptor from a delta as probing does.
+   */
+  if (len > 0 && !has_signature (buf, len) &&
+      ploop_descriptor_starts_like (buf, len))
     return ploop_descriptor_open (path, fd, opts, depth);
 
   img = image_alloc (&ploop_ops, path, fd, sizeof *p);
   if (img == NULL)
     return NULL;
   p = img->priv;
-  if (len < 16 || !ploop_probe (buf, len)) {
+  if (len < 16 || !has_signature (buf, len)) {
     image_error ("%s: not a ploop image (no ploop signature)", path);
     goto err;
   }

@@ -202,7 +202,7 @@ sanitize (const void *src, size_t len, char *dst, size_t dst_size)
 }
 
 static bool
-qcow2_probe (const uint8_t *buf, size_t len)
+qcow2_probe (int fd, const uint8_t *buf, size_t len)
 {
   /* qcow version 1 has the same magic; open explains that it is not
    * supported, which is better than serving it as a raw disk.

@@ -82,7 +82,7 @@ free_shared_cache (void)
 }
 
 static bool
-qsnap_probe (const uint8_t *buf, size_t len)
+qsnap_probe (int fd, const uint8_t *buf, size_t len)
 {
   return len >= 8 && memcmp (buf, QSNAP_MAGIC, 8) == 0;
 }

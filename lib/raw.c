@@ -11,7 +11,7 @@
 #include "image.h"
 
 static bool
-raw_probe (const uint8_t *buf, size_t len)
+raw_probe (int fd, const uint8_t *buf, size_t len)
 {
   return true;
 }

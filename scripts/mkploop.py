@@ -6,7 +6,8 @@ Usage:
              [--lower LOWER.raw] SRC.raw OUT.hdd
   mkploop.py descriptor --out DIR/DiskDescriptor.xml --size-sectors N
              [--blocksize SECTORS] [--loop | --missing-parent]
-             IMG1[:plain] IMG2 ...
+             [--standalone] [--decl-padding N] [--comment N] [--bom]
+             [--crlf] IMG1[:plain] IMG2 ...
 
 Image layout (all little-endian):
   0   sig[16]   "WithoutFreeSpace" (v1) or "WithouFreSpacExt" (v2)
@@ -201,8 +202,15 @@ def write_descriptor(args):
 
     n = args.size_sectors
     cylinders = (n + 16 * 63 - 1) // (16 * 63)
+    # The forms XML allows that push the root element further in.
     lines = [
-        "<?xml version='1.0' encoding='UTF-8'?>",
+        "<?xml version='1.0' encoding='UTF-8'%s%s?>"
+        % (' standalone="no"' if args.standalone else "",
+           " " * args.decl_padding),
+    ]
+    if args.comment:
+        lines.append("<!-- %s -->" % ("x" * args.comment))
+    lines += [
         '<Parallels_disk_image Version="1.0">',
         "  <Disk_Parameters>",
         "    <Disk_size>%d</Disk_size>" % n,
@@ -251,8 +259,9 @@ def write_descriptor(args):
         "",
     ]
     tmp = args.out + ".tmp"
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write("\n".join(lines))
+    with open(tmp, "w", encoding="utf-8-sig" if args.bom else "utf-8",
+              newline="") as f:
+        f.write(("\r\n" if args.crlf else "\n").join(lines))
     os.replace(tmp, args.out)
 
 
@@ -273,6 +282,16 @@ def main(argv):
                        help="malformed: the base's parent is the top image")
         g.add_argument("--missing-parent", action="store_true",
                        help="malformed: the top's parent GUID is not present")
+        p.add_argument("--standalone", action="store_true",
+                       help='standalone="no" in the XML declaration')
+        p.add_argument("--decl-padding", type=int, default=0, metavar="N",
+                       help="N spaces at the end of the XML declaration")
+        p.add_argument("--comment", type=int, default=0, metavar="N",
+                       help="a comment of N characters before the root")
+        p.add_argument("--bom", action="store_true",
+                       help="start with a UTF-8 byte order mark")
+        p.add_argument("--crlf", action="store_true",
+                       help="end lines with CR LF")
         p.add_argument("images", nargs="+", metavar="IMG[:plain]",
                        help="deltas, lowest first; ':plain' = raw delta")
         write_descriptor(p.parse_args(argv[1:]))
