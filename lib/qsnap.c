@@ -28,9 +28,6 @@
  */
 #define PAGE_SLOTS 64
 
-/* Bounded work per extents call: at most this many index pages. */
-#define EXTENTS_MAX_PAGES 64
-
 /* A lock per slot: readers of blocks in different pages (random reads
  * on several connections) do not queue on one lock.
  */
@@ -416,105 +413,81 @@ load_block (void *opaque, void *buf)
   return r;
 }
 
+/* The run at offset: a zero or parent run goes on over the following
+ * blocks of its kind in the same index page, a stored block is one run
+ * (its entry in the token, for read_decoded) unless only extents are
+ * wanted, when stored blocks join too.
+ */
 static int
-qsnap_pread (struct image *img, void *buf, size_t count, uint64_t offset)
+qsnap_map (struct image *img, struct image_map_state *state, uint64_t offset,
+           uint64_t end, bool for_extents, struct image_run *run)
 {
   struct qsnap *q = img->priv;
   const uint32_t bs = q->h.block_size;
-  char *out = buf;
+  const uint64_t block = offset / bs;
+  const uint64_t page_end = (block / QSNAP_ENTRIES_PER_PAGE + 1) *
+    QSNAP_ENTRIES_PER_PAGE;
+  struct qsnap_entry e;
+  uint64_t b;
 
-  while (count > 0) {
-    uint64_t block = offset / bs;
-    size_t within = offset % bs;
-    size_t n = bs - within < count ? bs - within : count;
-    struct qsnap_entry e;
-    int r;
+  if (lookup (img, block, &e) == -1 || check_entry (img, block, &e) == -1)
+    return -1;
+  *run = (struct image_run) {
+    .kind = e.kind == QSNAP_ZERO ? IMAGE_RUN_ZERO :
+      e.kind == QSNAP_PARENT ? IMAGE_RUN_BACKING : IMAGE_RUN_DECODED,
+    .hole = e.kind == QSNAP_ZERO,
+    .length = bs - offset % bs,
+    .token = { e.offset, e.length | (uint64_t) e.kind << 32, e.checksum },
+  };
+  if (run->kind != IMAGE_RUN_DECODED || for_extents) {
+    for (b = block + 1; b < page_end && offset + run->length < end; ++b) {
+      struct qsnap_entry next;
 
-    if (lookup (img, block, &e) == -1 || check_entry (img, block, &e) == -1)
-      return -1;
-    switch (e.kind) {
-    case QSNAP_ZERO:
-      memset (out, 0, n);
-      r = 0;
-      break;
-    case QSNAP_PARENT:
-      r = image_read_backing (img, out, n, offset);
-      break;
-    default: {
-      struct load_request req = { .img = img, .block = block, .e = &e };
-      /* Keyed by where the bytes are stored, so deduplicated blocks are
-       * cached once.
-       */
-      if (n < bs)
-        r = cache_read (cache, q->owner, e.offset, bs, load_block, &req,
-                        out, within, n);
-      /* A whole block that is not cached is decoded straight into the
-       * reply, saving a copy.  Then a compressed block is also cached
-       * (a copy costs less than decompressing again), a raw one is not:
-       * the page cache keeps its bytes, and reading them again costs
-       * no more than the copy would.
-       */
-      else if (cache_read_cached (cache, q->owner, e.offset, out, 0, n))
-        r = 0;
-      else if ((r = load_block (&req, out)) == 0 && e.kind != QSNAP_RAW)
-        cache_insert (cache, q->owner, e.offset, bs, out);
+      if (lookup (img, b, &next) == -1 || check_entry (img, b, &next) == -1)
+        return -1;
+      if (next.kind != e.kind &&
+          (run->kind != IMAGE_RUN_DECODED || next.kind == QSNAP_ZERO ||
+           next.kind == QSNAP_PARENT))
+        break;
+      run->length += bs;
     }
-    }
-    if (r == -1)
-      return -1;
-    out += n;
-    offset += n;
-    count -= n;
   }
+  if (run->length > end - offset)
+    run->length = end - offset;
   return 0;
 }
 
-static uint32_t
-extent_flags (uint8_t kind)
-{
-  return kind == QSNAP_ZERO ? IMAGE_EXTENT_HOLE | IMAGE_EXTENT_ZERO :
-    kind == QSNAP_PARENT ? IMAGE_EXTENT_BACKING : 0;
-}
-
+/* Read count bytes at offset from the stored block of the run. */
 static int
-qsnap_extents (struct image *img, uint64_t offset, uint64_t length,
-               image_extent_fn fn, void *opaque)
+qsnap_read_decoded (struct image *img, const struct image_run *run,
+                    void *buf, size_t count, uint64_t offset)
 {
   struct qsnap *q = img->priv;
   const uint32_t bs = q->h.block_size;
-  const uint64_t end = offset + length;
-  uint64_t first_page = offset / bs / QSNAP_ENTRIES_PER_PAGE;
+  const struct qsnap_entry e = {
+    .offset = run->token[0], .length = (uint32_t) run->token[1],
+    .kind = run->token[1] >> 32, .checksum = run->token[2],
+  };
+  struct load_request req = { .img = img, .block = offset / bs, .e = &e };
 
-  while (offset < end) {
-    uint64_t block = offset / bs, next;
-    struct qsnap_entry e;
-    uint32_t flags;
-    int r;
-
-    if (lookup (img, block, &e) == -1 || check_entry (img, block, &e) == -1)
-      return -1;
-    flags = extent_flags (e.kind);
-    next = (block + 1) * bs;
-    while (next < end) {
-      uint64_t b = next / bs;
-
-      if (b / QSNAP_ENTRIES_PER_PAGE - first_page >= EXTENTS_MAX_PAGES)
-        break;
-      if (lookup (img, b, &e) == -1 || check_entry (img, b, &e) == -1)
-        return -1;
-      if (extent_flags (e.kind) != flags)
-        break;
-      next += bs;
-    }
-    if (next > end)
-      next = end;
-    r = fn (opaque, offset, next - offset, flags);
-    if (r != 0)
-      return r == -1 ? -1 : 0;
-    offset = next;
-    if (offset / bs / QSNAP_ENTRIES_PER_PAGE - first_page >= EXTENTS_MAX_PAGES)
-      break;
-  }
+  /* Keyed by where the bytes are stored, so deduplicated blocks are
+   * cached once.
+   */
+  if (count < bs)
+    return cache_read (cache, q->owner, e.offset, bs, load_block, &req,
+                       buf, offset % bs, count);
+  /* A whole block that is not cached is decoded straight into the
+   * reply, saving a copy.  Then a compressed block is also cached (a
+   * copy costs less than decompressing again), a raw one is not: the
+   * page cache keeps its bytes, and reading them again costs no more
+   * than the copy would.
+   */
+  if (cache_read_cached (cache, q->owner, e.offset, buf, 0, count))
+    return 0;
+  if (load_block (&req, buf) == -1)
+    return -1;
+  if (e.kind != QSNAP_RAW)
+    cache_insert (cache, q->owner, e.offset, bs, buf);
   return 0;
 }
 
@@ -548,7 +521,7 @@ const struct image_ops qsnap_ops = {
   .name = "qsnap",
   .probe = qsnap_probe,
   .open = qsnap_open,
-  .pread = qsnap_pread,
-  .extents = qsnap_extents,
+  .map = qsnap_map,
+  .read_decoded = qsnap_read_decoded,
   .close = qsnap_close,
 };
