@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 #include <linux/fs.h>
 
+#include "cache.h"
 #include "decompress.h"
 #include "image.h"
 #include "ploop.h"
@@ -38,6 +40,38 @@ image_libraries (void)
   };
 
   return libraries;
+}
+
+/* The cache of decoded blocks that every compressed format shares. */
+
+static uint64_t cache_size = IMAGE_DEFAULT_CACHE_SIZE;
+static struct block_cache *block_cache;
+static pthread_mutex_t block_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void
+image_set_cache_size (uint64_t bytes)
+{
+  cache_size = bytes;
+}
+
+/* Created by the first decoder that asks, so the size set by the
+ * plugin's configuration applies.
+ */
+struct block_cache *
+image_block_cache (void)
+{
+  pthread_mutex_lock (&block_cache_lock);
+  if (block_cache == NULL)
+    block_cache = cache_create (cache_size);
+  pthread_mutex_unlock (&block_cache_lock);
+  return block_cache;
+}
+
+static void __attribute__ ((destructor))
+free_block_cache (void)
+{
+  cache_destroy (block_cache);
+  block_cache = NULL;
 }
 
 /* Messages. */

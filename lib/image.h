@@ -205,10 +205,17 @@ int image_read_file (struct image *img, void *buf, size_t count,
                      uint64_t offset, const char *what);
 
 /* Size in bytes of the cache of decoded blocks that compressed formats
- * (qsnap) share; call before opening them.  0 disables it.
+ * (qsnap, qcow2's compressed clusters) share; call before opening them.
+ * 0 disables it.
  */
 #define IMAGE_DEFAULT_CACHE_SIZE (256u << 20)
 void image_set_cache_size (uint64_t bytes);
+
+/* For decoders: that cache (lib/cache.h), created on first use; NULL
+ * after image_error.
+ */
+struct block_cache;
+struct block_cache *image_block_cache (void);
 
 /* Names of the streams an image file holds (qsnap: "disk", "memory",
  * ...), the one img serves first, owned by img; *n = 0 for formats

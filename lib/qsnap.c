@@ -44,39 +44,10 @@ struct qsnap {
   size_t n_names;
   uint64_t blocks;
   uint64_t data_end;            /* stored bytes must end before this */
-  uint64_t owner;               /* key space in the block cache */
+  struct block_cache *cache;    /* image_block_cache () */
+  uint64_t owner;               /* key space in it */
   struct page_slot pages[PAGE_SLOTS];
 };
-
-static uint64_t cache_size = IMAGE_DEFAULT_CACHE_SIZE;
-static struct block_cache *cache;
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void
-image_set_cache_size (uint64_t bytes)
-{
-  cache_size = bytes;
-}
-
-/* The process-wide block cache, created by the first qsnap open (so the
- * size set by the plugin's config applies).
- */
-static struct block_cache *
-shared_cache (void)
-{
-  pthread_mutex_lock (&cache_lock);
-  if (cache == NULL)
-    cache = cache_create (cache_size);
-  pthread_mutex_unlock (&cache_lock);
-  return cache;
-}
-
-static void __attribute__ ((destructor))
-free_shared_cache (void)
-{
-  cache_destroy (cache);
-  cache = NULL;
-}
 
 static bool
 qsnap_probe (const uint8_t *buf, size_t len)
@@ -251,7 +222,8 @@ qsnap_open (const char *path, int fd, const struct image_options *opts,
   img->block_size = q->h.block_size;
   q->blocks = qsnap_blocks (q->stream.size, q->h.block_size);
   q->data_end = q->h.stream_table;
-  if (shared_cache () == NULL || open_parent (img, q, opts, depth) == -1)
+  q->cache = image_block_cache ();
+  if (q->cache == NULL || open_parent (img, q, opts, depth) == -1)
     goto err;
   q->owner = cache_new_owner ();
   free (streams);
@@ -345,40 +317,6 @@ struct load_request {
   const struct qsnap_entry *e;
 };
 
-/* Each thread's buffer for compressed bytes, grown as needed: a fresh
- * allocation per block would be mmap'd and page-faulted for big blocks.
- */
-struct scratch {
-  char *buf;
-  size_t size;
-};
-
-static void
-free_scratch (void *p)
-{
-  free (((struct scratch *) p)->buf);
-}
-
-static struct thread_local scratch_buffers =
-  THREAD_LOCAL_INIT (struct scratch, free_scratch);
-
-static char *
-scratch (struct image *img, size_t size)
-{
-  struct scratch *s = thread_local_get (&scratch_buffers);
-
-  if (s != NULL && s->size < size) {
-    free (s->buf);
-    s->buf = malloc (size);
-    s->size = s->buf ? size : 0;
-  }
-  if (s == NULL || s->buf == NULL) {
-    image_error ("%s: %m", img->path);
-    return NULL;
-  }
-  return s->buf;
-}
-
 /* Read, verify and decompress one stored block into buf. */
 static int
 load_block (void *opaque, void *buf)
@@ -391,8 +329,10 @@ load_block (void *opaque, void *buf)
   int r;
 
   if (e->kind != QSNAP_RAW &&
-      (stored = scratch (img, qsnap_max_stored (q->h.block_size))) == NULL)
+      (stored = thread_scratch (qsnap_max_stored (q->h.block_size))) == NULL) {
+    image_error ("%s: %m", img->path);
     return -1;
+  }
   r = image_read_file (img, stored, e->length, e->offset, "qsnap block");
   if (r == 0 && qsnap_checksum (stored, e->length) != e->checksum) {
     image_error ("%s: stream '%s' block %" PRIu64 " (offset %" PRIu64
@@ -471,24 +411,14 @@ qsnap_read_decoded (struct image *img, const struct image_run *run,
   struct load_request req = { .img = img, .block = offset / bs, .e = &e };
 
   /* Keyed by where the bytes are stored, so deduplicated blocks are
-   * cached once.
+   * cached once.  A whole block that is not cached is decoded straight
+   * into the reply; a compressed one is then kept, a raw one is not: the
+   * page cache keeps its bytes, and reading them again costs no more than
+   * a copy would.
    */
-  if (count < bs)
-    return cache_read (cache, q->owner, e.offset, bs, load_block, &req,
-                       buf, offset % bs, count);
-  /* A whole block that is not cached is decoded straight into the
-   * reply, saving a copy.  Then a compressed block is also cached (a
-   * copy costs less than decompressing again), a raw one is not: the
-   * page cache keeps its bytes, and reading them again costs no more
-   * than the copy would.
-   */
-  if (cache_read_cached (cache, q->owner, e.offset, buf, 0, count))
-    return 0;
-  if (load_block (&req, buf) == -1)
-    return -1;
-  if (e.kind != QSNAP_RAW)
-    cache_insert (cache, q->owner, e.offset, bs, buf);
-  return 0;
+  return cache_read (q->cache, q->owner, e.offset, bs, load_block, &req,
+                     buf, offset % bs, count, CACHE_WHOLE_DIRECT |
+                     (e.kind != QSNAP_RAW ? CACHE_WHOLE_KEEP : 0));
 }
 
 static void
