@@ -290,16 +290,43 @@ load_uncached (uint32_t block_size, cache_load_fn load, void *opaque,
   return r;
 }
 
+static int read_if_cached (struct block_cache *c, uint64_t owner,
+                           uint64_t key, void *dst, size_t offset,
+                           size_t len);
+static void keep_copy (struct block_cache *c, uint64_t owner, uint64_t key,
+                       uint32_t block_size, const void *src);
+
+/* A whole block that is not cached: decoded straight into the reply,
+ * saving a copy, and kept only if flags say so.  A block another reader
+ * is loading is not waited for.
+ */
+static int
+read_whole_direct (struct block_cache *c, uint64_t owner, uint64_t key,
+                   uint32_t block_size, cache_load_fn load, void *opaque,
+                   void *dst, unsigned flags)
+{
+  if (read_if_cached (c, owner, key, dst, 0, block_size))
+    return 0;
+  if (load (opaque, dst) == -1)
+    return -1;
+  if (flags & CACHE_WHOLE_KEEP)
+    keep_copy (c, owner, key, block_size, dst);
+  return 0;
+}
+
 int
 cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
             uint32_t block_size, cache_load_fn load, void *opaque,
-            void *dst, size_t offset, size_t len)
+            void *dst, size_t offset, size_t len, unsigned flags)
 {
   uint64_t h = hash (owner, key);
   struct shard *s;
   struct entry *e;
   int r;
 
+  if ((flags & CACHE_WHOLE_DIRECT) && offset == 0 && len == block_size)
+    return read_whole_direct (c, owner, key, block_size, load, opaque, dst,
+                              flags);
   if (c->disabled)
     return load_uncached (block_size, load, opaque, dst, offset, len);
 
@@ -367,9 +394,12 @@ cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
   return 0;
 }
 
-int
-cache_read_cached (struct block_cache *c, uint64_t owner, uint64_t key,
-                   void *dst, size_t offset, size_t len)
+/* Copy len bytes at offset within block (owner, key) to dst if the
+ * block is cached (not while it loads): 1 if copied, 0 if not.
+ */
+static int
+read_if_cached (struct block_cache *c, uint64_t owner, uint64_t key,
+                void *dst, size_t offset, size_t len)
 {
   uint64_t h = hash (owner, key);
   struct shard *s;
@@ -403,18 +433,20 @@ copy_load (void *opaque, void *buf)
   return 0;
 }
 
-/* A load that copies: a block someone else holds, or one that arrives
- * while this one "loads", is left as it is.
+/* Add a copy of a block decoded elsewhere: a load that copies, so a
+ * block someone else holds, or one that arrives while this one "loads",
+ * is left as it is.
  */
-void
-cache_insert (struct block_cache *c, uint64_t owner, uint64_t key,
-              uint32_t block_size, const void *src)
+static void
+keep_copy (struct block_cache *c, uint64_t owner, uint64_t key,
+           uint32_t block_size, const void *src)
 {
   struct copy_source from = { .src = src, .size = block_size };
   char unused;
 
   if (!c->disabled)
-    cache_read (c, owner, key, block_size, copy_load, &from, &unused, 0, 0);
+    cache_read (c, owner, key, block_size, copy_load, &from, &unused, 0, 0,
+                0);
 }
 
 void

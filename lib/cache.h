@@ -1,4 +1,5 @@
-/* A sharded LRU cache of decoded blocks (decompressed qsnap blocks).
+/* A sharded LRU cache of decoded blocks (decompressed qsnap blocks and
+ * qcow2 compressed clusters), one per process: image_block_cache().
  *
  * Readers of different blocks mostly take different shard locks, and the
  * slow part (reading and decompressing) runs with no lock held.  Two
@@ -26,6 +27,14 @@ void cache_destroy (struct block_cache *c);
 /* A key space of its own for each cached file. */
 uint64_t cache_new_owner (void);
 
+/* How cache_read treats a read of a whole block (offset 0, len equal to
+ * block_size) that is not cached.  Without flags it is loaded into the
+ * cache and copied out, like any read.
+ */
+#define CACHE_WHOLE_DIRECT  1u  /* load it straight into dst, uncached */
+#define CACHE_WHOLE_KEEP    2u  /* ...then keep a copy (a copy costs less
+                                   than loading again: decompression) */
+
 /* Copy len bytes at offset within block (owner, key) to dst, loading
  * the block with load(opaque, buf) if it is not cached.  Returns 0, or
  * -1 with errno set when the load failed (for this reader or the one it
@@ -33,19 +42,7 @@ uint64_t cache_new_owner (void);
  */
 int cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
                 uint32_t block_size, cache_load_fn load, void *opaque,
-                void *dst, size_t offset, size_t len);
-
-/* Copy len bytes at offset within block (owner, key) to dst if the
- * block is cached (not while it loads): 1 if copied, 0 if not.
- */
-int cache_read_cached (struct block_cache *c, uint64_t owner, uint64_t key,
-                       void *dst, size_t offset, size_t len);
-
-/* Add a copy of a block (block_size bytes at src) decoded elsewhere,
- * unless it is cached already.
- */
-void cache_insert (struct block_cache *c, uint64_t owner, uint64_t key,
-                   uint32_t block_size, const void *src);
+                void *dst, size_t offset, size_t len, unsigned flags);
 
 /* Blocks and bytes held now, for tests and statistics. */
 void cache_usage (struct block_cache *c, uint64_t *blocks, uint64_t *bytes);

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 #include <linux/fs.h>
 
+#include "cache.h"
 #include "decompress.h"
 #include "image.h"
 #include "ploop.h"
@@ -38,6 +40,38 @@ image_libraries (void)
   };
 
   return libraries;
+}
+
+/* The cache of decoded blocks that every compressed format shares. */
+
+static uint64_t cache_size = IMAGE_DEFAULT_CACHE_SIZE;
+static struct block_cache *block_cache;
+static pthread_mutex_t block_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void
+image_set_cache_size (uint64_t bytes)
+{
+  cache_size = bytes;
+}
+
+/* Created by the first decoder that asks, so the size set by the
+ * plugin's configuration applies.
+ */
+struct block_cache *
+image_block_cache (void)
+{
+  pthread_mutex_lock (&block_cache_lock);
+  if (block_cache == NULL)
+    block_cache = cache_create (cache_size);
+  pthread_mutex_unlock (&block_cache_lock);
+  return block_cache;
+}
+
+static void __attribute__ ((destructor))
+free_block_cache (void)
+{
+  cache_destroy (block_cache);
+  block_cache = NULL;
 }
 
 /* Messages. */
@@ -436,6 +470,100 @@ image_close (struct image *img)
 
 /* Reading. */
 
+/* The next run of img's own layer at offset (< end), checked: a decoder
+ * that makes no progress or overshoots would make the loops below spin
+ * or overrun.
+ */
+static int
+next_run (struct image *img, struct image_map_state *state, uint64_t offset,
+          uint64_t end, bool for_extents, struct image_run *run)
+{
+  if (img->ops->map (img, state, offset, end, for_extents, run) == -1)
+    return -1;
+  if (run->length == 0 || run->length > end - offset) {
+    image_error ("%s: internal error: the %s map returned a run of %" PRIu64
+                 " bytes at offset %" PRIu64, img->path, img->ops->name,
+                 run->length, offset);
+    errno = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+/* Whether run r, which follows run p on the disk, is read in the same
+ * step: data stored right after p's, or more zeros or backing.
+ */
+static bool
+runs_merge (const struct image_run *p, const struct image_run *r)
+{
+  if (p->kind != r->kind)
+    return false;
+  switch (r->kind) {
+  case IMAGE_RUN_DATA:
+    return p->host + p->length == r->host;
+  case IMAGE_RUN_ZERO:
+  case IMAGE_RUN_BACKING:
+    return true;
+  case IMAGE_RUN_DECODED:
+    break;
+  }
+  return false;
+}
+
+/* Fill buf (r->length bytes at offset) as run r says. */
+static int
+read_run (struct image *img, const struct image_run *r, char *buf,
+          uint64_t offset)
+{
+  switch (r->kind) {
+  case IMAGE_RUN_DATA:
+    return image_read_file (img, buf, r->length, r->host, "data");
+  case IMAGE_RUN_ZERO:
+    memset (buf, 0, r->length);
+    return 0;
+  case IMAGE_RUN_BACKING:
+    return image_read_backing (img, buf, r->length, offset);
+  case IMAGE_RUN_DECODED:
+    return img->ops->read_decoded (img, r, buf, r->length, offset);
+  }
+  abort ();
+}
+
+/* Runs are merged while one operation can serve them, so an image laid
+ * out in order is read with one pread, however many clusters it spans.
+ */
+static int
+read_layer (struct image *img, void *buf, size_t count, uint64_t offset)
+{
+  const uint64_t end = offset + count;
+  struct image_map_state state;
+  struct image_run pending = { .length = 0 };
+  uint64_t pending_offset = offset;
+  char *out = buf, *pending_buf = buf;
+
+  memset (&state, 0, sizeof state);
+  while (offset < end) {
+    struct image_run r;
+
+    if (next_run (img, &state, offset, end, false, &r) == -1)
+      return -1;
+    if (pending.length > 0 && runs_merge (&pending, &r))
+      pending.length += r.length;
+    else {
+      if (pending.length > 0 &&
+          read_run (img, &pending, pending_buf, pending_offset) == -1)
+        return -1;
+      pending = r;
+      pending_offset = offset;
+      pending_buf = out;
+    }
+    offset += r.length;
+    out += r.length;
+  }
+  return read_run (img, &pending, pending_buf, pending_offset);
+}
+
+
 int
 image_pread (struct image *img, void *buf, size_t count, uint64_t offset)
 {
@@ -448,7 +576,7 @@ image_pread (struct image *img, void *buf, size_t count, uint64_t offset)
   }
   if (count == 0)
     return 0;
-  return img->ops->pread (img, buf, count, offset);
+  return read_layer (img, buf, count, offset);
 }
 
 /* Checks shared by the write calls: a writable layer, inside the disk. */
@@ -585,7 +713,7 @@ extents_layer (struct image *img, uint64_t offset, uint64_t length,
   };
   int r;
 
-  r = img->ops->extents (img, offset, length, resolve_extent, &ctx);
+  r = image_layer_extents (img, offset, length, resolve_extent, &ctx);
   *reached = ctx.reached;
   return r == -1 ? -1 : 0;
 }
@@ -610,8 +738,8 @@ image_allocated_bytes (struct image *img, uint64_t *bytes)
   while (progress[0] < img->size) {
     uint64_t before = progress[0];
 
-    if (img->ops->extents (img, before, img->size - before,
-                           count_allocated, progress) == -1)
+    if (image_layer_extents (img, before, img->size - before,
+                             count_allocated, progress) == -1)
       return -1;
     if (progress[0] <= before) {
       image_error ("%s: extents made no progress at offset %" PRIu64,
@@ -622,6 +750,62 @@ image_allocated_bytes (struct image *img, uint64_t *bytes)
   }
   *bytes = progress[1];
   return 0;
+}
+
+/* The extent flags of a run of one layer. */
+static uint32_t
+run_flags (const struct image_run *r)
+{
+  switch (r->kind) {
+  case IMAGE_RUN_ZERO:
+    return IMAGE_EXTENT_ZERO | (r->hole ? IMAGE_EXTENT_HOLE : 0);
+  case IMAGE_RUN_BACKING:
+    return IMAGE_EXTENT_BACKING;
+  case IMAGE_RUN_DATA:
+  case IMAGE_RUN_DECODED:
+    break;
+  }
+  return 0;
+}
+
+/* One extents request does at most this many map calls (each of bounded
+ * work): callers accept fewer extents than they asked for and come back
+ * for more, and a request must not turn into a scan of a huge image.
+ */
+#define EXTENTS_MAX_RUNS 1024
+
+int
+image_layer_extents (struct image *img, uint64_t offset, uint64_t length,
+                     image_extent_fn fn, void *opaque)
+{
+  const uint64_t end = offset + length;
+  struct image_map_state state;
+  uint64_t start = offset, len = 0;
+  uint32_t flags = 0;
+  unsigned runs = 0;
+  int r;
+
+  memset (&state, 0, sizeof state);
+  while (offset < end && runs++ < EXTENTS_MAX_RUNS) {
+    struct image_run run;
+    uint32_t f;
+
+    if (next_run (img, &state, offset, end, true, &run) == -1)
+      return -1;
+    f = run_flags (&run);
+    if (len > 0 && f != flags) {
+      r = fn (opaque, start, len, flags);
+      if (r != 0)
+        return r == -1 ? -1 : 0;
+      start = offset;
+      len = 0;
+    }
+    flags = f;
+    len += run.length;
+    offset += run.length;
+  }
+  r = fn (opaque, start, len, flags);
+  return r == -1 ? -1 : 0;
 }
 
 int

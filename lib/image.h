@@ -53,6 +53,30 @@ struct image;
 /* How many of a file's first bytes probing reads. */
 #define IMAGE_PROBE_SIZE 4096
 
+/* How one run of the disk is stored in one layer (see image_ops.map). */
+enum image_run_kind {
+  IMAGE_RUN_DATA,       /* stored as is at file offset host */
+  IMAGE_RUN_ZERO,       /* reads as zeros */
+  IMAGE_RUN_BACKING,    /* not in this layer: the backing image, or zeros */
+  IMAGE_RUN_DECODED,    /* the format decodes it: ops->read_decoded */
+};
+
+struct image_run {
+  enum image_run_kind kind;
+  bool hole;            /* IMAGE_RUN_ZERO with nothing stored behind it */
+  uint64_t length;      /* bytes, > 0 */
+  uint64_t host;        /* IMAGE_RUN_DATA: file offset of the first byte */
+  uint64_t token[3];    /* IMAGE_RUN_DECODED: what read_decoded needs */
+};
+
+/* Scratch space a decoder's map may keep across the calls of one read
+ * or extents request (qcow2 keeps a copy of an L2 slice there); zeroed
+ * before the first call.
+ */
+struct image_map_state {
+  uint64_t words[528];
+};
+
 struct image_ops {
   const char *name;             /* "raw", "qcow2", "ploop" */
 
@@ -71,16 +95,23 @@ struct image_ops {
   struct image *(*open) (const char *path, int fd,
                          const struct image_options *opts, unsigned depth);
 
-  /* Read count bytes at offset; offset + count <= size is guaranteed.
-   * Areas not stored in this layer are read with image_read_backing().
+  /* The run of one kind that starts at offset (< end <= size): at least
+   * one byte, at most up to end, as long as the decoder can tell with
+   * bounded work (callers come back for the rest).  image.c reads and
+   * reports extents from it.  for_extents: the caller needs zeros and
+   * holes told apart from data (a read only needs to know where the
+   * bytes are, so raw can skip SEEK_DATA).  Bad metadata fails here,
+   * reported with the offset.
    */
-  int (*pread) (struct image *img, void *buf, size_t count, uint64_t offset);
+  int (*map) (struct image *img, struct image_map_state *state,
+              uint64_t offset, uint64_t end, bool for_extents,
+              struct image_run *run);
 
-  /* Report extents from offset onwards (at least one, at most up to
-   * offset + length, which is <= size) through fn.
+  /* Fill buf with count bytes at offset from an IMAGE_RUN_DECODED run
+   * that map returned for offset (count <= run->length).
    */
-  int (*extents) (struct image *img, uint64_t offset, uint64_t length,
-                  image_extent_fn fn, void *opaque);
+  int (*read_decoded) (struct image *img, const struct image_run *run,
+                       void *buf, size_t count, uint64_t offset);
 
   /* Free the format's private state (not the backing, not img itself). */
   void (*close) (struct image *img);
@@ -156,6 +187,11 @@ struct image *overlay_open (struct image *base, const char *path,
                             bool readonly);
 int image_extents (struct image *img, uint64_t offset, uint64_t length,
                    image_extent_fn fn, void *opaque);
+/* The same for img's own layer: ranges it does not store are reported
+ * as IMAGE_EXTENT_BACKING, not resolved.
+ */
+int image_layer_extents (struct image *img, uint64_t offset,
+                         uint64_t length, image_extent_fn fn, void *opaque);
 
 /* Bytes stored in this layer alone (not its backing): data and
  * allocated zero clusters, for "qemount info".
@@ -175,10 +211,17 @@ int image_read_file (struct image *img, void *buf, size_t count,
                      uint64_t offset, const char *what);
 
 /* Size in bytes of the cache of decoded blocks that compressed formats
- * (qsnap) share; call before opening them.  0 disables it.
+ * (qsnap, qcow2's compressed clusters) share; call before opening them.
+ * 0 disables it.
  */
 #define IMAGE_DEFAULT_CACHE_SIZE (256u << 20)
 void image_set_cache_size (uint64_t bytes);
+
+/* For decoders: that cache (lib/cache.h), created on first use; NULL
+ * after image_error.
+ */
+struct block_cache;
+struct block_cache *image_block_cache (void);
 
 /* Names of the streams an image file holds (qsnap: "disk", "memory",
  * ...), the one img serves first, owned by img; *n = 0 for formats

@@ -630,72 +630,29 @@ same_run (struct overlay *o, uint64_t block, uint64_t max, uint32_t *first)
   return n;
 }
 
-static int
-overlay_pread (struct image *img, void *buf, size_t count, uint64_t offset)
-{
-  struct overlay *o = img->priv;
-  char *out = buf;
-
-  while (count > 0) {
-    uint64_t block = offset / BLOCK, within = offset % BLOCK;
-    uint64_t last = (offset + count - 1) / BLOCK;
-    uint32_t e;
-    uint64_t blocks = same_run (o, block, last - block + 1, &e);
-    size_t n = blocks * BLOCK - within;
-    int r = 0;
-
-    if (n > count)
-      n = count;
-    if (e == ENTRY_BASE)
-      r = image_read_backing (img, out, n, offset);
-    else if (e == ENTRY_ZERO)
-      memset (out, 0, n);
-    else
-      r = image_read_file (img, out, n, slot_offset (o, e) + within,
-                           "overlay data");
-    if (r == -1)
-      return -1;
-    out += n;
-    offset += n;
-    count -= n;
-  }
-  return 0;
-}
+/* A map call looks at this many blocks at most (under the map lock). */
+#define MAP_MAX_BLOCKS 65536
 
 static int
-overlay_extents (struct image *img, uint64_t offset, uint64_t length,
-                 image_extent_fn fn, void *opaque)
+overlay_map (struct image *img, struct image_map_state *state,
+             uint64_t offset, uint64_t end, bool for_extents,
+             struct image_run *run)
 {
   struct overlay *o = img->priv;
-  const uint64_t end = offset + length;
+  const uint64_t block = offset / BLOCK, within = offset % BLOCK;
+  uint64_t max = (end - 1) / BLOCK - block + 1;
+  uint64_t length;
+  uint32_t e;
 
-  while (offset < end) {
-    uint64_t block = offset / BLOCK;
-    uint64_t last = (end - 1) / BLOCK;
-    uint32_t e;
-    uint64_t next;
-    int r;
-
-    /* Runs of slots break at every non-consecutive slot; for extents
-     * only the kind matters, so join them here.
-     */
-    next = (block + same_run (o, block, last - block + 1, &e)) * BLOCK;
-    while (e >= FIRST_SLOT_ENTRY && next < end) {
-      uint32_t e2;
-      uint64_t n = same_run (o, next / BLOCK, last - next / BLOCK + 1, &e2);
-      if (e2 < FIRST_SLOT_ENTRY)
-        break;
-      next += n * BLOCK;
-    }
-    if (next > end)
-      next = end;
-    r = fn (opaque, offset, next - offset,
-            e == ENTRY_BASE ? IMAGE_EXTENT_BACKING :
-            e == ENTRY_ZERO ? IMAGE_EXTENT_HOLE | IMAGE_EXTENT_ZERO : 0);
-    if (r != 0)
-      return r == -1 ? -1 : 0;
-    offset = next;
-  }
+  length = same_run (o, block, max < MAP_MAX_BLOCKS ? max : MAP_MAX_BLOCKS,
+                     &e) * BLOCK - within;
+  *run = (struct image_run) {
+    .kind = e == ENTRY_BASE ? IMAGE_RUN_BACKING :
+      e == ENTRY_ZERO ? IMAGE_RUN_ZERO : IMAGE_RUN_DATA,
+    .hole = e == ENTRY_ZERO,
+    .host = e >= FIRST_SLOT_ENTRY ? slot_offset (o, e) + within : 0,
+    .length = length < end - offset ? length : end - offset,
+  };
   return 0;
 }
 
@@ -780,7 +737,7 @@ for_each_block (struct image *img, uint64_t offset, size_t count,
         size_t len = img->size - start < BLOCK ? img->size - start : BLOCK;
 
         memset (tmp, 0, BLOCK);
-        r = overlay_pread (img, tmp, len, start);
+        r = image_pread (img, tmp, len, start);
         if (r == 0) {
           if (zero)
             memset (tmp + within, 0, n);
@@ -912,8 +869,7 @@ overlay_close (struct image *img)
 
 const struct image_ops overlay_ops = {
   .name = "overlay",
-  .pread = overlay_pread,
-  .extents = overlay_extents,
+  .map = overlay_map,
   .close = overlay_close,
   .pwrite = overlay_pwrite,
   .zero = overlay_zero,
@@ -925,7 +881,6 @@ const struct image_ops overlay_ops = {
  */
 const struct image_ops overlay_readonly_ops = {
   .name = "overlay",
-  .pread = overlay_pread,
-  .extents = overlay_extents,
+  .map = overlay_map,
   .close = overlay_close,
 };

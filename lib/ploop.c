@@ -250,65 +250,33 @@ host_cluster (const struct ploop *p, uint64_t offset)
   return (uint64_t) p->bat[offset / p->cluster] * p->entry_unit;
 }
 
-static int
-ploop_pread (struct image *img, void *buf, size_t count, uint64_t offset)
-{
-  const struct ploop *p = img->priv;
-  char *out = buf;
-
-  while (count > 0) {
-    uint64_t host = host_cluster (p, offset);
-    uint64_t within = offset % p->cluster;
-    size_t n = p->cluster - within;
-    int r;
-
-    if (n > count)
-      n = count;
-    /* Merge the following clusters while they are holes too, or stored
-     * right after this one, so a sequential read is one pread.
-     */
-    while (n < count) {
-      uint64_t next = host_cluster (p, offset + n);
-
-      if (host == 0 ? next != 0 : next != host + within + n)
-        break;
-      n += count - n < p->cluster ? count - n : p->cluster;
-    }
-
-    if (host == 0)
-      r = image_read_backing (img, out, n, offset);
-    else
-      r = image_read_file (img, out, n, host + within, "data cluster");
-    if (r == -1)
-      return -1;
-    out += n;
-    offset += n;
-    count -= n;
-  }
-  return 0;
-}
+/* A run joins following clusters while they are holes too, or stored
+ * right after it (so a sequential read is one pread), up to this many:
+ * the BAT is in memory, but a map call must be bounded work.
+ */
+#define MAP_MAX_CLUSTERS 65536
 
 static int
-ploop_extents (struct image *img, uint64_t offset, uint64_t length,
-               image_extent_fn fn, void *opaque)
+ploop_map (struct image *img, struct image_map_state *state, uint64_t offset,
+           uint64_t end, bool for_extents, struct image_run *run)
 {
   const struct ploop *p = img->priv;
-  const uint64_t end = offset + length;
+  const uint64_t host = host_cluster (p, offset);
+  const uint64_t within = offset % p->cluster;
+  uint64_t len = p->cluster - within;
 
-  while (offset < end) {
-    bool hole = host_cluster (p, offset) == 0;
-    uint64_t next = (offset / p->cluster + 1) * p->cluster;
-    int r;
+  for (unsigned n = 1; n < MAP_MAX_CLUSTERS && len < end - offset; ++n) {
+    uint64_t next = host_cluster (p, offset + len);
 
-    while (next < end && (host_cluster (p, next) == 0) == hole)
-      next += p->cluster;
-    if (next > end)
-      next = end;
-    r = fn (opaque, offset, next - offset, hole ? IMAGE_EXTENT_BACKING : 0);
-    if (r != 0)
-      return r == -1 ? -1 : 0;
-    offset = next;
+    if (host == 0 ? next != 0 : next != host + within + len)
+      break;
+    len += p->cluster;
   }
+  *run = (struct image_run) {
+    .kind = host == 0 ? IMAGE_RUN_BACKING : IMAGE_RUN_DATA,
+    .host = host == 0 ? 0 : host + within,
+    .length = len < end - offset ? len : end - offset,
+  };
   return 0;
 }
 
@@ -324,7 +292,6 @@ const struct image_ops ploop_ops = {
   .name = "ploop",
   .probe = ploop_probe,
   .open = ploop_open,
-  .pread = ploop_pread,
-  .extents = ploop_extents,
+  .map = ploop_map,
   .close = ploop_close,
 };

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "bytes.h"
+#include "cache.h"
 #include "decompress.h"
 #include "image.h"
 #include "thread-local.h"
@@ -72,14 +73,6 @@
 #define SLICE_MAX_BYTES         4096
 #define CACHE_MAX_SLOTS         256
 
-/* extents() stops after examining this many L2 entries (an unallocated
- * L1 entry counts as one) or finding this many runs, whichever comes
- * first: callers accept fewer extents than asked for and come back for
- * more, and a request must not turn into a scan of a huge image.
- */
-#define EXTENTS_MAX_ENTRIES     65536
-#define EXTENTS_MAX_RUNS        4096
-
 /* Cache of L2 slices, keyed on their file offset (never 0: L2 tables
  * are never in the header cluster).  A chained hash table over a fixed
  * array of slots with clock eviction.  Slices are stored in host byte
@@ -98,7 +91,8 @@ struct l2_cache {
 };
 
 struct qcow2 {
-  uint64_t id;                  /* unique per open, for per-thread caches */
+  struct block_cache *clusters; /* decompressed: image_block_cache () */
+  uint64_t owner;               /* key space in it */
   uint32_t version;
   unsigned cluster_bits;
   uint64_t cluster_size;
@@ -130,37 +124,8 @@ struct window {
   bool unallocated;
   uint64_t words[SLICE_MAX_BYTES / 8];
 };
-
-/* How a range of the guest is stored. */
-enum run_kind { RUN_DATA, RUN_ZERO, RUN_BACKING, RUN_COMPRESSED };
-
-/* A guest range stored in one way, inside one window.  Compressed runs
- * never go past their cluster.
- */
-struct run {
-  enum run_kind kind;
-  bool hole;                    /* RUN_ZERO without any host cluster */
-  uint64_t host;                /* RUN_DATA: host offset of the start;
-                                 * RUN_COMPRESSED: the L2 entry */
-  uint64_t len;
-};
-
-/* The last cluster decompressed by this thread, so that small
- * sequential reads inside a compressed cluster decompress it once.
- * Keyed on the image's unique id (not its address, which malloc can
- * reuse after a close) and the L2 entry, which locates the data
- * completely; an image is never written, so entries never go stale.
- */
-struct thread_cache {
-  uint64_t image_id;            /* 0 = nothing cached */
-  uint64_t entry;
-  uint8_t *cluster;
-  size_t cluster_cap;
-  uint8_t *in;
-  size_t in_cap;
-};
-
-static uint64_t next_image_id = 1;
+_Static_assert (sizeof (struct window) <= sizeof (struct image_map_state),
+                "the L2 window must fit in the map state");
 
 /* For format errors at open: report, set errno, evaluate to -1. */
 #define OPEN_ERROR(err, ...) \
@@ -173,19 +138,6 @@ static uint64_t next_image_id = 1;
   (image_error ("%s: guest offset %" PRIu64 ": " fs, (img)->path,       \
                 (uint64_t) (guest), ##__VA_ARGS__),                     \
    errno = EIO, -1)
-
-/* Thread exit: free that thread's decompressed-cluster cache. */
-static void
-free_thread_cache (void *p)
-{
-  struct thread_cache *t = p;
-
-  free (t->cluster);
-  free (t->in);
-}
-
-static struct thread_local thread_caches =
-  THREAD_LOCAL_INIT (struct thread_cache, free_thread_cache);
 
 /* Copy len bytes of untrusted text into dst for a message, stopping at
  * a NUL and replacing anything unprintable.
@@ -749,8 +701,9 @@ qcow2_open (const char *path, int fd, const struct image_options *opts,
   if (img == NULL)
     return NULL;
   q = img->priv;
-  q->id = __atomic_fetch_add (&next_image_id, 1, __ATOMIC_RELAXED);
-  r = qcow2_parse (img, q, opts, depth);
+  q->clusters = image_block_cache ();
+  q->owner = cache_new_owner ();
+  r = q->clusters ? qcow2_parse (img, q, opts, depth) : -1;
   /* The first cluster is only needed while parsing. */
   free (q->header);
   q->header = NULL;
@@ -933,14 +886,14 @@ check_data_cluster (struct image *img, uint64_t guest, uint64_t host,
 }
 
 /* What subcluster sc of an extended L2 entry is. */
-static enum run_kind
+static enum image_run_kind
 subcluster_kind (uint32_t alloc, uint32_t zero, unsigned sc)
 {
   if (alloc & (UINT32_C (1) << sc))
-    return RUN_DATA;
+    return IMAGE_RUN_DATA;
   if (zero & (UINT32_C (1) << sc))
-    return RUN_ZERO;
-  return RUN_BACKING;
+    return IMAGE_RUN_ZERO;
+  return IMAGE_RUN_BACKING;
 }
 
 /* The run of one kind starting at byte within of guest cluster (which
@@ -949,7 +902,7 @@ subcluster_kind (uint32_t alloc, uint32_t zero, unsigned sc)
  */
 static int
 cluster_run (struct image *img, const struct window *w, uint64_t cluster,
-             uint64_t within, bool report, struct run *r)
+             uint64_t within, bool report, struct image_run *r)
 {
   struct qcow2 *q = img->priv;
   const uint64_t guest = (cluster << q->cluster_bits) + within;
@@ -957,9 +910,7 @@ cluster_run (struct image *img, const struct window *w, uint64_t cluster,
   const uint64_t entry = w->words[i];
   const uint64_t host = entry & OFFSET_MASK;
 
-  r->hole = false;
-  r->host = 0;
-  r->len = q->cluster_size - within;
+  *r = (struct image_run) { .length = q->cluster_size - within };
 
   if (entry & L2E_COMPRESSED) {
     uint64_t chost = entry & q->compressed_offset_mask;
@@ -974,22 +925,22 @@ cluster_run (struct image *img, const struct window *w, uint64_t cluster,
                          PRIu64 " is past the end of the file (%" PRIu64
                          " bytes)", chost, q->file_size);
     }
-    r->kind = RUN_COMPRESSED;
-    r->host = entry;
+    r->kind = IMAGE_RUN_DECODED;
+    r->token[0] = entry;
     return 0;
   }
 
   if (!q->extended_l2) {
     if (q->version >= 3 && (entry & L2E_ZERO)) {
-      r->kind = RUN_ZERO;
+      r->kind = IMAGE_RUN_ZERO;
       r->hole = host == 0;
     }
     else if (host == 0)
-      r->kind = RUN_BACKING;
+      r->kind = IMAGE_RUN_BACKING;
     else {
       if (check_data_cluster (img, guest, host, report) == -1)
         return -1;
-      r->kind = RUN_DATA;
+      r->kind = IMAGE_RUN_DATA;
       r->host = host + within;
     }
     return 0;
@@ -1022,25 +973,29 @@ cluster_run (struct image *img, const struct window *w, uint64_t cluster,
     for (sc_end = sc + 1; sc_end < 32; ++sc_end)
       if (subcluster_kind (alloc, zero, sc_end) != r->kind)
         break;
-    r->len = ((uint64_t) sc_end << q->subcluster_bits) - within;
-    if (r->kind == RUN_DATA)
+    r->length = ((uint64_t) sc_end << q->subcluster_bits) - within;
+    if (r->kind == IMAGE_RUN_DATA)
       r->host = host + within;
-    else if (r->kind == RUN_ZERO)
+    else if (r->kind == IMAGE_RUN_ZERO)
       r->hole = host == 0;
     return 0;
   }
 }
 
-/* Find how the guest range starting at offset (< end) is stored: the
- * longest run of one kind that the window can tell (through following
- * clusters of the same kind, data only while it is contiguous in the
- * file), refilling the caller's window first if needed.
+/* How the guest range starting at offset (< end) is stored: the longest
+ * run of one kind that the window (kept in the map state) can tell,
+ * through following clusters of the same kind, data only while it is
+ * contiguous in the file; the window is refilled first if needed.  Data
+ * past the end of the file (a last cluster cut short) reads as zeros, as
+ * it does for QEMU.
  */
 static int
-classify (struct image *img, struct window *w, uint64_t offset,
-          uint64_t end, struct run *r)
+qcow2_map (struct image *img, struct image_map_state *state,
+           uint64_t offset, uint64_t end, bool for_extents,
+           struct image_run *r)
 {
   struct qcow2 *q = img->priv;
+  struct window *w = (struct window *) state->words;
   const uint64_t cs = q->cluster_size;
   uint64_t cluster = offset >> q->cluster_bits;
   uint64_t pos;
@@ -1056,10 +1011,10 @@ classify (struct image *img, struct window *w, uint64_t offset,
      */
     uint64_t limit = (w->first + w->n) << q->cluster_bits;
 
-    r->kind = RUN_BACKING;
-    r->hole = false;
-    r->host = 0;
-    r->len = (end < limit ? end : limit) - offset;
+    *r = (struct image_run) {
+      .kind = IMAGE_RUN_BACKING,
+      .length = (end < limit ? end : limit) - offset,
+    };
     return 0;
   }
 
@@ -1067,243 +1022,110 @@ classify (struct image *img, struct window *w, uint64_t offset,
     return -1;
 
   /* offset < size <= INT64_MAX, so pos cannot overflow. */
-  pos = offset + r->len;
-  while (pos < end && r->kind != RUN_COMPRESSED && (pos & (cs - 1)) == 0) {
-    struct run next;
+  pos = offset + r->length;
+  while (pos < end && r->kind != IMAGE_RUN_DECODED && (pos & (cs - 1)) == 0) {
+    struct image_run next;
 
     cluster++;
     if (cluster - w->first >= w->n ||
         cluster_run (img, w, cluster, 0, false, &next) == -1 ||
         next.kind != r->kind || next.hole != r->hole ||
-        (r->kind == RUN_DATA && next.host != r->host + r->len))
+        (r->kind == IMAGE_RUN_DATA && next.host != r->host + r->length))
       break;
-    r->len += next.len;
-    pos += next.len;
+    r->length += next.length;
+    pos += next.length;
   }
 
-  if (r->len > end - offset)
-    r->len = end - offset;
+  if (r->length > end - offset)
+    r->length = end - offset;
+  if (r->kind == IMAGE_RUN_DATA && r->host + r->length > q->file_size) {
+    if (r->host < q->file_size)
+      r->length = q->file_size - r->host;
+    else
+      *r = (struct image_run) {
+        .kind = IMAGE_RUN_ZERO, .length = r->length,
+      };
+  }
   return 0;
 }
 
 /* Reading. */
 
-/* Read stored data.  A last cluster cut short by the end of the file
- * reads as zeros past it, as it does for QEMU.
- */
-static int
-read_data (struct image *img, char *buf, uint64_t len, uint64_t host)
-{
-  struct qcow2 *q = img->priv;
-  uint64_t avail = host < q->file_size ? q->file_size - host : 0;
-  uint64_t n = len < avail ? len : avail;
+struct compressed_load {
+  struct image *img;
+  uint64_t entry;               /* L2 entry of the compressed cluster */
+  uint64_t guest;               /* for messages */
+};
 
-  if (n > 0 && image_read_file (img, buf, n, host, "data cluster") == -1)
-    return -1;
-  memset (buf + n, 0, len - n);
-  return 0;
-}
-
-/* Read len bytes at guest offset from a compressed cluster, through
- * this thread's cache of the last cluster it decompressed.
- */
+/* Read and decompress a compressed cluster into buf (a whole cluster). */
 static int
-read_compressed (struct image *img, char *buf, uint64_t len, uint64_t guest,
-                 uint64_t entry)
+load_compressed (void *opaque, void *buf)
 {
+  const struct compressed_load *req = opaque;
+  struct image *img = req->img;
   struct qcow2 *q = img->priv;
-  struct thread_cache *t = thread_local_get (&thread_caches);
-  const size_t cs = q->cluster_size;
-  uint64_t host, sectors, in_len;
+  const uint64_t host = req->entry & q->compressed_offset_mask;
+  const uint64_t sectors =
+    ((req->entry >> q->compressed_shift) & q->compressed_sectors_mask) + 1;
+  /* The data starts at host and runs to the end of its last sector;
+   * cluster_run checked that host is inside the file, and the end of the
+   * file may cut the last sector short.
+   */
+  uint64_t in_len = sectors * SECTOR - (host % SECTOR);
+  char *in;
   int r;
 
-  if (t == NULL) {
+  if (in_len > q->file_size - host)
+    in_len = q->file_size - host;
+  in = thread_scratch (in_len);
+  if (in == NULL) {
     image_error ("%s: %m", img->path);
     return -1;
   }
-
-  if (t->image_id != q->id || t->entry != entry) {
-    host = entry & q->compressed_offset_mask;
-    sectors = ((entry >> q->compressed_shift) & q->compressed_sectors_mask)
-      + 1;
-    /* The data starts at host and runs to the end of its last sector;
-     * cluster_run checked that host is inside the file, and the end of the
-     * file may cut the last sector short.
-     */
-    in_len = sectors * SECTOR - (host % SECTOR);
-    if (in_len > q->file_size - host)
-      in_len = q->file_size - host;
-
-    t->image_id = 0;            /* until the buffer holds a whole cluster */
-    if (t->cluster_cap < cs) {
-      free (t->cluster);
-      t->cluster = malloc (cs);
-      t->cluster_cap = t->cluster ? cs : 0;
-    }
-    if (t->in_cap < in_len) {
-      free (t->in);
-      t->in = malloc (in_len);
-      t->in_cap = t->in ? in_len : 0;
-    }
-    if (t->cluster == NULL || t->in == NULL) {
-      image_error ("%s: %m", img->path);
-      return -1;
-    }
-
-    if (image_read_file (img, t->in, in_len, host, "compressed cluster")
-        == -1)
-      return -1;
-    if (q->compression == COMPRESSION_ZSTD)
-      r = decompress_zstd (t->in, in_len, t->cluster, cs);
-    else
-      r = decompress_deflate_raw (t->in, in_len, t->cluster, cs);
-    if (r == -1)
-      return READ_ERROR (img, guest, "cannot decompress the %s compressed "
-                         "cluster at host offset %" PRIu64 " (%" PRIu64
-                         " bytes)",
-                         q->compression == COMPRESSION_ZSTD ? "zstd"
-                         : "deflate", host, in_len);
-    t->image_id = q->id;
-    t->entry = entry;
-  }
-
-  memcpy (buf, t->cluster + (guest & (cs - 1)), len);
+  if (image_read_file (img, in, in_len, host, "compressed cluster") == -1)
+    return -1;
+  if (q->compression == COMPRESSION_ZSTD)
+    r = decompress_zstd (in, in_len, buf, q->cluster_size);
+  else
+    r = decompress_deflate_raw (in, in_len, buf, q->cluster_size);
+  if (r == -1)
+    return READ_ERROR (img, req->guest, "cannot decompress the %s "
+                       "compressed cluster at host offset %" PRIu64
+                       " (%" PRIu64 " bytes)",
+                       q->compression == COMPRESSION_ZSTD ? "zstd"
+                       : "deflate", host, in_len);
   return 0;
 }
 
-/* Fill buf (r->len bytes at guest offset) according to run r. */
-static int
-read_run (struct image *img, const struct run *r, uint64_t guest, char *buf)
-{
-  switch (r->kind) {
-  case RUN_DATA:
-    return read_data (img, buf, r->len, r->host);
-  case RUN_ZERO:
-    memset (buf, 0, r->len);
-    return 0;
-  case RUN_BACKING:
-    return image_read_backing (img, buf, r->len, guest);
-  case RUN_COMPRESSED:
-    return read_compressed (img, buf, r->len, guest, r->host);
-  }
-  abort ();
-}
-
-/* True if run r, which follows run p in the guest, can be done in the
- * same operation (for data: stored right after it in the file).
+/* Read len bytes at guest offset from a compressed cluster (the run's
+ * token is its L2 entry) through the shared block cache, keyed by the
+ * entry, which locates the data completely; an image is never written,
+ * so entries never go stale.  A whole cluster that is not cached goes
+ * straight into the reply and is not kept: keeping a copy made a
+ * sequential read of a compressed image 1.3x slower (fresh cache memory
+ * faulted in for every cluster), and whole-cluster readers rarely come
+ * back for the same cluster; parts of clusters are what the cache is for.
  */
-static bool
-can_merge (const struct run *p, const struct run *r)
-{
-  if (p->kind != r->kind)
-    return false;
-  switch (r->kind) {
-  case RUN_DATA:
-    return p->host + p->len == r->host;
-  case RUN_ZERO:
-  case RUN_BACKING:
-    return true;
-  case RUN_COMPRESSED:
-    break;
-  }
-  return false;
-}
-
 static int
-qcow2_pread (struct image *img, void *buf, size_t count, uint64_t offset)
+qcow2_read_decoded (struct image *img, const struct image_run *run,
+                    void *buf, size_t len, uint64_t guest)
 {
-  const uint64_t end = offset + count;
-  struct window w = { .n = 0 };
-  struct run pending = { .len = 0 };
-  uint64_t pending_guest = offset;
-  char *out = buf, *pending_buf = buf;
+  struct qcow2 *q = img->priv;
+  struct compressed_load req = {
+    .img = img, .entry = run->token[0], .guest = guest,
+  };
 
-  /* Runs are merged while they can be served by one operation, so a
-   * plain image laid out in order is read with one pread.
-   */
-  while (offset < end) {
-    struct run r;
-
-    if (classify (img, &w, offset, end, &r) == -1)
-      return -1;
-    if (pending.len > 0 && can_merge (&pending, &r))
-      pending.len += r.len;
-    else {
-      if (pending.len > 0 &&
-          read_run (img, &pending, pending_guest, pending_buf) == -1)
-        return -1;
-      pending = r;
-      pending_guest = offset;
-      pending_buf = out;
-    }
-    offset += r.len;
-    out += r.len;
-  }
-  return read_run (img, &pending, pending_guest, pending_buf);
-}
-
-/* Extents. */
-
-/* The extent flags of a run of this layer. */
-static uint32_t
-run_flags (const struct run *r)
-{
-  switch (r->kind) {
-  case RUN_ZERO:
-    return IMAGE_EXTENT_ZERO | (r->hole ? IMAGE_EXTENT_HOLE : 0);
-  case RUN_BACKING:
-    return IMAGE_EXTENT_BACKING;
-  case RUN_DATA:
-  case RUN_COMPRESSED:
-    break;
-  }
-  return 0;
-}
-
-static int
-qcow2_extents (struct image *img, uint64_t offset, uint64_t length,
-               image_extent_fn fn, void *opaque)
-{
-  const struct qcow2 *q = img->priv;
-  const uint64_t end = offset + length;
-  struct window w = { .n = 0 };
-  uint64_t start = offset, len = 0, entries = 0;
-  uint32_t flags = 0;
-  unsigned runs = 0;
-  int r;
-
-  while (offset < end && entries < EXTENTS_MAX_ENTRIES &&
-         runs < EXTENTS_MAX_RUNS) {
-    struct run run;
-    uint32_t f;
-
-    if (classify (img, &w, offset, end, &run) == -1)
-      return -1;
-    runs++;
-    entries += w.unallocated ? 1
-      : ((offset & (q->cluster_size - 1)) + run.len + q->cluster_size - 1)
-        >> q->cluster_bits;
-    f = run_flags (&run);
-    if (len > 0 && f != flags) {
-      r = fn (opaque, start, len, flags);
-      if (r != 0)
-        return r == -1 ? -1 : 0;
-      start = offset;
-      len = 0;
-    }
-    flags = f;
-    len += run.len;
-    offset += run.len;
-  }
-  r = fn (opaque, start, len, flags);
-  return r == -1 ? -1 : 0;
+  return cache_read (q->clusters, q->owner, req.entry, q->cluster_size,
+                     load_compressed, &req, buf,
+                     guest & (q->cluster_size - 1), len,
+                     CACHE_WHOLE_DIRECT);
 }
 
 const struct image_ops qcow2_ops = {
   .name = "qcow2",
   .probe = qcow2_probe,
   .open = qcow2_open,
-  .pread = qcow2_pread,
-  .extents = qcow2_extents,
+  .map = qcow2_map,
+  .read_decoded = qcow2_read_decoded,
   .close = qcow2_close,
 };

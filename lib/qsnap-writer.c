@@ -445,7 +445,7 @@ run_covers (struct image *img, bool layer_only, struct run *run,
 
     run->has = -1;
     r = layer_only ?
-      img->ops->extents (img, offset, img->size - offset, extend_run, run) :
+      image_layer_extents (img, offset, img->size - offset, extend_run, run) :
       image_extents (img, offset, img->size - offset, extend_run, run);
     if (r == -1)
       return -1;

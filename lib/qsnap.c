@@ -28,9 +28,6 @@
  */
 #define PAGE_SLOTS 64
 
-/* Bounded work per extents call: at most this many index pages. */
-#define EXTENTS_MAX_PAGES 64
-
 /* A lock per slot: readers of blocks in different pages (random reads
  * on several connections) do not queue on one lock.
  */
@@ -47,39 +44,10 @@ struct qsnap {
   size_t n_names;
   uint64_t blocks;
   uint64_t data_end;            /* stored bytes must end before this */
-  uint64_t owner;               /* key space in the block cache */
+  struct block_cache *cache;    /* image_block_cache () */
+  uint64_t owner;               /* key space in it */
   struct page_slot pages[PAGE_SLOTS];
 };
-
-static uint64_t cache_size = IMAGE_DEFAULT_CACHE_SIZE;
-static struct block_cache *cache;
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void
-image_set_cache_size (uint64_t bytes)
-{
-  cache_size = bytes;
-}
-
-/* The process-wide block cache, created by the first qsnap open (so the
- * size set by the plugin's config applies).
- */
-static struct block_cache *
-shared_cache (void)
-{
-  pthread_mutex_lock (&cache_lock);
-  if (cache == NULL)
-    cache = cache_create (cache_size);
-  pthread_mutex_unlock (&cache_lock);
-  return cache;
-}
-
-static void __attribute__ ((destructor))
-free_shared_cache (void)
-{
-  cache_destroy (cache);
-  cache = NULL;
-}
 
 static bool
 qsnap_probe (int fd, const uint8_t *buf, size_t len)
@@ -254,7 +222,8 @@ qsnap_open (const char *path, int fd, const struct image_options *opts,
   img->block_size = q->h.block_size;
   q->blocks = qsnap_blocks (q->stream.size, q->h.block_size);
   q->data_end = q->h.stream_table;
-  if (shared_cache () == NULL || open_parent (img, q, opts, depth) == -1)
+  q->cache = image_block_cache ();
+  if (q->cache == NULL || open_parent (img, q, opts, depth) == -1)
     goto err;
   q->owner = cache_new_owner ();
   free (streams);
@@ -348,40 +317,6 @@ struct load_request {
   const struct qsnap_entry *e;
 };
 
-/* Each thread's buffer for compressed bytes, grown as needed: a fresh
- * allocation per block would be mmap'd and page-faulted for big blocks.
- */
-struct scratch {
-  char *buf;
-  size_t size;
-};
-
-static void
-free_scratch (void *p)
-{
-  free (((struct scratch *) p)->buf);
-}
-
-static struct thread_local scratch_buffers =
-  THREAD_LOCAL_INIT (struct scratch, free_scratch);
-
-static char *
-scratch (struct image *img, size_t size)
-{
-  struct scratch *s = thread_local_get (&scratch_buffers);
-
-  if (s != NULL && s->size < size) {
-    free (s->buf);
-    s->buf = malloc (size);
-    s->size = s->buf ? size : 0;
-  }
-  if (s == NULL || s->buf == NULL) {
-    image_error ("%s: %m", img->path);
-    return NULL;
-  }
-  return s->buf;
-}
-
 /* Read, verify and decompress one stored block into buf. */
 static int
 load_block (void *opaque, void *buf)
@@ -394,8 +329,10 @@ load_block (void *opaque, void *buf)
   int r;
 
   if (e->kind != QSNAP_RAW &&
-      (stored = scratch (img, qsnap_max_stored (q->h.block_size))) == NULL)
+      (stored = thread_scratch (qsnap_max_stored (q->h.block_size))) == NULL) {
+    image_error ("%s: %m", img->path);
     return -1;
+  }
   r = image_read_file (img, stored, e->length, e->offset, "qsnap block");
   if (r == 0 && qsnap_checksum (stored, e->length) != e->checksum) {
     image_error ("%s: stream '%s' block %" PRIu64 " (offset %" PRIu64
@@ -416,106 +353,72 @@ load_block (void *opaque, void *buf)
   return r;
 }
 
+/* The run at offset: a zero or parent run goes on over the following
+ * blocks of its kind in the same index page, a stored block is one run
+ * (its entry in the token, for read_decoded) unless only extents are
+ * wanted, when stored blocks join too.
+ */
 static int
-qsnap_pread (struct image *img, void *buf, size_t count, uint64_t offset)
+qsnap_map (struct image *img, struct image_map_state *state, uint64_t offset,
+           uint64_t end, bool for_extents, struct image_run *run)
 {
   struct qsnap *q = img->priv;
   const uint32_t bs = q->h.block_size;
-  char *out = buf;
+  const uint64_t block = offset / bs;
+  const uint64_t page_end = (block / QSNAP_ENTRIES_PER_PAGE + 1) *
+    QSNAP_ENTRIES_PER_PAGE;
+  struct qsnap_entry e;
+  uint64_t b;
 
-  while (count > 0) {
-    uint64_t block = offset / bs;
-    size_t within = offset % bs;
-    size_t n = bs - within < count ? bs - within : count;
-    struct qsnap_entry e;
-    int r;
+  if (lookup (img, block, &e) == -1 || check_entry (img, block, &e) == -1)
+    return -1;
+  *run = (struct image_run) {
+    .kind = e.kind == QSNAP_ZERO ? IMAGE_RUN_ZERO :
+      e.kind == QSNAP_PARENT ? IMAGE_RUN_BACKING : IMAGE_RUN_DECODED,
+    .hole = e.kind == QSNAP_ZERO,
+    .length = bs - offset % bs,
+    .token = { e.offset, e.length | (uint64_t) e.kind << 32, e.checksum },
+  };
+  if (run->kind != IMAGE_RUN_DECODED || for_extents) {
+    for (b = block + 1; b < page_end && offset + run->length < end; ++b) {
+      struct qsnap_entry next;
 
-    if (lookup (img, block, &e) == -1 || check_entry (img, block, &e) == -1)
-      return -1;
-    switch (e.kind) {
-    case QSNAP_ZERO:
-      memset (out, 0, n);
-      r = 0;
-      break;
-    case QSNAP_PARENT:
-      r = image_read_backing (img, out, n, offset);
-      break;
-    default: {
-      struct load_request req = { .img = img, .block = block, .e = &e };
-      /* Keyed by where the bytes are stored, so deduplicated blocks are
-       * cached once.
-       */
-      if (n < bs)
-        r = cache_read (cache, q->owner, e.offset, bs, load_block, &req,
-                        out, within, n);
-      /* A whole block that is not cached is decoded straight into the
-       * reply, saving a copy.  Then a compressed block is also cached
-       * (a copy costs less than decompressing again), a raw one is not:
-       * the page cache keeps its bytes, and reading them again costs
-       * no more than the copy would.
-       */
-      else if (cache_read_cached (cache, q->owner, e.offset, out, 0, n))
-        r = 0;
-      else if ((r = load_block (&req, out)) == 0 && e.kind != QSNAP_RAW)
-        cache_insert (cache, q->owner, e.offset, bs, out);
-    }
-    }
-    if (r == -1)
-      return -1;
-    out += n;
-    offset += n;
-    count -= n;
-  }
-  return 0;
-}
-
-static uint32_t
-extent_flags (uint8_t kind)
-{
-  return kind == QSNAP_ZERO ? IMAGE_EXTENT_HOLE | IMAGE_EXTENT_ZERO :
-    kind == QSNAP_PARENT ? IMAGE_EXTENT_BACKING : 0;
-}
-
-static int
-qsnap_extents (struct image *img, uint64_t offset, uint64_t length,
-               image_extent_fn fn, void *opaque)
-{
-  struct qsnap *q = img->priv;
-  const uint32_t bs = q->h.block_size;
-  const uint64_t end = offset + length;
-  uint64_t first_page = offset / bs / QSNAP_ENTRIES_PER_PAGE;
-
-  while (offset < end) {
-    uint64_t block = offset / bs, next;
-    struct qsnap_entry e;
-    uint32_t flags;
-    int r;
-
-    if (lookup (img, block, &e) == -1 || check_entry (img, block, &e) == -1)
-      return -1;
-    flags = extent_flags (e.kind);
-    next = (block + 1) * bs;
-    while (next < end) {
-      uint64_t b = next / bs;
-
-      if (b / QSNAP_ENTRIES_PER_PAGE - first_page >= EXTENTS_MAX_PAGES)
-        break;
-      if (lookup (img, b, &e) == -1 || check_entry (img, b, &e) == -1)
+      if (lookup (img, b, &next) == -1 || check_entry (img, b, &next) == -1)
         return -1;
-      if (extent_flags (e.kind) != flags)
+      if (next.kind != e.kind &&
+          (run->kind != IMAGE_RUN_DECODED || next.kind == QSNAP_ZERO ||
+           next.kind == QSNAP_PARENT))
         break;
-      next += bs;
+      run->length += bs;
     }
-    if (next > end)
-      next = end;
-    r = fn (opaque, offset, next - offset, flags);
-    if (r != 0)
-      return r == -1 ? -1 : 0;
-    offset = next;
-    if (offset / bs / QSNAP_ENTRIES_PER_PAGE - first_page >= EXTENTS_MAX_PAGES)
-      break;
   }
+  if (run->length > end - offset)
+    run->length = end - offset;
   return 0;
+}
+
+/* Read count bytes at offset from the stored block of the run. */
+static int
+qsnap_read_decoded (struct image *img, const struct image_run *run,
+                    void *buf, size_t count, uint64_t offset)
+{
+  struct qsnap *q = img->priv;
+  const uint32_t bs = q->h.block_size;
+  const struct qsnap_entry e = {
+    .offset = run->token[0], .length = (uint32_t) run->token[1],
+    .kind = run->token[1] >> 32, .checksum = run->token[2],
+  };
+  struct load_request req = { .img = img, .block = offset / bs, .e = &e };
+
+  /* Keyed by where the bytes are stored, so deduplicated blocks are
+   * cached once.  A whole block that is not cached is decoded straight
+   * into the reply; a compressed one is then kept, a raw one is not: the
+   * page cache keeps its bytes, and reading them again costs no more than
+   * a copy would.
+   */
+  return cache_read (q->cache, q->owner, e.offset, bs, load_block, &req,
+                     buf, offset % bs, count, CACHE_WHOLE_DIRECT |
+                     (e.kind != QSNAP_RAW ? CACHE_WHOLE_KEEP : 0));
 }
 
 static void
@@ -548,7 +451,7 @@ const struct image_ops qsnap_ops = {
   .name = "qsnap",
   .probe = qsnap_probe,
   .open = qsnap_open,
-  .pread = qsnap_pread,
-  .extents = qsnap_extents,
+  .map = qsnap_map,
+  .read_decoded = qsnap_read_decoded,
   .close = qsnap_close,
 };

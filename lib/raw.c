@@ -32,52 +32,39 @@ raw_open (const char *path, int fd, const struct image_options *opts,
   return img;
 }
 
-static int
-raw_pread (struct image *img, void *buf, size_t count, uint64_t offset)
-{
-  return image_read_file (img, buf, count, offset, "data");
-}
-
-/* Holes of sparse files, from SEEK_DATA/SEEK_HOLE.  Only the return
- * value of lseek is used, never the file position, so concurrent calls
- * cannot disturb each other or the preads.
+/* The whole rest of the request is data, as the file holds it.  For
+ * extents, the holes of a sparse file, from SEEK_DATA/SEEK_HOLE; only the
+ * return value of lseek is used, never the file position, so concurrent
+ * calls cannot disturb each other or the preads.
  */
 static int
-raw_extents (struct image *img, uint64_t offset, uint64_t length,
-             image_extent_fn fn, void *opaque)
+raw_map (struct image *img, struct image_map_state *state, uint64_t offset,
+         uint64_t end, bool for_extents, struct image_run *run)
 {
-  const uint64_t end = offset + length;
   struct stat st;
+  off_t data, hole;
+  uint64_t next;
 
-  if (fstat (img->fd, &st) == -1 || !S_ISREG (st.st_mode))
-    return fn (opaque, offset, length, 0) == -1 ? -1 : 0;
+  *run = (struct image_run) {
+    .kind = IMAGE_RUN_DATA, .host = offset, .length = end - offset,
+  };
+  if (!for_extents || fstat (img->fd, &st) == -1 || !S_ISREG (st.st_mode))
+    return 0;
 
-  while (offset < end) {
-    off_t data = lseek (img->fd, offset, SEEK_DATA);
-    uint64_t next;
-    uint32_t flags;
-    int r;
-
-    if (data == -1 && errno != ENXIO) /* no SEEK_DATA here: all data */
-      return fn (opaque, offset, end - offset, 0) == -1 ? -1 : 0;
-    if (data == -1 || (uint64_t) data > offset) {
-      next = data == -1 ? end : (uint64_t) data;
-      flags = IMAGE_EXTENT_HOLE | IMAGE_EXTENT_ZERO;
-    }
-    else {
-      off_t hole = lseek (img->fd, offset, SEEK_HOLE);
-      next = hole == -1 ? end : (uint64_t) hole;
-      flags = 0;
-    }
-    if (next > end)
-      next = end;
-    if (next <= offset)         /* file changed under us: stop here */
-      next = end;
-    r = fn (opaque, offset, next - offset, flags);
-    if (r != 0)
-      return r == -1 ? -1 : 0;
-    offset = next;
+  data = lseek (img->fd, offset, SEEK_DATA);
+  if (data == -1 && errno != ENXIO) /* no SEEK_DATA here: all data */
+    return 0;
+  if (data == -1 || (uint64_t) data > offset) {
+    next = data == -1 ? end : (uint64_t) data;
+    run->kind = IMAGE_RUN_ZERO;
+    run->hole = true;
   }
+  else {
+    hole = lseek (img->fd, offset, SEEK_HOLE);
+    next = hole == -1 ? end : (uint64_t) hole;
+  }
+  if (next > offset && next < end)  /* else the file changed under us */
+    run->length = next - offset;
   return 0;
 }
 
@@ -85,6 +72,5 @@ const struct image_ops raw_ops = {
   .name = "raw",
   .probe = raw_probe,
   .open = raw_open,
-  .pread = raw_pread,
-  .extents = raw_extents,
+  .map = raw_map,
 };

@@ -75,6 +75,35 @@ thread_local_get (struct thread_local *tl)
   return h->object;
 }
 
+struct scratch {
+  char *buf;
+  size_t size;
+};
+
+static void
+free_scratch (void *p)
+{
+  free (((struct scratch *) p)->buf);
+}
+
+static struct thread_local scratch_buffers =
+  THREAD_LOCAL_INIT (struct scratch, free_scratch);
+
+void *
+thread_scratch (size_t size)
+{
+  struct scratch *s = thread_local_get (&scratch_buffers);
+
+  if (s == NULL)
+    return NULL;
+  if (s->size < size) {
+    free (s->buf);
+    s->buf = malloc (size);
+    s->size = s->buf ? size : 0;
+  }
+  return s->buf;
+}
+
 /* The plugin may be unloaded while threads that used it live on:
  * deleting the keys makes sure those threads never call free_object,
  * which would no longer be mapped.  Their objects are leaked instead.

@@ -27,4 +27,12 @@ struct thread_local {
  */
 void *thread_local_get (struct thread_local *tl);
 
+/* This thread's scratch buffer, grown to at least size bytes (contents
+ * undefined), or NULL with errno set.  For loads of compressed bytes: a
+ * fresh allocation per block would be mmap'd and page-faulted for big
+ * blocks.  Only leaf code may use it: nothing that holds it may call
+ * code that uses it too.
+ */
+void *thread_scratch (size_t size);
+
 #endif /* QEMOUNT_THREAD_LOCAL_H */

@@ -1,8 +1,8 @@
 /* Unit test of lib/cache.c: concurrent misses on one block load it once,
  * misses on different blocks load in parallel, a failed load reaches every
- * waiter, the size bound holds, a disabled cache still reads, and
- * cache_read_cached copies only what is cached, and cache_insert adds a
- * block once.
+ * waiter, the size bound holds, a disabled cache still reads, and whole-
+ * block reads with CACHE_WHOLE_DIRECT use a cached block, else load
+ * straight into the reply and keep a copy only with CACHE_WHOLE_KEEP.
  */
 
 #include <config.h>
@@ -68,7 +68,7 @@ reader (void *p)
   unsigned char out[100];
 
   j->result = cache_read (j->cache, 1, j->key, BLOCK, slow_load, &j->key,
-                          out, 1000, sizeof out);
+                          out, 1000, sizeof out, 0);
   j->err = errno;
   j->byte = out[99];
   return NULL;
@@ -112,32 +112,47 @@ main (void)
   run (c, jobs, 1);
   CHECK (loads == 0);
 
-  /* cache_read_cached: a cached block is copied, a missing one is not
-   * (and is not loaded or added).
+  /* CACHE_WHOLE_DIRECT: a cached block is copied without a load; a
+   * missing one is loaded into the reply and, without CACHE_WHOLE_KEEP,
+   * not added; with it, added once (a cached block is never replaced).
    */
   {
-    unsigned char out[2] = { 0, 0 };
-    CHECK (cache_read_cached (c, 1, 7, out, BLOCK - 2, 2) == 1);
-    CHECK (out[0] == 7 && out[1] == 7);
-    cache_usage (c, &blocks, &bytes);
-    CHECK (cache_read_cached (c, 1, 9999, out, 0, 2) == 0);
-    CHECK (cache_read_cached (c, 3, 7, out, 0, 2) == 0);
-    uint64_t blocks_after;
-    cache_usage (c, &blocks_after, &bytes);
-    CHECK (blocks_after == blocks && loads == 0);
+    static unsigned char whole[BLOCK];
+    uint64_t k = 7, blocks_after;
 
-    /* cache_insert adds a copy, once; it does not replace a block. */
-    unsigned char block[BLOCK];
-    memset (block, 0x5a, BLOCK);
-    cache_insert (c, 1, 5000, BLOCK, block);
-    memset (block, 0, BLOCK);
-    CHECK (cache_read_cached (c, 1, 5000, out, 100, 2) == 1);
-    CHECK (out[0] == 0x5a && out[1] == 0x5a);
-    cache_insert (c, 1, 5000, BLOCK, block);
-    CHECK (cache_read_cached (c, 1, 5000, out, 100, 1) == 1 && out[0] == 0x5a);
-    cache_insert (c, 1, 7, BLOCK, block);
-    CHECK (cache_read_cached (c, 1, 7, out, 0, 1) == 1 && out[0] == 7);
-    CHECK (loads == 0);
+    cache_usage (c, &blocks, &bytes);
+    CHECK (cache_read (c, 1, 7, BLOCK, slow_load, &k, whole, 0, BLOCK,
+                       CACHE_WHOLE_DIRECT) == 0);
+    CHECK (loads == 0 && whole[0] == 7 && whole[BLOCK - 1] == 7);
+
+    k = 5000;
+    CHECK (cache_read (c, 1, 5000, BLOCK, slow_load, &k, whole, 0, BLOCK,
+                       CACHE_WHOLE_DIRECT) == 0);
+    CHECK (loads == 1 && whole[0] == (5000 & 0xff));
+    cache_usage (c, &blocks_after, &bytes);
+    CHECK (blocks_after == blocks);
+
+    CHECK (cache_read (c, 1, 5000, BLOCK, slow_load, &k, whole, 0, BLOCK,
+                       CACHE_WHOLE_DIRECT | CACHE_WHOLE_KEEP) == 0);
+    CHECK (loads == 2);
+    cache_usage (c, &blocks_after, &bytes);
+    CHECK (blocks_after == blocks + 1);
+    /* Kept: a partial read and another whole one load nothing. */
+    CHECK (cache_read (c, 1, 5000, BLOCK, slow_load, &k, whole, 100, 2,
+                       0) == 0);
+    CHECK (cache_read (c, 1, 5000, BLOCK, slow_load, &k, whole, 0, BLOCK,
+                       CACHE_WHOLE_DIRECT | CACHE_WHOLE_KEEP) == 0);
+    CHECK (loads == 2 && whole[0] == (5000 & 0xff));
+    cache_usage (c, &blocks_after, &bytes);
+    CHECK (blocks_after == blocks + 1);
+
+    /* Without the flag, a whole-block miss goes through the cache. */
+    k = 6000;
+    CHECK (cache_read (c, 1, 6000, BLOCK, slow_load, &k, whole, 0, BLOCK,
+                       0) == 0);
+    cache_usage (c, &blocks_after, &bytes);
+    CHECK (loads == 3 && blocks_after == blocks + 2);
+    loads = 0;
   }
 
   /* A failed load reaches every waiter, and is not cached. */
@@ -155,7 +170,7 @@ main (void)
   /* The size bound: 200 distinct blocks through a 16-block cache. */
   for (uint64_t k = 0; k < 200; ++k) {
     unsigned char out[1];
-    CHECK (cache_read (c, 2, k, BLOCK, slow_load, &k, out, 0, 1) == 0);
+    CHECK (cache_read (c, 2, k, BLOCK, slow_load, &k, out, 0, 1, 0) == 0);
   }
   cache_usage (c, &blocks, &bytes);
   CHECK (bytes <= 16 * BLOCK && blocks <= 16);
@@ -168,8 +183,14 @@ main (void)
   for (int i = 0; i < THREADS; ++i)
     CHECK (jobs[i].result == 0 && jobs[i].byte == 7);
   {
-    unsigned char out[1];
-    CHECK (cache_read_cached (c, 1, 7, out, 0, 1) == 0);
+    static unsigned char whole[BLOCK];
+    uint64_t k = 7;
+    loads = 0;
+    CHECK (cache_read (c, 1, 7, BLOCK, slow_load, &k, whole, 0, BLOCK,
+                       CACHE_WHOLE_DIRECT | CACHE_WHOLE_KEEP) == 0);
+    CHECK (cache_read (c, 1, 7, BLOCK, slow_load, &k, whole, 0, BLOCK,
+                       CACHE_WHOLE_DIRECT | CACHE_WHOLE_KEEP) == 0);
+    CHECK (loads == 2 && whole[0] == 7);
   }
   cache_destroy (c);
   printf ("PASS: block cache\n");

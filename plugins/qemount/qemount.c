@@ -164,8 +164,8 @@ qemount_config_complete (void)
   "                  Read the image as changed by the overlay, which\n" \
   "                  must exist and is never written; writes then go\n" \
   "                  to a temporary overlay on top of it.\n" \
-  "cache=<SIZE>      Cache of decompressed qsnap blocks (default 256M,\n" \
-  "                  0 disables it)."
+  "cache=<SIZE>      Cache of decompressed qsnap blocks and qcow2\n" \
+  "                  clusters (default 256M, 0 disables it)."
 
 /* Open the image (every stream of it) before serving, so that a bad
  * image stops nbdkit at start-up with the reason instead of failing each
