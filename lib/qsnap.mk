@@ -2,7 +2,12 @@
 # Makefile.am after lib_libqemount_la_*, TESTS and EXTRA_DIST are set;
 # paths are relative to the top directory.
 
-lib_libqemount_la_SOURCES += lib/qsnap-writer.h lib/qsnap-writer.c
+# The writer is for the qemount command only: the plugin never writes
+# snapshots, so it links lib/libqemount.la without it.
+noinst_LTLIBRARIES += lib/libqsnapwriter.la
+lib_libqsnapwriter_la_SOURCES = lib/qsnap-writer.h lib/qsnap-writer.c
+lib_libqsnapwriter_la_CFLAGS = $(lib_libqemount_la_CFLAGS)
+lib_libqsnapwriter_la_LIBADD = lib/libqemount.la
 
 # "qemount snapshot" on its own, for the tests (server/qemount links the
 # same server/snapshot.c into the real command).
@@ -11,7 +16,7 @@ tests_qsnap_tool_SOURCES = tests/qsnap-tool.c server/snapshot.h \
 	server/snapshot.c server/output.c
 tests_qsnap_tool_CFLAGS = $(AM_CFLAGS) -I$(top_srcdir)/lib \
 	-I$(top_srcdir)/server
-tests_qsnap_tool_LDADD = lib/libqemount.la
+tests_qsnap_tool_LDADD = lib/libqsnapwriter.la
 
 man_MANS += server/qemount-snapshot.1
 server/qemount-snapshot.1: server/snapshot.pod

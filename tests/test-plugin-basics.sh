@@ -65,4 +65,10 @@ check_info '.exports[0].block_size_preferred == 4096'
 qemount_nbdkit -r --run 'nbdcopy "$uri" "$tmp/as-raw"' -- file="$tmp/disk.qcow2" format=raw </dev/null
 cmp -s "$tmp/as-raw" "$tmp/disk.qcow2" || fail "format=raw did not serve the file's bytes"
 expect_error "not a ploop image" file="$tmp/disk.qcow2" format=ploop
+
+# The plugin only reads snapshots: the qsnap writer is not linked into it.
+if command -v nm >/dev/null; then
+  ! nm -D --defined-only "$QEMOUNT_PLUGIN" | grep -E ' (qsnap_create|qsnap_commit)$' ||
+    fail "the qsnap writer is linked into the plugin"
+fi
 echo "PASS: plugin interface"
