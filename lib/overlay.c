@@ -66,7 +66,7 @@
 #define H_FEATURES     1088     /* bits below; 0 in overlays of qemount 0.1 */
 #define H_CHECKSUM     (HEADER_SIZE - 8)
 
-/* H_FINGERPRINT is the dense fingerprint (fingerprint_dense); without it,
+/* H_FINGERPRINT is the dense fingerprint (see fingerprint); without it,
  * the sparse one of the first overlays.
  */
 #define FEATURE_DENSE_FINGERPRINT  1u
@@ -121,57 +121,38 @@ slot_offset (const struct overlay *o, uint32_t entry)
   return o->data_offset + (uint64_t) (entry - FIRST_SLOT_ENTRY) * BLOCK;
 }
 
-/* Hash count bytes of the base at offset into state. */
-static int
-hash_base (struct image *base, XXH3_state_t *state, char *buf, size_t count,
-           uint64_t offset)
+/* A fingerprint being computed: XXH3 for the dense kind, XXH64 for the
+ * sparse kind of the first overlays.
+ */
+struct print {
+  struct image *base;
+  bool dense;
+  XXH3_state_t *xxh3;
+  XXH64_state_t *xxh64;
+  char *buf;                    /* 64 KiB */
+};
+
+static void
+print_update (struct print *p, const void *data, size_t len)
 {
-  if (offset >= base->size)
-    return 0;
-  if (count > base->size - offset)
-    count = base->size - offset;
-  if (image_pread (base, buf, count, offset) == -1)
-    return -1;
-  XXH3_64bits_update (state, buf, count);
-  return 0;
+  if (p->dense)
+    XXH3_64bits_update (p->xxh3, data, len);
+  else
+    XXH64_update (p->xxh64, data, len);
 }
 
-/* The base's identity, as the first overlays took it: its size, its
- * first 64 KiB and 4 KiB at fifteen places across it.  Still computed
- * for overlays that carry it.
- */
+/* Hash count bytes of the base at offset (cut at its end). */
 static int
-fingerprint_sparse (struct image *base, uint64_t *result)
+print_sample (struct print *p, size_t count, uint64_t offset)
 {
-  XXH64_state_t *state = XXH64_createState ();
-  char *buf = malloc (65536);
-  uint64_t size_le = htole64 (base->size);
-  int r = -1;
-
-  if (state == NULL || buf == NULL) {
-    image_error ("%s: %m", base->path);
-    goto out;
-  }
-  XXH64_reset (state, 0);
-  XXH64_update (state, &size_le, sizeof size_le);
-  for (unsigned i = 0; i < 16; ++i) {
-    uint64_t offset = i == 0 ? 0 : base->size / 16 * i;
-    size_t n = i == 0 ? 65536 : BLOCK;
-
-    if (offset >= base->size)
-      break;
-    if (n > base->size - offset)
-      n = base->size - offset;
-    if (image_pread (base, buf, n, offset) == -1)
-      goto out;
-    XXH64_update (state, buf, n);
-  }
-  *result = XXH64_digest (state);
-  r = 0;
- out:
-  XXH64_freeState (state);
-  free (buf);
-  return r;
+  if (offset >= p->base->size)
+    return 0;
+  if (count > p->base->size - offset)
+    count = p->base->size - offset;
+  if (image_pread (p->base, p->buf, count, offset) == -1)
+    return -1;
+  print_update (p, p->buf, count);
+  return 0;
 }
 
 /* The layout part of the dense fingerprint: the base's allocation map
@@ -179,7 +160,7 @@ fingerprint_sparse (struct image *base, uint64_t *result)
  * that how a decoder splits its answers does not matter.
  */
 struct map_hash {
-  XXH3_state_t *state;
+  struct print *print;
   uint64_t start, length;       /* the run not hashed yet */
   uint32_t flags;
 };
@@ -192,7 +173,7 @@ map_hash_run (struct map_hash *m)
   };
 
   if (m->length > 0)
-    XXH3_64bits_update (m->state, run, sizeof run);
+    print_update (m->print, run, sizeof run);
 }
 
 static int
@@ -208,24 +189,24 @@ map_hash_extent (void *opaque, uint64_t offset, uint64_t length,
   }
   map_hash_run (m);
   *m = (struct map_hash) {
-    .state = m->state, .start = offset, .length = length, .flags = flags,
+    .print = m->print, .start = offset, .length = length, .flags = flags,
   };
   return 0;
 }
 
 static int
-hash_map (struct image *base, XXH3_state_t *state)
+print_map (struct print *p)
 {
-  struct map_hash m = { .state = state };
+  struct map_hash m = { .print = p };
   uint64_t offset = 0;
 
-  while (offset < base->size) {
-    if (image_extents (base, offset, base->size - offset,
+  while (offset < p->base->size) {
+    if (image_extents (p->base, offset, p->base->size - offset,
                        map_hash_extent, &m) == -1)
       return -1;
     if (m.start + m.length <= offset) {
       image_error ("%s: extents made no progress at offset %" PRIu64,
-                   base->path, offset);
+                   p->base->path, offset);
       errno = EIO;
       return -1;
     }
@@ -235,47 +216,67 @@ hash_map (struct image *base, XXH3_state_t *state)
   return 0;
 }
 
-/* The base's identity: its size; its first and last 64 KiB (partition
- * tables, GPT's backup, superblocks); 4 KiB at 256 places across it; and,
- * for formats with a map of their own, which ranges are allocated.  So a
- * clone of a qcow2, ploop or qsnap base that was written to since (new
- * clusters, zeroed or discarded ones) is told apart from the original.
- * A raw base's holes are a property of the copy (cp, rsync and scp make
- * them differently), not of the disk, so they are left out.  What no
- * fingerprint short of hashing every byte catches: data rewritten in
- * place, away from the samples, with the layout unchanged.
- */
 #define DENSE_SAMPLES 256
 
+/* The base's identity.  Dense (FEATURE_DENSE_FINGERPRINT): its size; its
+ * first and last 64 KiB (partition tables, GPT's backup, superblocks);
+ * 4 KiB at 256 places across it; and, for formats with a map of their
+ * own, which ranges are allocated.  So a clone of a qcow2, ploop or
+ * qsnap base that was written to since (new clusters, zeroed or
+ * discarded ones) is told apart from the original.  A raw base's holes
+ * are a property of the copy (cp, rsync and scp make them differently),
+ * not of the disk, so they are left out.  What no fingerprint short of
+ * hashing every byte catches: data rewritten in place, away from the
+ * samples, with the layout unchanged.  Sparse, as the first overlays
+ * took it: the size, the first 64 KiB and 4 KiB at fifteen places.
+ */
 static int
-fingerprint_dense (struct image *base, uint64_t *result)
+fingerprint (struct image *base, uint32_t features, uint64_t *result)
 {
-  XXH3_state_t *state = XXH3_createState ();
-  char *buf = malloc (65536);
+  struct print p = {
+    .base = base, .dense = features & FEATURE_DENSE_FINGERPRINT,
+    .buf = malloc (65536),
+  };
   uint64_t size_le = htole64 (base->size);
   int r = -1;
 
-  if (state == NULL || buf == NULL) {
+  if (p.dense)
+    p.xxh3 = XXH3_createState ();
+  else
+    p.xxh64 = XXH64_createState ();
+  if (p.buf == NULL || (p.dense ? p.xxh3 == NULL : p.xxh64 == NULL)) {
     image_error ("%s: %m", base->path);
     goto out;
   }
-  XXH3_64bits_reset (state);
-  XXH3_64bits_update (state, &size_le, sizeof size_le);
-  if (hash_base (base, state, buf, 65536, 0) == -1 ||
-      hash_base (base, state, buf, 65536,
-                 base->size > 65536 ? base->size - 65536 : 0) == -1)
+  if (p.dense)
+    XXH3_64bits_reset (p.xxh3);
+  else
+    XXH64_reset (p.xxh64, 0);
+  print_update (&p, &size_le, sizeof size_le);
+  if (print_sample (&p, 65536, 0) == -1)
     goto out;
-  for (unsigned i = 1; i < DENSE_SAMPLES; ++i)
-    if (hash_base (base, state, buf, BLOCK,
-                   base->size / DENSE_SAMPLES * i) == -1)
+  if (p.dense) {
+    if (print_sample (&p, 65536,
+                      base->size > 65536 ? base->size - 65536 : 0) == -1)
       goto out;
-  if (base->ops != &raw_ops && hash_map (base, state) == -1)
-    goto out;
-  *result = XXH3_64bits_digest (state);
+    for (unsigned i = 1; i < DENSE_SAMPLES; ++i)
+      if (print_sample (&p, BLOCK, base->size / DENSE_SAMPLES * i) == -1)
+        goto out;
+    if (base->ops != &raw_ops && print_map (&p) == -1)
+      goto out;
+    *result = XXH3_64bits_digest (p.xxh3);
+  }
+  else {
+    for (unsigned i = 1; i < 16; ++i)
+      if (print_sample (&p, BLOCK, base->size / 16 * i) == -1)
+        goto out;
+    *result = XXH64_digest (p.xxh64);
+  }
   r = 0;
  out:
-  XXH3_freeState (state);
-  free (buf);
+  XXH3_freeState (p.xxh3);
+  XXH64_freeState (p.xxh64);
+  free (p.buf);
   return r;
 }
 
@@ -380,14 +381,6 @@ create_ephemeral (struct image *img, const uint8_t *header,
     return -1;
   }
   return fd;
-}
-
-/* The fingerprint of the kind features asks for. */
-static int
-fingerprint (struct image *base, uint32_t features, uint64_t *result)
-{
-  return features & FEATURE_DENSE_FINGERPRINT ?
-    fingerprint_dense (base, result) : fingerprint_sparse (base, result);
 }
 
 /* print is the dense fingerprint of the base when the caller has it
@@ -529,7 +522,7 @@ open_named (struct image *img, const char *path, uint64_t *print,
   int fd = open (path, (o->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 
   if (fd == -1 && errno == ENOENT && !o->readonly) {
-    if (fingerprint_dense (img->backing, print) == -1)
+    if (fingerprint (img->backing, FEATURE_DENSE_FINGERPRINT, print) == -1)
       return -1;
     make_header (header, o, img->backing, *print);
     if (create_file (path, header, o->data_offset) == -1)
@@ -573,7 +566,7 @@ overlay_open (struct image *base, const char *path, bool readonly)
 
   if (path == NULL) {
     o->ephemeral = made = true;
-    if (fingerprint_dense (base, &print) == -1)
+    if (fingerprint (base, FEATURE_DENSE_FINGERPRINT, &print) == -1)
       goto err;
     make_header (header, o, base, print);
     fd = create_ephemeral (img, header, o->data_offset);

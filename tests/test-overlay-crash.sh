@@ -18,7 +18,7 @@ uri="nbd+unix:///?socket=$sock"
 pid=""
 stop ()
 {
-  [ -n "$pid" ] || pid=$(cat "$tmp/pid" 2>/dev/null) || :
+  [ -n "$pid" ] || pid=$(cat "$tmp/nbdkit.pid" 2>/dev/null) || :
   [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || :
   pid=""
 }
@@ -26,12 +26,8 @@ on_exit stop
 
 start ()                        # start [nbdkit options]: background server
 {
-  rm -f "$sock" "$tmp/pid"
-  env $nbdkit_env nbdkit -U "$sock" -P "$tmp/pid" "$@" "$QEMOUNT_PLUGIN" \
-    file="$tmp/base.raw" overlay="$tmp/ovl" 2>>"$tmp/nbdkit.log" ||
-    { cat "$tmp/nbdkit.log" >&2; fail "nbdkit did not start"; }
-  for _ in $(seq 100); do [ -s "$tmp/pid" ] && [ -S "$sock" ] && break; sleep 0.05; done
-  pid=$(cat "$tmp/pid")
+  qemount_nbdkit_start "$sock" "$@" -- file="$tmp/base.raw" overlay="$tmp/ovl"
+  pid=$nbdkit_pid
 }
 
 RANDOM=42

@@ -32,12 +32,8 @@ on_exit kill_server
 
 start ()                        # start [nbdkit options]: background server
 {
-  rm -f "$sock" "$tmp/pid"
-  env $nbdkit_env nbdkit -U "$sock" -P "$tmp/pid" "$@" "$QEMOUNT_PLUGIN" \
-    file="$tmp/base.qcow2" overlay="$tmp/ovl" 2>>"$tmp/nbdkit.log" ||
-    { cat "$tmp/nbdkit.log" >&2; fail "nbdkit did not start"; }
-  for _ in $(seq 100); do [ -s "$tmp/pid" ] && [ -S "$sock" ] && break; sleep 0.05; done
-  pid=$(cat "$tmp/pid")
+  qemount_nbdkit_start "$sock" "$@" -- file="$tmp/base.qcow2" overlay="$tmp/ovl"
+  pid=$nbdkit_pid
 }
 
 for ((i = 1; i <= rounds; i++)); do
