@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unaligned little/big-endian loads and stores of on-disk structures. */
 
 #ifndef QEMOUNT_BYTES_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Sharded LRU block cache with single-flight loading; see cache.h. */
 
 #include <config.h>

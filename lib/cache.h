@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* A sharded LRU cache of decoded blocks (decompressed qsnap blocks and
  * qcow2 compressed clusters), one per process: image_block_cache().
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Whole-buffer decompression helpers: raw DEFLATE through libdeflate and
  * zstd through libzstd's streaming API.
  */

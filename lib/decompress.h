@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Whole-buffer decompression helpers shared by the decoders.
  *
  * Both functions decompress into a buffer whose final size is known in

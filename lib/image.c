@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount image layer: probing, opening chains, and the generic parts of
  * reads and extents that every format shares.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount image layer: one decoder per format behind one small vtable.
  *
  * Nothing in lib/ knows about nbdkit or processes.  Errors are reported

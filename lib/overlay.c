@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Copy-on-write overlay: makes any image writable without touching it.
  *
  * One file, three regions, all in 4 KiB blocks:

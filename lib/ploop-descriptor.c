@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* ploop DiskDescriptor.xml: a snapshot chain of ploop deltas.
  *
  * StorageData/Storage/Image lists the deltas (GUID, Type, File) and

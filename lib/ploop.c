@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* ploop (OpenVZ/Virtuozzo; QEMU calls it "parallels"): a 64-byte header,
  * a block allocation table (BAT) of u32 entries, then data clusters.
  *

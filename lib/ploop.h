@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* ploop DiskDescriptor.xml chains, opened through the ploop format. */
 
 #ifndef QEMOUNT_PLOOP_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qcow2 (QEMU copy-on-write v2 and v3), read-only.
  *
  * Guest clusters are mapped through a two-level table: the L1 table,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qsnap on-disk structures: encoding and checked decoding (qsnap.h). */
 
 #include <config.h>

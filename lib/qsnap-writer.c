@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Writing qsnap files (qsnap-writer.h, docs/qsnap.md).
  *
  * One thread (the caller's) reads the inputs and writes the file, both

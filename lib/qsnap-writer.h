@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Writing qsnap files (docs/qsnap.md): a new snapshot from any images the
  * image layer opens, and base + overlay committed into a new snapshot.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qsnap reader (docs/qsnap.md): one stream of a qsnap file as an image.
  *
  * Opening reads the header and the stream table only, so it costs the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qsnap on-disk format (docs/qsnap.md): constants and the encoding of
  * its structures, shared by the reader (qsnap.c) and the writer
  * (qsnap-writer.c) so that both agree byte for byte.

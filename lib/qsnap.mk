@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # qsnap writer, "qemount snapshot" and their tests.  Included from
 # Makefile.am after lib_libqemount_la_*, TESTS and EXTRA_DIST are set;
 # paths are relative to the top directory.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* raw: the file (or block device) is the disk.  Matches anything, so it
  * is probed last.
  */

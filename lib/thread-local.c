@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Per-thread objects behind pthread keys; see thread-local.h. */
 
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Objects owned by one thread (decompressor contexts, scratch buffers),
  * created on first use and freed when the thread exits, so hot paths
  * need neither a lock nor an allocation per call.

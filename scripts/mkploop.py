@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Write ploop (OpenVZ / Parallels "WithoutFreeSpace") images for tests.
 
 Usage:

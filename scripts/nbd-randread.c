@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbd-randread: random 4 KiB reads against an NBD export for a fixed
  * time, keeping a queue of requests in flight; prints reads per second.
  * Built and run by scripts/bench (it is a measuring tool, not a test).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The stack under a mount: nbdkit serving the image (or one partition of
  * it, through nbdkit's partition filter) on a private Unix socket, and
  * the step that makes it a block device for the host kernel:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The options qemount mount and extract share: the image and how to open
  * it, the filesystem in it, and what the helper VM needs to reach it.
  */

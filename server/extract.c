@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount extract IMAGE [--partition N] [--path P]... -o FILE|-: a tar
  * of the filesystem, made by the helper VM (vm.c) from a read-only
  * mount.  The tar goes to FILE.tmp, renamed to FILE once the guest has

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount info IMAGE [--json]: the image's format, chain, partitions and
  * filesystems, straight from the image layer (no server needed).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount list [--json]: what qemount has mounted for this user, with
  * the processes and devices under each mount.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Loop devices, set up with the kernel's ioctls (LOOP_CONFIGURE, Linux
  * 5.8 and later).
  *

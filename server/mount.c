@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount mount IMAGE DIR: check everything that can be checked before
  * starting anything (image, DIR, partition, filesystem, path), then build
  * the stack (attach.c) step by step, recording each part in the state

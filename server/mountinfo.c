@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The mount table, from /proc/self/mountinfo: is a path a mount point,
  * and what is mounted there.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Opening an image for the command: the image layer decodes it, and we
  * choose the exit status of the failure class (missing, unreadable,
  * unknown format, refused).

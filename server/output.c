@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Output helpers: sizes for people, strings for JSON. */
 
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* What a disk holds: its partition table, partitions and the filesystem
  * of each, found by libblkid.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Child processes: starting them detached from our terminal, waiting for
  * them to be ready, and stopping recorded ones safely.
  *

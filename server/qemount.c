@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount: get at the data inside a disk image.
  *
  *   qemount [-v] info IMAGE [--json]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount command: what the subcommands share.
  *
  * One file per concern: qemount.c (dispatch, messages), info.c, mount.c,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The passphrase of a LUKS container, for the helper VM (vm.c hands it
  * to QEMU through a pipe, as a fw_cfg file the guest reads): from
  * --key-file FILE, all of its bytes as cryptsetup --key-file reads them;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount snapshot: create, commit, info and verify (qemount-snapshot(1)).
  *
  * create and commit are thin wrappers around lib/qsnap-writer.c that add

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount snapshot: create, commit, info and verify qsnap files. */
 
 #ifndef QEMOUNT_SNAPSHOT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Per-mount state, so that umount and list work from another shell and
  * after the shell that mounted is gone.
  *

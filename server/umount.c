@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount umount DIR, and the teardown it shares with a failed or
  * interrupted mount and with the cleaning of stale mounts.
  *

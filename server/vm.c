@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The helper VM: a QEMU microvm running Debian's kernel (guests/linux)
  * reads the image from the mount's nbdkit over its private socket, as a
  * virtio disk, and mounts the filesystem with its own kernel.  The host

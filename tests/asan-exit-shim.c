@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Preloaded after the ASan runtime into nbdkit (which is not built with
  * the sanitizers) in sanitized test runs only.  With the runtime
  * preloaded, a process that printed an errno message deadlocks at exit

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Crash-consistency client for the overlay.
 
   crash-client.py write URI STATE SEED

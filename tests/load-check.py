@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Load: N connections at once doing random reads and writes for a
 bounded time, checked against a model.
 

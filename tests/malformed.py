@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Write malformed qcow2 and ploop images, each breaking one rule.
 
   malformed.py OUTDIR

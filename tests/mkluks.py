@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 # mkluks.py IMAGE OFFSET SECTOR_SIZE PAYLOAD < VOLUME_KEY_HEX: encrypt
 # PAYLOAD into IMAGE from byte OFFSET on, as dm-crypt's aes-xts-plain64
 # does (the LUKS2 default): each SECTOR_SIZE sector with AES-XTS under

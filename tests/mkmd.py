@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 # mkmd.py OUT PAYLOAD [--name NAME]: OUT becomes one member of a two-disk
 # md RAID1 array with a version 1.2 superblock, holding PAYLOAD (a
 # filesystem image) as its data; the other member is missing, so the

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """An independent writer of qsnap files, written from docs/qsnap.md alone
 (it shares no code with lib/), so that the reader is tested against the
 spec and not against our own writer; it can also break one rule on

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Several connections writing and flushing at once, then a restart.
 
   multiconn-client.py write URI MODEL SEED CONNECTIONS

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Check an NBD export against the raw file it should equal, with libnbd.
 
   nbd-check.py reads URI EXPECTED [--count N] [--seed S] [--conns C]

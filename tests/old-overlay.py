@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Write an empty overlay as qemount 0.1 made them (no feature bits, the
 16-sample fingerprint), for the compatibility test.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Random writes, zeroes, trims and flushes through a writable NBD export,
 mirrored on an in-memory model of the disk; then the whole disk is read
 back and compared with the model.

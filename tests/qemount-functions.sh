@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Shared by the tests of the qemount command (tests/test-qemount-*.sh),
 # on top of tests/functions.sh: the command, a private runtime directory,
 # generated disk images, file comparison, and the check that a mount left

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount-read: decode an image with the image layer alone, no server.
  *
  *   qemount-read [-f FORMAT] [-b yes|no|samedir] [-m] IMAGE

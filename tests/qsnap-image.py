@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Make a disk image that exercises the qsnap writer:
 
   qsnap-image.py OUTPUT [--mib N] [--tail BYTES] [--seed S]

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Damage a qsnap file in one precise way, for the error tests:
 
   qsnap-patch.py FILE version N    set the header's version, and fix the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qsnap-tool: "qemount snapshot" alone, linked straight to the image
  * layer, so that the qsnap tests need nothing else of the qemount
  * command.  qsnap-tool ARGS... is qemount snapshot ARGS...

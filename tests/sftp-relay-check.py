@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
 """Helpers for tests/test-sftp-relay.sh.
 
 serve RELAY SFTP-SERVER DIR MNT SSHFS-OPTS ERRLOG [--slow]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Which backing files are followed: same directory by default, anywhere
 # with backing=yes, none with backing=no; never protocols, never loops.
 source ./tests/functions.sh

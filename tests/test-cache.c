@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit test of lib/cache.c: concurrent misses on one block load it once,
  * misses on different blocks load in parallel, a failed load reaches every
  * waiter, the size bound holds, a disabled cache still reads, and whole-

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Every test image, decoded through nbdkit and a real NBD client
 # (nbdcopy) and through the image layer alone, equals its raw source.
 source ./tests/functions.sh

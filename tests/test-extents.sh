@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Extents (base:allocation) of every image: they cover the disk, what
 # they call zero is zero, and for the formats QEMU reads, the zero flag
 # matches "qemu-img map" (an independent reading of the same map).

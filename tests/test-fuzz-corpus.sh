@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Replays the fuzzing corpus kept in the tree (tests/fuzz/corpus/FORMAT:
 # inputs the fuzzer found that reach new code, and crashers once fixed,
 # in tests/fuzz/regressions/) through the image layer: each is decoded or

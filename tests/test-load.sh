@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Load: 16 connections (multi-conn) reading and writing at once for a
 # bounded time through an overlay on a qsnap base with a small block
 # cache, checked against a model (tests/load-check.py); no mismatch, no

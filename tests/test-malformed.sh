@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Malformed images, each breaking one rule: a clear error naming the file
 # and the rule, a non-zero exit and no crash, both from the image layer
 # alone and through nbdkit with a real client.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Crash consistency of the overlay: nbdkit is killed with SIGKILL at
 # random moments while a client writes and flushes (60 times), then
 # restarted on the same overlay.  Every write acknowledged before a

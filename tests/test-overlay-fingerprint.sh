@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # An overlay knows the base it was made for.  A copy of a qcow2 base
 # that was written to since (away from every sampled place), or a raw
 # base changed in its last 4 KiB, is refused; an identical copy, raw

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Flushed writes survive a restart when several connections write and
 # flush at once: 16 connections write and zero random ranges of a qcow2
 # image through a persistent overlay, each flushes and disconnects, then

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Writes through the copy-on-write overlay, for raw, qcow2 and a ploop
 # chain: random writes/zeroes/trims read back as a model says, survive a
 # restart on the same (persistent) overlay, never touch the base image;

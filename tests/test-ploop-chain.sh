@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # ploop snapshot chains and the options around them: backing=no serves
 # the top delta alone, descriptors are recognised in every form XML
 # allows, broken descriptors are refused, the in-use flag warns.  (The merged content of good chains is checked by

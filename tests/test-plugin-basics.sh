@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The plugin's interface: --dump-plugin, --help, parameters, NBD flags.
 source ./tests/functions.sh
 requires nbdkit

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Every exit status qemount uses (the enum in server/qemount.h) is
 # documented in qemount(1)'s EXIT STATUS section, and the section lists
 # no other: a status added to one must be added to the other.

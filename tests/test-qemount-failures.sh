@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # qemount mount and umount on bad input and failures: each case has its
 # own exit status and a one-line message naming the cause, and leaves
 # nothing behind (no nbdkit, nbdfuse, loop device, mount or state).

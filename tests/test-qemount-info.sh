@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # qemount info: every documented field of --json, checked with jq against
 # what built the images (sizes, sfdisk's partition table, the mkfs
 # labels), for raw, qcow2, ploop, a qcow2 chain and a dirty ploop; the

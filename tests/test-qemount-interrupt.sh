@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Interrupts: SIGINT in the middle of qemount mount tears down what was
 # started; --foreground unmounts on SIGINT or SIGTERM, and exits when
 # qemount umount is run from another shell.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # qemount mount through the host kernel (nbdkit, nbdfuse, loop device):
 # for raw, qcow2 and ploop images with DOS (logical partition) and GPT
 # tables and a whole-disk filesystem, mount with the partition chosen

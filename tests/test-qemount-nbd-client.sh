@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # qemount mount through nbd-client, where the nbd kernel module gives
 # /dev/nbdN: the attach step the machines with it use.  Mount, compare
 # the files, check that list says nbd-client, umount, nothing left (the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # qemount mount --raw: the disk (or one partition) as the plain file
 # DIR/disk, byte for byte what the image holds; one file per stream for
 # a qsnap with a memory stream; --uid/--gid; umount leaves DIR empty and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # qemount mount --rw: writes go to a copy-on-write overlay, never to the
 # image.  With --overlay PATH they survive umount and come back with the
 # same overlay; without it they are gone at umount.  An overlay made for

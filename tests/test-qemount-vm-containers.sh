@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Containers through the helper VM: LVM with two logical volumes (qcow2),
 # one member of an md RAID1 mirror (ploop), LUKS2 (raw) and LVM inside
 # LUKS (raw), each mounted with qemount mount and compared file by file

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # qemount mount --via vm and qemount extract, through the helper VM:
 # a few filesystems (the full list is scripts/vm-matrix) in raw, qcow2
 # and ploop images, each mounted and compared file by file with the tree

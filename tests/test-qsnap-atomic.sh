@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # A snapshot appears complete or not at all: create interrupted by
 # SIGINT, SIGTERM or SIGKILL (and commit killed at random moments)
 # leaves nothing under the final name (and,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Overlay + commit: writes through the plugin's overlay, committed in
 # full and thin, read back as the written state (every stream); the thin
 # snapshot is smaller, names its parent by relative path and id, and a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Damaged qsnap files: verify passes on a good file and names the block
 # whose stored byte was flipped (or the index page); reading that block
 # is an I/O error, never data, while other blocks still read; truncated,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # qemount snapshot create, info and verify on their own (no reader
 # involved): the summary line and nothing else, info --json with the
 # documented fields, dedup and zero blocks visible in the counts, each

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The qsnap reader against files from tests/mkqsnap.py, an independent
 # writer made from docs/qsnap.md: every stream reads back as its source
 # through nbdkit (one export per stream) and the image layer, with all

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # raw, qcow2, ploop and qsnap -> qsnap -> read back equals the source,
 # through the image layer (qemount-read) and through nbdkit (nbdcopy),
 # for each codec and block sizes 4K, 64K and 1M, on an image with zeros,

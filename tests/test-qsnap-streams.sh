@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Streams of one qsnap file are NBD exports by name: nbdinfo --list
 # shows each, nbdcopy of each export name reads that stream, and the
 # default export is "disk".

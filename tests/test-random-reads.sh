@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Random unaligned reads on four concurrent connections (the plugin is
 # multi-threaded and shares one image), compared with the raw source.
 source ./tests/functions.sh

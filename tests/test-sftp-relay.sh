@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # qemount-sftp-relay, the guest's front for sftp-server, run on the host
 # between sshfs -o passive and sftp-server (tests/sftp-relay-check.py
 # joins the two with a socket pair, as QEMU's port does): files

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # valgrind over the plugin's whole open/read/close cycle for every
 # format, the overlay and the block cache: no invalid access, no
 # uninitialised use, no definite leak.

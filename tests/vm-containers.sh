@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Container images (LVM, md RAID1, LUKS) for the helper-VM tests
 # (tests/test-qemount-vm-containers.sh) and scripts/vm-matrix, built
 # without the kernel's device-mapper or md driver, which the host may

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Filesystem images with a known tree, for the helper-VM tests
 # (tests/test-qemount-vm.sh) and the full matrix (scripts/vm-matrix).
 # Plain bash: no test framework needed, so both can source it.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # The helper VM (guests/linux/build-guest): make guest builds it in
 # build/guest, again when the script, the init or the kernel package
 # apt would choose change.  Included at the end of Makefile.am.

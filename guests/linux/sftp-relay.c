@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount-sftp-relay: sits between the host's sshfs (on stdin/stdout,
  * in the guest the virtio port) and sftp-server, and answers the read
  * requests of files opened read-only itself, moving page-cache pages to

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit qemount plugin: serves any image the image layer decodes
  * (raw, qcow2, ploop and ploop DiskDescriptor.xml chains) as plain blocks,
  * writable through a copy-on-write overlay.

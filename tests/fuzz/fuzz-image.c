@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* libFuzzer harness: open the input as an image of one format (FORMAT,
  * set at build time: qcow2, ploop, qsnap, or auto to fuzz probing too),
  * walk all its extents and read it all, as nbdkit would serve it.
