@@ -85,6 +85,22 @@ new_file s.qsnap 664
 same_disk "$tmp/out/s.qsnap"
 only s.qsnap s.qsnap.tmp
 
+# The same where the filesystem has no unnamed files: the named
+# fallback (tests/no-tmpfile-shim.c).
+gcc -shared -fPIC -o "$tmp/no-tmpfile.so" "$top_srcdir/tests/no-tmpfile-shim.c" -ldl ||
+  fail "cannot build tests/no-tmpfile-shim.c"
+preload=$tmp/no-tmpfile.so
+[ "$SANITIZERS" != yes ] || preload="$(gcc -print-file-name=libasan.so):$preload"
+plant n.qsnap file
+( umask 002 && export LD_PRELOAD="$preload" NO_TMPFILE_LOG="$tmp/no-tmpfile.log" &&
+  qemount snapshot create "$tmp/disk.img" "$tmp/out/n.qsnap" >/dev/null ) ||
+  fail "snapshot create without O_TMPFILE failed"
+[ -s "$tmp/no-tmpfile.log" ] || fail "the shim did not refuse O_TMPFILE: fallback not tested"
+planted_intact n.qsnap file
+new_file n.qsnap 664
+same_disk "$tmp/out/n.qsnap"
+only n.qsnap n.qsnap.tmp s.qsnap s.qsnap.tmp
+
 # An overlay (mode 0600 whatever the umask: it holds the image's data)
 # and snapshot commit, umask 077: mode 600.
 plant c.qsnap file
@@ -101,9 +117,9 @@ new_file c.ovl 600
 planted_intact c.qsnap file
 new_file c.qsnap 600
 same_disk "$tmp/out/c.qsnap"
-only c.ovl c.ovl.tmp c.qsnap c.qsnap.tmp s.qsnap s.qsnap.tmp
+only c.ovl c.ovl.tmp c.qsnap c.qsnap.tmp n.qsnap n.qsnap.tmp s.qsnap s.qsnap.tmp
 rm -f "$tmp/out"/*
-echo "ok snapshot create, commit, overlay"
+echo "ok snapshot create (also without O_TMPFILE), commit, overlay"
 
 # extract, with a symlink planted (umask 002: mode 664), then with a
 # file (umask 077: 600).
