@@ -136,6 +136,44 @@ image_warning (const char *fs, ...)
 
 /* Files. */
 
+/* O_NONBLOCK: a FIFO's open would wait for a writer, and its reads for
+ * data, for ever; so it is opened at once, refused with the rest of
+ * what is not an image, and the flag is dropped again for the reads.
+ */
+int
+image_open_file (const char *path, int flags)
+{
+  struct stat st;
+  int fd, fl, saved;
+
+  fd = open (path, flags | O_NONBLOCK | O_CLOEXEC);
+  if (fd == -1) {
+    image_error ("%s: %m", path);
+    return -1;
+  }
+  if (fstat (fd, &st) == -1) {
+    image_error ("%s: fstat: %m", path);
+    goto err;
+  }
+  if (!S_ISREG (st.st_mode) && !S_ISBLK (st.st_mode)) {
+    image_error ("%s: not a regular file or block device", path);
+    errno = EINVAL;
+    goto err;
+  }
+  fl = fcntl (fd, F_GETFL);
+  if (fl == -1 || fcntl (fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
+    image_error ("%s: fcntl: %m", path);
+    goto err;
+  }
+  return fd;
+
+ err:
+  saved = errno;
+  close (fd);
+  errno = saved;
+  return -1;
+}
+
 int
 image_file_size (int fd, const char *path, uint64_t *size)
 {
@@ -300,11 +338,9 @@ open_at_depth (const char *path, const char *format,
     return NULL;
   }
 
-  fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    image_error ("%s: %m", path);
+  fd = image_open_file (path, O_RDONLY);
+  if (fd == -1)
     return NULL;
-  }
   if (fstat (fd, &st) == -1) {
     image_error ("%s: fstat: %m", path);
     goto err;

@@ -236,6 +236,12 @@ int image_list_streams (struct image *img, char ***names, size_t *n);
 int image_write_file (int fd, const void *buf, size_t count,
                       uint64_t offset);
 
+/* open(2) of a file that is to be read as an image: a regular file or
+ * a block device, else refused (errno EINVAL).  The descriptor is
+ * close-on-exec.  -1 after image_error().
+ */
+int image_open_file (const char *path, int flags);
+
 /* Size of the open file (regular file or block device). */
 int image_file_size (int fd, const char *path, uint64_t *size);
 

@@ -26,7 +26,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -39,6 +38,7 @@
 
 #include "bytes.h"
 #include "image.h"
+#include "outfile.h"
 
 #define BLOCK               4096u
 #define ENTRIES_PER_PAGE    (BLOCK / 4)
@@ -310,49 +310,23 @@ make_header (uint8_t *h, const struct overlay *o, struct image *base,
   store_le64 (&h[H_CHECKSUM], XXH64 (h, H_CHECKSUM, 0));
 }
 
-/* A new overlay appears under its name complete or not at all: the
- * header is written and synced in a temporary file that is then linked
- * into place (link, unlike rename, never replaces a file someone else
- * created meanwhile).
+/* A new overlay appears under its name complete or not at all, and
+ * never replaces a file someone else created meanwhile.
  */
 static int
 create_file (const char *path, const uint8_t *header, uint64_t file_size)
 {
-  char *copy = strdup (path), *tmp = NULL;
-  int fd = -1, dirfd = -1, r = -1;
+  struct outfile out;
+  int r = -1;
 
-  if (copy == NULL || asprintf (&tmp, "%s.tmp.XXXXXX", path) == -1) {
-    tmp = NULL;
-    image_error ("%s: %m", path);
-    goto out;
-  }
-  fd = mkstemp (tmp);
-  if (fd == -1) {
-    image_error ("%s: cannot create the overlay: %m", path);
-    goto out;
-  }
-  if (image_write_file (fd, header, HEADER_SIZE, 0) == -1 ||
-      ftruncate (fd, file_size) == -1 || fsync (fd) == -1) {
+  if (outfile_create (&out, path, 0600) == -1)
+    return -1;
+  if (image_write_file (out.fd, header, HEADER_SIZE, 0) == -1 ||
+      ftruncate (out.fd, file_size) == -1)
     image_error ("%s: writing the overlay header: %m", path);
-    goto out;
-  }
-  if (link (tmp, path) == -1) {
-    image_error ("%s: cannot create the overlay: %m", path);
-    goto out;
-  }
-  dirfd = open (dirname (copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dirfd != -1)
-    fsync (dirfd);
-  r = 0;
- out:
-  if (fd != -1) {
-    close (fd);
-    unlink (tmp);
-  }
-  if (dirfd != -1)
-    close (dirfd);
-  free (tmp);
-  free (copy);
+  else
+    r = outfile_commit (&out, false);
+  outfile_close (&out);
   return r;
 }
 

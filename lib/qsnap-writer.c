@@ -18,7 +18,6 @@
 #include <config.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
@@ -35,6 +34,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include "outfile.h"
 #include "qsnap-writer.h"
 
 #define WRITE_BUFFER (1u << 20)
@@ -90,8 +90,7 @@ struct writer {
   struct dedup dedup;
 
   /* The output. */
-  int fd, dirfd;
-  char *tmp_path;               /* while it has a temporary name */
+  struct outfile out;
   uint64_t offset;              /* where the next stored bytes go */
   uint8_t *wbuf;
   size_t wbuf_used;
@@ -241,7 +240,7 @@ worker (void *arg)
 static int
 write_at (struct writer *w, const void *buf, size_t count, uint64_t offset)
 {
-  if (image_write_file (w->fd, buf, count, offset) == -1) {
+  if (image_write_file (w->out.fd, buf, count, offset) == -1) {
     image_error ("%s: writing: %m", w->output);
     return -1;
   }
@@ -275,108 +274,6 @@ append (struct writer *w, const void *buf, size_t count, uint64_t *offset)
     w->wbuf_used += count;
   }
   w->offset += count;
-  return 0;
-}
-
-/* An unnamed file in the output's directory where the filesystem has
- * them (nothing is left behind even by SIGKILL), else OUTPUT.tmp.XXXXXX.
- */
-static int
-open_temporary (struct writer *w)
-{
-  char *copy = strdup (w->output);
-  mode_t mask;
-
-  if (copy == NULL) {
-    image_error ("%s: %m", w->output);
-    return -1;
-  }
-  w->dirfd = open (dirname (copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  free (copy);
-  if (w->dirfd == -1) {
-    image_error ("%s: cannot open its directory: %m", w->output);
-    return -1;
-  }
-  w->fd = openat (w->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0666);
-  if (w->fd >= 0)
-    return 0;
-  if (asprintf (&w->tmp_path, "%s.tmp.XXXXXX", w->output) == -1) {
-    w->tmp_path = NULL;
-    image_error ("%s: %m", w->output);
-    return -1;
-  }
-  w->fd = mkostemp (w->tmp_path, O_CLOEXEC);
-  if (w->fd == -1) {
-    image_error ("%s: cannot create a temporary file: %m", w->tmp_path);
-    free (w->tmp_path);
-    w->tmp_path = NULL;
-    return -1;
-  }
-  /* mkstemp makes 0600; give the file the mode any new file gets. */
-  mask = umask (0);
-  umask (mask);
-  fchmod (w->fd, 0666 & ~mask);
-  return 0;
-}
-
-/* Give the unnamed file a temporary name next to the output. */
-static int
-name_temporary (struct writer *w)
-{
-  char proc[64];
-
-  snprintf (proc, sizeof proc, "/proc/self/fd/%d", w->fd);
-  for (int tries = 0; tries < 100; ++tries) {
-    uint32_t rnd;
-
-    if (getrandom (&rnd, sizeof rnd, 0) != sizeof rnd)
-      rnd = (uint32_t) time (NULL) ^ (uint32_t) getpid () ^ tries;
-    free (w->tmp_path);
-    if (asprintf (&w->tmp_path, "%s.tmp.%06" PRIx32, w->output,
-                  rnd & 0xffffff) == -1) {
-      w->tmp_path = NULL;
-      image_error ("%s: %m", w->output);
-      return -1;
-    }
-    if (linkat (w->fd, "", AT_FDCWD, w->tmp_path, AT_EMPTY_PATH) == 0 ||
-        (errno != EEXIST &&
-         linkat (AT_FDCWD, proc, AT_FDCWD, w->tmp_path,
-                 AT_SYMLINK_FOLLOW) == 0))
-      return 0;
-    if (errno != EEXIST) {
-      image_error ("%s: cannot name the new file: %m", w->tmp_path);
-      free (w->tmp_path);
-      w->tmp_path = NULL;
-      return -1;
-    }
-  }
-  image_error ("%s: cannot find a free temporary name", w->output);
-  free (w->tmp_path);
-  w->tmp_path = NULL;
-  return -1;
-}
-
-/* Durable, then in place, then the directory entry durable. */
-static int
-publish (struct writer *w)
-{
-  if (fsync (w->fd) == -1) {
-    image_error ("%s: fsync: %m", w->output);
-    return -1;
-  }
-  if (w->tmp_path == NULL && name_temporary (w) == -1)
-    return -1;
-  if (rename (w->tmp_path, w->output) == -1) {
-    image_error ("%s: cannot rename %s into place: %m", w->output,
-                 w->tmp_path);
-    return -1;
-  }
-  free (w->tmp_path);
-  w->tmp_path = NULL;
-  if (fsync (w->dirfd) == -1) {
-    image_error ("%s: fsync of its directory: %m", w->output);
-    return -1;
-  }
   return 0;
 }
 
@@ -806,7 +703,7 @@ finish_file (struct writer *w, const struct qsnap_input *inputs, size_t n,
   if (write_at (w, header, sizeof header, 0) == -1)
     return -1;
   w->stats->file_bytes = h->stream_table + n * QSNAP_STREAM_SIZE;
-  return publish (w);
+  return outfile_commit (&w->out, true);
 }
 
 static unsigned
@@ -824,7 +721,7 @@ qsnap_create (const char *output, const struct qsnap_input *inputs,
 {
   struct qsnap_write_stats unused;
   struct writer w = {
-    .opts = opts, .output = output, .fd = -1, .dirfd = -1,
+    .opts = opts, .output = output,
     .stats = stats ? stats : &unused,
   };
   struct qsnap_header h = { .version = QSNAP_VERSION };
@@ -908,7 +805,8 @@ qsnap_create (const char *output, const struct qsnap_input *inputs,
     if (w.slots[i].data == NULL || w.slots[i].packed == NULL)
       goto nomem;
   }
-  if (open_temporary (&w) == -1)
+  /* Mode 0666: the umask decides, as for any new file. */
+  if (outfile_create (&w.out, output, 0666) == -1)
     goto out;
   w.offset = QSNAP_HEADER_SIZE;
 
@@ -938,14 +836,7 @@ qsnap_create (const char *output, const struct qsnap_input *inputs,
   pthread_mutex_unlock (&w.lock);
   for (unsigned i = 0; i < started; ++i)
     pthread_join (threads[i], NULL);
-  if (w.tmp_path) {
-    unlink (w.tmp_path);
-    free (w.tmp_path);
-  }
-  if (w.fd >= 0)
-    close (w.fd);
-  if (w.dirfd >= 0)
-    close (w.dirfd);
+  outfile_close (&w.out);
   if (w.slots)
     for (size_t i = 0; i < w.n_slots; ++i) {
       free (w.slots[i].data);

@@ -1,20 +1,20 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount extract IMAGE [--partition N] [--path P]... -o FILE|-: a tar
  * of the filesystem, made by the helper VM (vm.c) from a read-only
- * mount.  The tar goes to FILE.tmp, renamed to FILE once the guest has
- * said that tar succeeded, so an interrupted extract leaves no
- * half-written FILE.
+ * mount.  The tar goes to a new file beside FILE (outfile.h), named FILE
+ * once the guest has said that tar succeeded, so an interrupted extract
+ * leaves no half-written FILE.
  */
 
 #include <config.h>
 
-#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "outfile.h"
 #include "qemount.h"
 
 #define MAX_PATHS 64
@@ -53,7 +53,8 @@ extract_main (int argc, char *argv[])
   struct choice choice;
   struct secret key = { .len = 0 };
   const char *output = NULL;
-  char *paths[MAX_PATHS], *tmp = NULL;
+  char *paths[MAX_PATHS];
+  struct outfile out = { .path = NULL };
   size_t n_paths = 0;
   int c, status, out_fd = -1;
   struct image *img;
@@ -116,13 +117,11 @@ extract_main (int argc, char *argv[])
   if (strcmp (output, "-") == 0)
     out_fd = STDOUT_FILENO;
   else {
-    tmp = xasprintf ("%s.tmp", output);
-    out_fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (out_fd == -1) {
-      errorf ("%s: %m", tmp);
+    if (outfile_create (&out, output, 0666) == -1) {
       status = EXIT_ERROR;
       goto out;
     }
+    out_fd = out.fd;
   }
 
   st = state_create ();
@@ -149,28 +148,15 @@ extract_main (int argc, char *argv[])
     status = vm_extract (st, &r, out_fd,
                          isatty (STDERR_FILENO) && out_fd != STDOUT_FILENO);
   }
-  if (status == EXIT_OK && out_fd != STDOUT_FILENO) {
-    if (fsync (out_fd) == -1 || close (out_fd) == -1) {
-      errorf ("%s: %m", tmp);
-      status = EXIT_ERROR;
-    }
-    out_fd = -1;
-    if (status == EXIT_OK && rename (tmp, output) == -1) {
-      errorf ("%s: %m", output);
-      status = EXIT_ERROR;
-    }
-  }
+  if (status == EXIT_OK && out.path && outfile_commit (&out, true) == -1)
+    status = EXIT_ERROR;
   if (status == EXIT_INTERRUPTED)
     errorf ("interrupted: stopping what was started");
   if (teardown (st) != EXIT_OK)
     errorf ("could not stop everything: see qemount list");
 
  out:
-  if (out_fd >= 0 && out_fd != STDOUT_FILENO)
-    close (out_fd);
-  if (status != EXIT_OK && tmp)
-    unlink (tmp);
-  free (tmp);
+  outfile_close (&out);
   state_free (st);
   free_disk_layout (&layout);
   secret_free (&key);

@@ -112,13 +112,14 @@ open_image (const struct image_request *req, int *status)
   }
 
   /* The two commonest mistakes get their own status; the image layer
-   * reports everything else.
+   * reports everything else.  What is not an image file (a directory,
+   * a FIFO, a character device) it refuses as a bad image.
    */
-  fd = open (req->path, O_RDONLY | O_CLOEXEC);
+  fd = image_open_file (req->path, O_RDONLY);
   if (fd == -1) {
-    errorf ("%s: %m", req->path);
     *status = errno == ENOENT || errno == ENOTDIR ? EXIT_NO_IMAGE :
-      errno == EACCES || errno == EPERM ? EXIT_UNREADABLE : EXIT_ERROR;
+      errno == EACCES || errno == EPERM ? EXIT_UNREADABLE :
+      errno == EINVAL ? EXIT_BAD_IMAGE : EXIT_ERROR;
     return NULL;
   }
   close (fd);

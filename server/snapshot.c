@@ -444,11 +444,9 @@ open_snapfile (struct snapfile *f, const char *path)
   const char *why;
 
   f->path = path;
-  f->fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (f->fd == -1) {
-    image_error ("%s: %m", path);
+  f->fd = image_open_file (path, O_RDONLY);
+  if (f->fd == -1)
     return -1;
-  }
   if (image_file_size (f->fd, path, &f->size) == -1)
     goto err;
   if (f->size < QSNAP_HEADER_SIZE) {

@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "outfile.h"
 #include "qemount.h"
 
 #define STATE_PREFIX "mount."
@@ -192,21 +193,24 @@ attach_name (enum attach_method a)
   }
 }
 
-/* Write to a temporary file and rename it over the state file, so a
- * reader (or a crash) never sees half a record.
+/* The record is made in memory and written as a new file that replaces
+ * the state file, so a reader (or a crash) never sees half a record.
  */
 int
 state_save (const struct mount_state *st)
 {
   char *path = state_path (st, STATE_FILE);
-  char *tmp = state_path (st, STATE_FILE ".tmp");
+  char *record = NULL;
+  size_t len = 0;
+  struct outfile out;
   char partition[16];
   FILE *fp;
+  int r = -1;
 
-  fp = fopen (tmp, "we");
+  fp = open_memstream (&record, &len);
   if (fp == NULL) {
-    errorf ("%s: %m", tmp);
-    goto err;
+    errorf ("%s: %m", path);
+    goto out;
   }
   fprintf (fp, "version=1\n");
   put (fp, "phase", st->mounted ? "mounted" : "starting");
@@ -228,22 +232,21 @@ state_save (const struct mount_state *st)
   put (fp, "loop", st->loop);
   put (fp, "nbd", st->nbd);
   if (fclose (fp) == EOF) {
-    errorf ("%s: %m", tmp);
-    goto err;
-  }
-  if (rename (tmp, path) == -1) {
     errorf ("%s: %m", path);
-    goto err;
+    goto out;
   }
-  free (path);
-  free (tmp);
-  return 0;
+  if (outfile_create (&out, path, 0600) == -1)
+    goto out;
+  if (image_write_file (out.fd, record, len, 0) == -1)
+    errorf ("%s: %m", path);
+  else
+    r = outfile_commit (&out, true);
+  outfile_close (&out);
 
- err:
-  unlink (tmp);
+ out:
+  free (record);
   free (path);
-  free (tmp);
-  return -1;
+  return r;
 }
 
 static pid_t
