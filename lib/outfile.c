@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* New files written whole, then named (outfile.h). */
 
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* New files that appear under their name complete or not at all: the
  * outputs of qemount extract and qemount snapshot, overlays, the state
  * records of the qemount command.

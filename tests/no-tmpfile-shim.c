@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Preloaded by tests/test-qemount-tempfiles.sh: a filesystem without
  * unnamed files, where open(O_TMPFILE) fails with EOPNOTSUPP (as on
  * FUSE, NFS or vfat), so that lib/outfile.c takes its named fallback.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # What is not a regular file or a block device is refused as an image,
 # at once and with a message naming it: a FIFO (whose open waited for a
 # writer for ever), a directory and a character device, given to qemount

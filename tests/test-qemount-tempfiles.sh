@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Outputs are created under names nobody can plant: qemount snapshot
 # create and commit, overlays and qemount extract write a new file beside
 # the output (unnamed, or under a random name created exclusively) and
