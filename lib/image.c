@@ -203,26 +203,33 @@ int
 image_read_file (struct image *img, void *buf, size_t count,
                  uint64_t offset, const char *what)
 {
+  return image_read_fd (img->fd, img->path, buf, count, offset, what);
+}
+
+int
+image_read_fd (int fd, const char *path, void *buf, size_t count,
+               uint64_t offset, const char *what)
+{
   char *p = buf;
 
   if (offset > INT64_MAX || count > INT64_MAX - offset) {
     image_error ("%s: %s at offset %" PRIu64 " is out of range",
-                 img->path, what, offset);
+                 path, what, offset);
     errno = EIO;
     return -1;
   }
   while (count > 0) {
-    ssize_t r = pread (img->fd, p, count, offset);
+    ssize_t r = pread (fd, p, count, offset);
     if (r == -1) {
       if (errno == EINTR)
         continue;
       image_error ("%s: reading %s at offset %" PRIu64 ": %m",
-                   img->path, what, offset);
+                   path, what, offset);
       return -1;
     }
     if (r == 0) {
       image_error ("%s: %s at offset %" PRIu64 " is past the end of the "
-                   "file (truncated image?)", img->path, what, offset);
+                   "file (truncated image?)", path, what, offset);
       errno = EIO;
       return -1;
     }

@@ -210,6 +210,11 @@ int image_read_backing (struct image *img, void *buf, size_t count,
  */
 int image_read_file (struct image *img, void *buf, size_t count,
                      uint64_t offset, const char *what);
+/* The same for a file read without a struct image (qemount snapshot
+ * verify), naming path.
+ */
+int image_read_fd (int fd, const char *path, void *buf, size_t count,
+                   uint64_t offset, const char *what);
 
 /* Size in bytes of the cache of decoded blocks that compressed formats
  * (qsnap, qcow2's compressed clusters) share; call before opening them.

@@ -1,10 +1,15 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* qsnap on-disk structures: encoding and checked decoding (qsnap.h). */
+/* qsnap on-disk structures: encoding and checked decoding (qsnap.h),
+ * and every rule a reader enforces before it trusts an index entry:
+ * the decoder (qsnap.c) and "qemount snapshot verify" both call these,
+ * so that a file one refuses the other cannot read.
+ */
 
 #include <config.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -167,7 +172,8 @@ qsnap_encode_page (uint8_t *b, const struct qsnap_entry *e)
 }
 
 const char *
-qsnap_decode_page (const uint8_t *b, struct qsnap_entry *e)
+qsnap_decode_page (const uint8_t *b, uint64_t page, uint64_t blocks,
+                   struct qsnap_entry *e)
 {
   if (load_le64 (&b[4088]) != XXH64 (b, 4088, 0))
     return "index page checksum mismatch";
@@ -180,6 +186,97 @@ qsnap_decode_page (const uint8_t *b, struct qsnap_entry *e)
     e[i].checksum = load_le64 (&p[16]);
     if (e[i].kind > QSNAP_KIND_MAX)
       return "index entry of unknown kind";
+    if (page * QSNAP_ENTRIES_PER_PAGE + i >= blocks &&
+        (e[i].offset || e[i].length || e[i].kind || e[i].checksum))
+      return "entry past the end of the stream is not zero";
   }
   return NULL;
+}
+
+const char *
+qsnap_check_entry (const struct qsnap_header *h, const struct qsnap_entry *e)
+{
+  switch (e->kind) {
+  case QSNAP_ZERO:
+    return e->offset || e->length || e->checksum ?
+      "zero block with stored bytes" : NULL;
+  case QSNAP_PARENT:
+    return h->compat & QSNAP_COMPAT_PARENT ? NULL :
+      "refers to a parent, but the snapshot has none";
+  case QSNAP_RAW:
+    if (e->length != h->block_size)
+      return "raw block of the wrong length";
+    break;
+  default:
+    if (e->length == 0 || e->length > qsnap_max_stored (h->block_size))
+      return "compressed length out of range";
+  }
+  /* The stream table lies inside the file (qsnap_read_tables), so this
+   * also keeps the stored bytes inside it.
+   */
+  if (e->offset < QSNAP_HEADER_SIZE || e->offset > h->stream_table ||
+      e->length > h->stream_table - e->offset)
+    return "stored bytes lie outside the data area";
+  return NULL;
+}
+
+int
+qsnap_read_tables (int fd, const char *path, uint64_t file_size,
+                   struct qsnap_header *h, struct qsnap_stream *streams)
+{
+  uint8_t buf[QSNAP_HEADER_SIZE];
+  uint8_t table[QSNAP_MAX_STREAMS * QSNAP_STREAM_SIZE];
+  const char *why;
+  size_t table_bytes;
+
+  if (file_size < QSNAP_HEADER_SIZE) {
+    image_error ("%s: file is too short for a qsnap header (truncated?)",
+                 path);
+    return -1;
+  }
+  if (image_read_fd (fd, path, buf, sizeof buf, 0, "qsnap header") == -1)
+    return -1;
+  why = qsnap_decode_header (buf, h);
+  if (why) {
+    image_error ("%s: %s", path, why);
+    return -1;
+  }
+  table_bytes = (size_t) h->n_streams * QSNAP_STREAM_SIZE;
+  if (h->stream_table > file_size ||
+      table_bytes > file_size - h->stream_table) {
+    image_error ("%s: stream table lies past the end of the file "
+                 "(truncated?)", path);
+    return -1;
+  }
+  if (image_read_fd (fd, path, table, table_bytes, h->stream_table,
+                     "qsnap stream table") == -1)
+    return -1;
+  for (uint32_t i = 0; i < h->n_streams; ++i) {
+    struct qsnap_stream *s = &streams[i];
+
+    why = qsnap_decode_stream (&table[i * QSNAP_STREAM_SIZE], s);
+    if (why) {
+      image_error ("%s: stream %" PRIu32 ": %s", path, i, why);
+      return -1;
+    }
+    for (uint32_t j = 0; j < i; ++j)
+      if (strcmp (streams[j].name, s->name) == 0) {
+        image_error ("%s: two streams are called '%s'", path, s->name);
+        return -1;
+      }
+    /* The index must be exactly as long as the size says, and lie
+     * between the header and the stream table.
+     */
+    if (s->size > (UINT64_C (1) << 62) ||
+        s->index_pages != qsnap_pages (s->size, h->block_size) ||
+        s->index_offset < QSNAP_HEADER_SIZE ||
+        s->index_offset > h->stream_table ||
+        s->index_pages > (h->stream_table - s->index_offset) /
+        QSNAP_PAGE_SIZE) {
+      image_error ("%s: stream '%s': index does not match its size or lies "
+                   "outside the index area", path, s->name);
+      return -1;
+    }
+  }
+  return 0;
 }

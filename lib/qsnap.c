@@ -44,7 +44,6 @@ struct qsnap {
   char **stream_names;          /* of the file, the served one first */
   size_t n_names;
   uint64_t blocks;
-  uint64_t data_end;            /* stored bytes must end before this */
   struct block_cache *cache;    /* image_block_cache () */
   uint64_t owner;               /* key space in it */
   struct page_slot pages[PAGE_SLOTS];
@@ -54,80 +53,6 @@ static bool
 qsnap_probe (int fd, const uint8_t *buf, size_t len)
 {
   return len >= 8 && memcmp (buf, QSNAP_MAGIC, 8) == 0;
-}
-
-/* Header and stream table of an open file, checked against its size. */
-static int
-read_tables (struct image *img, uint64_t file_size, struct qsnap_header *h,
-             struct qsnap_stream **streams)
-{
-  uint8_t buf[QSNAP_HEADER_SIZE];
-  uint8_t *table = NULL;
-  const char *why;
-  size_t table_bytes;
-
-  *streams = NULL;
-  if (file_size < QSNAP_HEADER_SIZE) {
-    image_error ("%s: file is too short for a qsnap header (truncated?)",
-                 img->path);
-    return -1;
-  }
-  if (image_read_file (img, buf, sizeof buf, 0, "qsnap header") == -1)
-    return -1;
-  why = qsnap_decode_header (buf, h);
-  if (why) {
-    image_error ("%s: %s", img->path, why);
-    return -1;
-  }
-  table_bytes = (size_t) h->n_streams * QSNAP_STREAM_SIZE;
-  if (h->stream_table > file_size || table_bytes > file_size - h->stream_table) {
-    image_error ("%s: stream table lies past the end of the file "
-                 "(truncated?)", img->path);
-    return -1;
-  }
-  table = malloc (table_bytes);
-  *streams = calloc (h->n_streams, sizeof **streams);
-  if (table == NULL || *streams == NULL) {
-    image_error ("%s: %m", img->path);
-    goto err;
-  }
-  if (image_read_file (img, table, table_bytes, h->stream_table,
-                       "qsnap stream table") == -1)
-    goto err;
-  for (uint32_t i = 0; i < h->n_streams; ++i) {
-    struct qsnap_stream *s = &(*streams)[i];
-
-    why = qsnap_decode_stream (&table[i * QSNAP_STREAM_SIZE], s);
-    if (why) {
-      image_error ("%s: stream %" PRIu32 ": %s", img->path, i, why);
-      goto err;
-    }
-    for (uint32_t j = 0; j < i; ++j)
-      if (strcmp ((*streams)[j].name, s->name) == 0) {
-        image_error ("%s: two streams are called '%s'", img->path, s->name);
-        goto err;
-      }
-    /* The index must be exactly as long as the size says, and lie
-     * between the header and the stream table.
-     */
-    if (s->size > (UINT64_C (1) << 62) ||
-        s->index_pages != qsnap_pages (s->size, h->block_size) ||
-        s->index_offset < QSNAP_HEADER_SIZE ||
-        s->index_offset > h->stream_table ||
-        s->index_pages > (h->stream_table - s->index_offset) / QSNAP_PAGE_SIZE) {
-      image_error ("%s: stream '%s': index does not match its size or lies "
-                   "outside the index area", img->path, s->name);
-      goto err;
-    }
-  }
-  free (table);
-  return 0;
-
- err:
-  free (table);
-  free (*streams);
-  *streams = NULL;
-  return -1;
 }
 
 /* Pick the stream opts asks for: by name, else "disk", else the first. */
@@ -200,7 +125,7 @@ static struct image *
 qsnap_open (const char *path, int fd, const struct image_options *opts,
             unsigned depth)
 {
-  struct qsnap_stream *streams = NULL;
+  struct qsnap_stream streams[QSNAP_MAX_STREAMS];
   struct image *img;
   struct qsnap *q;
   uint64_t file_size;
@@ -215,23 +140,20 @@ qsnap_open (const char *path, int fd, const struct image_options *opts,
   }
 
   if (image_file_size (fd, path, &file_size) == -1 ||
-      read_tables (img, file_size, &q->h, &streams) == -1 ||
+      qsnap_read_tables (fd, img->path, file_size, &q->h, streams) == -1 ||
       choose_stream (img, q, streams, opts->stream) == -1)
     goto err;
   img->version = q->h.version;
   img->size = q->stream.size;
   img->block_size = q->h.block_size;
   q->blocks = qsnap_blocks (q->stream.size, q->h.block_size);
-  q->data_end = q->h.stream_table;
   q->cache = image_block_cache ();
   if (q->cache == NULL || open_parent (img, q, opts, depth) == -1)
     goto err;
   q->owner = cache_new_owner ();
-  free (streams);
   return img;
 
  err:
-  free (streams);
   if (errno == 0)
     errno = EINVAL;
   image_close (img);
@@ -261,7 +183,7 @@ lookup (struct image *img, uint64_t block, struct qsnap_entry *e)
                        q->stream.index_offset + page * QSNAP_PAGE_SIZE,
                        "qsnap index page") == -1)
     return -1;
-  why = qsnap_decode_page (buf, entries);
+  why = qsnap_decode_page (buf, page, q->blocks, entries);
   if (why) {
     image_error ("%s: stream '%s': index page %" PRIu64 ": %s",
                  img->path, q->stream.name, page, why);
@@ -282,27 +204,8 @@ static int
 check_entry (struct image *img, uint64_t block, const struct qsnap_entry *e)
 {
   struct qsnap *q = img->priv;
-  const char *why = NULL;
+  const char *why = qsnap_check_entry (&q->h, e);
 
-  switch (e->kind) {
-  case QSNAP_ZERO:
-    return 0;
-  case QSNAP_PARENT:
-    if (!(q->h.compat & QSNAP_COMPAT_PARENT))
-      why = "refers to a parent, but the snapshot has none";
-    break;
-  case QSNAP_RAW:
-    if (e->length != q->h.block_size)
-      why = "raw block of the wrong length";
-    break;
-  default:
-    if (e->length == 0 || e->length > qsnap_max_stored (q->h.block_size))
-      why = "compressed length out of range";
-  }
-  if (why == NULL && e->kind != QSNAP_PARENT &&
-      (e->offset < QSNAP_HEADER_SIZE || e->offset > q->data_end ||
-       e->length > q->data_end - e->offset))
-    why = "stored bytes lie outside the data area";
   if (why) {
     image_error ("%s: stream '%s' block %" PRIu64 ": %s", img->path,
                  q->stream.name, block, why);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* qsnap on-disk format (docs/qsnap.md): constants and the encoding of
  * its structures, shared by the reader (qsnap.c) and the writer
- * (qsnap-writer.c) so that both agree byte for byte.
+ * (qsnap-writer.c) so that both agree byte for byte, and the rules a
+ * reader enforces, shared by the reader and "qemount snapshot verify"
+ * so that both refuse the same files.
  */
 
 #ifndef QEMOUNT_QSNAP_H
@@ -79,12 +81,31 @@ void qsnap_encode_page (uint8_t *buf, const struct qsnap_entry *entries);
 
 /* Decoders check the checksum and the rules that need nothing but the
  * bytes themselves; they return NULL on success or a message saying
- * which rule was broken.
+ * which rule was broken.  A page is page number page of a stream of
+ * blocks blocks: its entries past the last block must be zero.
  */
 const char *qsnap_decode_header (const uint8_t *buf, struct qsnap_header *h);
 const char *qsnap_decode_stream (const uint8_t *buf, struct qsnap_stream *s);
-const char *qsnap_decode_page (const uint8_t *buf,
-                               struct qsnap_entry *entries);
+const char *qsnap_decode_page (const uint8_t *buf, uint64_t page,
+                               uint64_t blocks, struct qsnap_entry *entries);
+
+/* The rules of docs/qsnap.md, the one copy that both the decoder
+ * (qsnap.c) and "qemount snapshot verify" apply.
+ *
+ * qsnap_read_tables reads the header and the stream table of the open
+ * file fd of file_size bytes and checks them and every stream record
+ * against the file; it reports a problem naming path and returns -1.
+ * streams has room for QSNAP_MAX_STREAMS records.
+ *
+ * qsnap_check_entry: why the entry of a block of a file with header h
+ * breaks the rules, or NULL; it needs no I/O, so it is checked before
+ * each block is read.  The stored bytes' checksum and decompression
+ * (qsnap_checksum, decompress.h) are checked as they are read.
+ */
+int qsnap_read_tables (int fd, const char *path, uint64_t file_size,
+                       struct qsnap_header *h, struct qsnap_stream *streams);
+const char *qsnap_check_entry (const struct qsnap_header *h,
+                               const struct qsnap_entry *e);
 
 /* Number of blocks and of index pages of a stream. */
 uint64_t qsnap_blocks (uint64_t size, uint32_t block_size);

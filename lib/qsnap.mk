@@ -32,5 +32,6 @@ TESTS += \
 	tests/test-qsnap-streams.sh \
 	tests/test-qsnap-corrupt.sh \
 	tests/test-qsnap-atomic.sh \
-	tests/test-qsnap-commit.sh
+	tests/test-qsnap-commit.sh \
+	tests/test-qsnap-agree.sh
 EXTRA_DIST += server/snapshot.pod tests/qsnap-image.py tests/qsnap-patch.py

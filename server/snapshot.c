@@ -418,105 +418,25 @@ read_exact (const struct snapfile *f, void *buf, size_t count,
                  "file (truncated?)", f->path, what, offset);
     return -1;
   }
-  while (count > 0) {
-    ssize_t r = pread (f->fd, buf, count, offset);
-
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      image_error ("%s: reading %s at offset %" PRIu64 ": %s", f->path, what,
-                   offset, r == 0 ? "unexpected end of file" : strerror (errno));
-      return -1;
-    }
-    buf = (char *) buf + r;
-    count -= r;
-    offset += r;
-  }
-  return 0;
+  return image_read_fd (f->fd, f->path, buf, count, offset, what);
 }
 
-/* Header and stream table, each field checked against the file. */
+/* Header and stream table, each field checked against the file by the
+ * rules the decoder applies (qsnap-format.c).
+ */
 static int
 open_snapfile (struct snapfile *f, const char *path)
 {
-  uint8_t header[QSNAP_HEADER_SIZE];
-  uint8_t table[QSNAP_MAX_STREAMS * QSNAP_STREAM_SIZE];
-  const char *why;
-
   f->path = path;
   f->fd = image_open_file (path, O_RDONLY);
   if (f->fd == -1)
     return -1;
-  if (image_file_size (f->fd, path, &f->size) == -1)
-    goto err;
-  if (f->size < QSNAP_HEADER_SIZE) {
-    image_error ("%s: file is too short for a qsnap header (truncated?)",
-                 path);
-    goto err;
-  }
-  if (read_exact (f, header, sizeof header, 0, "header") == -1)
-    goto err;
-  if ((why = qsnap_decode_header (header, &f->h)) != NULL) {
-    image_error ("%s: %s", path, why);
-    goto err;
-  }
-  if (read_exact (f, table, f->h.n_streams * QSNAP_STREAM_SIZE,
-                  f->h.stream_table, "stream table") == -1)
-    goto err;
-  for (uint32_t i = 0; i < f->h.n_streams; ++i) {
-    struct qsnap_stream *s = &f->streams[i];
-
-    if ((why = qsnap_decode_stream (&table[i * QSNAP_STREAM_SIZE], s))) {
-      image_error ("%s: stream %" PRIu32 ": %s", path, i, why);
-      goto err;
-    }
-    for (uint32_t j = 0; j < i; ++j)
-      if (strcmp (f->streams[j].name, s->name) == 0) {
-        image_error ("%s: two streams are called '%s'", path, s->name);
-        goto err;
-      }
-    if (s->size > (UINT64_C (1) << 62) ||
-        s->index_pages != qsnap_pages (s->size, f->h.block_size) ||
-        s->index_offset < QSNAP_HEADER_SIZE ||
-        s->index_offset > f->h.stream_table ||
-        s->index_pages > (f->h.stream_table - s->index_offset) /
-        QSNAP_PAGE_SIZE) {
-      image_error ("%s: stream '%s': index does not match its size or lies "
-                   "outside the index area", path, s->name);
-      goto err;
-    }
+  if (image_file_size (f->fd, path, &f->size) == -1 ||
+      qsnap_read_tables (f->fd, path, f->size, &f->h, f->streams) == -1) {
+    close (f->fd);
+    return -1;
   }
   return 0;
- err:
-  close (f->fd);
-  return -1;
-}
-
-/* Why an entry breaks the format's rules, or NULL. */
-static const char *
-entry_problem (const struct snapfile *f, const struct qsnap_entry *e)
-{
-  const uint32_t bs = f->h.block_size;
-
-  switch (e->kind) {
-  case QSNAP_ZERO:
-    return e->offset || e->length || e->checksum ?
-      "zero block with stored bytes" : NULL;
-  case QSNAP_PARENT:
-    return f->h.compat & QSNAP_COMPAT_PARENT ? NULL :
-      "refers to a parent, but the snapshot has none";
-  case QSNAP_RAW:
-    if (e->length != bs)
-      return "raw block of the wrong length";
-    break;
-  default:
-    if (e->length == 0 || e->length > qsnap_max_stored (bs))
-      return "compressed length out of range";
-  }
-  if (e->offset < QSNAP_HEADER_SIZE || e->offset > f->h.stream_table ||
-      e->length > f->h.stream_table - e->offset)
-    return "stored bytes lie outside the data area";
-  return NULL;
 }
 
 /* Call fn for each block of each stream with its checked entry; a page
@@ -545,14 +465,7 @@ walk_entries (const struct snapfile *f, entry_fn fn, void *opaque,
                       s->index_offset + p * QSNAP_PAGE_SIZE,
                       "index page") == -1)
         return -1;
-      why = qsnap_decode_page (page, entries);
-      for (unsigned k = 0; why == NULL && k < QSNAP_ENTRIES_PER_PAGE; ++k) {
-        const struct qsnap_entry *e = &entries[k];
-
-        if (p * QSNAP_ENTRIES_PER_PAGE + k >= blocks &&
-            (e->offset || e->length || e->kind || e->checksum))
-          why = "entry past the end of the stream is not zero";
-      }
+      why = qsnap_decode_page (page, p, blocks, entries);
       if (why) {
         image_error ("%s: stream '%s' index page %" PRIu64 ": %s", f->path,
                      s->name, p, why);
@@ -564,7 +477,7 @@ walk_entries (const struct snapfile *f, entry_fn fn, void *opaque,
 
         if (block >= blocks)
           break;
-        why = entry_problem (f, &entries[k]);
+        why = qsnap_check_entry (&f->h, &entries[k]);
         if (why) {
           image_error ("%s: stream '%s' block %" PRIu64 ": %s", f->path,
                        s->name, block, why);

@@ -13,8 +13,12 @@ purpose.
 --codec mixed cycles raw, lz4 and zstd over the data blocks.  Zero
 blocks are stored as nothing, identical blocks once.  With --parent,
 blocks equal to the parent's (--parent-raw gives its content per stream)
-become "parent" entries.  --break RULE damages the result: flip-data,
-flip-index, version, truncate, offset-past-end, parent-id.
+become "parent" entries.  --break RULE damages the result so that it
+breaks exactly that rule of the spec (--list-breaks names them all);
+checksums are recomputed unless the rule is the checksum.  Breaks of an
+index entry change one entry of the last stream (the one that is not the
+default export when there are several), so a reader has to read every
+stream to see them.
 """
 
 import argparse
@@ -31,6 +35,35 @@ HEADER = 4096
 PAGE = 4096
 PER_PAGE = 170
 ZERO, RAW, LZ4, ZSTD, PARENT = range(5)
+
+BREAKS = {
+    "flip-data": "a byte of the first stored block",
+    "flip-index": "a byte of the last index page",
+    "version": "the header's version is 2",
+    "truncate": "the file cut in half",
+    "offset-past-end": "block 0 stored in the stream table",
+    "parent-id": "the parent's file id (needs --parent)",
+    "magic": "the header's magic",
+    "incompat": "an unknown incompatible feature bit",
+    "block-size": "a block size that is not a power of two",
+    "no-streams": "a header with no streams",
+    "parent-flag": "the parent flag set without a parent path",
+    "table-in-header": "the stream table offset inside the header",
+    "table-past-end": "the stream table offset past the end of the file",
+    "stream-checksum": "a byte of the last stream's record",
+    "stream-name": "a stream name with a character outside [A-Za-z0-9._-]",
+    "duplicate-stream": "the last stream named like the first",
+    "index-size": "one index page more than the stream's size needs",
+    "index-in-header": "the last stream's index offset inside the header",
+    "unknown-kind": "an entry of kind 5",
+    "past-end": "a stored entry after the last block of the stream",
+    "zero-with-bytes": "a zero entry carrying stored bytes",
+    "raw-length": "a raw entry one byte short of the block size",
+    "compressed-length": "a compressed entry of length 0",
+    "parent-no-parent": "a parent entry in a snapshot without a parent",
+    "offset-in-header": "stored bytes inside the header",
+    "not-decompressible": "raw bytes (checksum intact) called zstd",
+}
 
 
 def xxh64(b):
@@ -49,13 +82,16 @@ def read_id(path):
 
 def main():
     p = argparse.ArgumentParser()
+    if sys.argv[1:] == ["--list-breaks"]:
+        print("\n".join(BREAKS))
+        return
     p.add_argument("out")
     p.add_argument("--stream", action="append", required=True)
     p.add_argument("--block-size", type=int, default=65536)
     p.add_argument("--codec", default="mixed")
     p.add_argument("--parent")
     p.add_argument("--parent-raw", action="append", default=[])
-    p.add_argument("--break", dest="brk")
+    p.add_argument("--break", dest="brk", choices=BREAKS)
     a = p.parse_args()
     bs = a.block_size
     streams = [s.split("=", 1) for s in a.stream]
@@ -101,9 +137,41 @@ def main():
             entries.append(stored[bytes(block)])
         indexes.append((name, len(content), entries))
 
+    # Breaks of one entry of the last stream.
+    entries = indexes[-1][2]
+    data_entries = [e for e in entries if e[2] in (RAW, LZ4, ZSTD)]
+    if a.brk == "zero-with-bytes":
+        off, length, _, sum_ = data_entries[0]
+        entries[entries.index((0, 0, ZERO, 0))] = (off, length, ZERO, sum_)
+    elif a.brk == "past-end":
+        if len(entries) % PER_PAGE == 0:
+            sys.exit("past-end: the last index page is full")
+        entries.append(data_entries[0])
+    elif a.brk in ("unknown-kind", "raw-length", "compressed-length",
+                   "parent-no-parent", "offset-in-header",
+                   "not-decompressible"):
+        i = entries.index(data_entries[0])
+        off, length, kind, sum_ = entries[i]
+        if a.brk == "unknown-kind":
+            kind = 5
+        elif a.brk == "raw-length":
+            kind, length = RAW, bs - 1
+        elif a.brk == "compressed-length":
+            kind, length = LZ4, 0
+        elif a.brk == "parent-no-parent":
+            off, length, kind, sum_ = 0, 0, PARENT, 0
+        elif a.brk == "offset-in-header":
+            off = HEADER - 8
+        else:
+            raw = [e for e in data_entries if e[2] == RAW]
+            if not raw:
+                sys.exit("not-decompressible: no raw block")
+            off, length, kind, sum_ = raw[0][0], raw[0][1], ZSTD, raw[0][3]
+        entries[i] = (off, length, kind, sum_)
+
     # Index pages, then the stream table.
     table = b""
-    for name, size, entries in indexes:
+    for k, (name, size, entries) in enumerate(indexes):
         while len(data) % PAGE:
             data += b"\0"
         first = len(data)
@@ -114,10 +182,23 @@ def main():
                 struct.pack_into("<QIB3xQ", page, i * 24, *e)
             struct.pack_into("<Q", page, 4088, xxh64(bytes(page[:4088])))
             data += page
+        last = k == len(indexes) - 1
+        if last and a.brk == "stream-name":
+            name = name[:-1] + "/"
+        elif last and a.brk == "duplicate-stream":
+            if k == 0:
+                sys.exit("duplicate-stream: needs two streams")
+            name = indexes[0][0]
+        if last and a.brk == "index-size":
+            pages += 1
+        elif last and a.brk == "index-in-header":
+            first = HEADER - PAGE // 2
         rec = bytearray(64)
         rec[0:len(name)] = name.encode()
         struct.pack_into("<QQQ", rec, 32, size, first, pages)
         struct.pack_into("<Q", rec, 56, xxh64(bytes(rec[:56])))
+        if last and a.brk == "stream-checksum":
+            rec[40] ^= 0x10
         table += rec
     table_offset = len(data)
     data += table
@@ -139,6 +220,21 @@ def main():
         struct.pack_into("<I", h, 8, 2)
     if a.brk == "parent-id":
         h[56] ^= 0xff
+    if a.brk == "magic":
+        h[0:8] = b"QSNAP\0\n\n"
+    elif a.brk == "incompat":
+        struct.pack_into("<I", h, 12, 1 << 7)
+    elif a.brk == "block-size":
+        struct.pack_into("<I", h, 20, bs + 512)
+    elif a.brk == "no-streams":
+        struct.pack_into("<I", h, 48, 0)
+    elif a.brk == "parent-flag":
+        struct.pack_into("<I", h, 16, compat | 1)
+        h[88:600] = bytes(512)
+    elif a.brk == "table-in-header":
+        struct.pack_into("<Q", h, 40, HEADER - 64)
+    elif a.brk == "table-past-end":
+        struct.pack_into("<Q", h, 40, table_offset + PAGE * 16)
     struct.pack_into("<Q", h, 4088, xxh64(bytes(h[:4088])))
     data[0:HEADER] = h
 
@@ -158,8 +254,6 @@ def main():
         struct.pack_into("<QIB3xQ", page, 0, table_offset - 8, 64, LZ4, 0)
         struct.pack_into("<Q", page, 4088, xxh64(bytes(page[:4088])))
         data[first:first + PAGE] = page
-    elif a.brk not in (None, "version", "parent-id"):
-        sys.exit("unknown --break " + a.brk)
 
     with open(a.out, "wb") as f:
         f.write(data)

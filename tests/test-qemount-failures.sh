@@ -91,8 +91,10 @@ else
   echo "SKIP (one case): no mkfs.vfat, or this kernel mounts vfat itself"
 fi
 
+# A read-only view through an overlay needs one.
+fails 3 "$tmp/ovl: No such file or directory" mount --overlay "$tmp/ovl" "$tmp/mbr.img" "$mnt"
+
 # Usage.
-fails 2 "--overlay needs --rw" mount --overlay "$tmp/ovl" "$tmp/mbr.img" "$mnt"
 fails 2 "--partition 0: must be a partition number from 1" mount --partition 0 "$tmp/mbr.img" "$mnt"
 fails 2 "--raw exports the disk itself: --fstype does not apply" mount --raw --fstype ext4 "$tmp/mbr.img" "$mnt"
 
