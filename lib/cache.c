@@ -30,6 +30,7 @@ enum state { LOADING, READY, FAILED };
 
 struct entry {
   uint64_t owner, key;
+  uint64_t tag[2];              /* as the reader that loaded it expected */
   enum state state;
   int load_errno;
   unsigned refs;                /* readers copying out or waiting */
@@ -291,49 +292,65 @@ load_uncached (uint32_t block_size, cache_load_fn load, void *opaque,
   return r;
 }
 
-static int read_if_cached (struct block_cache *c, uint64_t owner,
-                           uint64_t key, void *dst, size_t offset,
-                           size_t len);
-static void keep_copy (struct block_cache *c, uint64_t owner, uint64_t key,
-                       uint32_t block_size, const void *src);
+static int read_if_cached (struct block_cache *c, const struct cache_block *b,
+                           void *dst, size_t offset, size_t len);
+static void keep_copy (struct block_cache *c, const struct cache_block *b,
+                       const void *src);
 
 /* A whole block that is not cached: decoded straight into the reply,
  * saving a copy, and kept only if flags say so.  A block another reader
  * is loading is not waited for.
  */
 static int
-read_whole_direct (struct block_cache *c, uint64_t owner, uint64_t key,
-                   uint32_t block_size, cache_load_fn load, void *opaque,
-                   void *dst, unsigned flags)
+read_whole_direct (struct block_cache *c, const struct cache_block *b,
+                   cache_load_fn load, void *opaque, void *dst,
+                   unsigned flags)
 {
-  if (read_if_cached (c, owner, key, dst, 0, block_size))
+  if (read_if_cached (c, b, dst, 0, b->size))
     return 0;
   if (load (opaque, dst) == -1)
     return -1;
   if (flags & CACHE_WHOLE_KEEP)
-    keep_copy (c, owner, key, block_size, dst);
+    keep_copy (c, b, dst);
   return 0;
 }
 
-int
-cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
-            uint32_t block_size, cache_load_fn load, void *opaque,
-            void *dst, size_t offset, size_t len, unsigned flags)
+/* Whether cached entry e is the block reader b expects. */
+static bool
+same_tag (const struct entry *e, const struct cache_block *b)
 {
+  return e->tag[0] == b->tag[0] && e->tag[1] == b->tag[1] &&
+    e->size == b->size;
+}
+
+int
+cache_read (struct block_cache *c, const struct cache_block *b,
+            cache_load_fn load, void *opaque, void *dst, size_t offset,
+            size_t len, unsigned flags)
+{
+  const uint64_t owner = b->owner, key = b->key;
+  const uint32_t block_size = b->size;
   uint64_t h = hash (owner, key);
   struct shard *s;
   struct entry *e;
   int r;
 
   if ((flags & CACHE_WHOLE_DIRECT) && offset == 0 && len == block_size)
-    return read_whole_direct (c, owner, key, block_size, load, opaque, dst,
-                              flags);
+    return read_whole_direct (c, b, load, opaque, dst, flags);
   if (c->disabled)
     return load_uncached (block_size, load, opaque, dst, offset, len);
 
   s = &c->shards[h & (c->n_shards - 1)];
   pthread_mutex_lock (&s->lock);
   e = find (s, h, owner, key);
+  if (e != NULL && !same_tag (e, b)) {
+    /* The same stored bytes read as another block by the reader's
+     * metadata: a damaged image.  This reader loads (and checks) its
+     * own, and the cached block stays as it was.
+     */
+    pthread_mutex_unlock (&s->lock);
+    return load_uncached (block_size, load, opaque, dst, offset, len);
+  }
 
   if (e == NULL) {
     /* Miss: this reader loads, later ones for the same block wait. */
@@ -344,6 +361,9 @@ cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
     }
     e->owner = owner;
     e->key = key;
+    e->tag[0] = b->tag[0];
+    e->tag[1] = b->tag[1];
+    e->size = block_size;
     e->state = LOADING;
     e->refs = 1;
     e->hash_next = *bucket (s, h);
@@ -362,7 +382,6 @@ cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
     pthread_mutex_lock (&s->lock);
     if (r == 0) {
       e->data = data;
-      e->size = block_size;
       e->state = READY;
       lru_push_front (s, e);
       s->bytes += block_size;
@@ -399,10 +418,10 @@ cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
  * block is cached (not while it loads): 1 if copied, 0 if not.
  */
 static int
-read_if_cached (struct block_cache *c, uint64_t owner, uint64_t key,
+read_if_cached (struct block_cache *c, const struct cache_block *b,
                 void *dst, size_t offset, size_t len)
 {
-  uint64_t h = hash (owner, key);
+  uint64_t h = hash (b->owner, b->key);
   struct shard *s;
   struct entry *e;
 
@@ -410,8 +429,8 @@ read_if_cached (struct block_cache *c, uint64_t owner, uint64_t key,
     return 0;
   s = &c->shards[h & (c->n_shards - 1)];
   pthread_mutex_lock (&s->lock);
-  e = find (s, h, owner, key);
-  if (e == NULL || e->state != READY) {
+  e = find (s, h, b->owner, b->key);
+  if (e == NULL || e->state != READY || !same_tag (e, b)) {
     pthread_mutex_unlock (&s->lock);
     return 0;
   }
@@ -439,15 +458,14 @@ copy_load (void *opaque, void *buf)
  * is left as it is.
  */
 static void
-keep_copy (struct block_cache *c, uint64_t owner, uint64_t key,
-           uint32_t block_size, const void *src)
+keep_copy (struct block_cache *c, const struct cache_block *b,
+           const void *src)
 {
-  struct copy_source from = { .src = src, .size = block_size };
+  struct copy_source from = { .src = src, .size = b->size };
   char unused;
 
   if (!c->disabled)
-    cache_read (c, owner, key, block_size, copy_load, &from, &unused, 0, 0,
-                0);
+    cache_read (c, b, copy_load, &from, &unused, 0, 0, 0);
 }
 
 void

@@ -36,14 +36,25 @@ uint64_t cache_new_owner (void);
 #define CACHE_WHOLE_KEEP    2u  /* ...then keep a copy (a copy costs less
                                    than loading again: decompression) */
 
-/* Copy len bytes at offset within block (owner, key) to dst, loading
- * the block with load(opaque, buf) if it is not cached.  Returns 0, or
- * -1 with errno set when the load failed (for this reader or the one it
- * waited for).
+/* A block, as one reader asks for it. */
+struct cache_block {
+  uint64_t owner;               /* cache_new_owner () of the open file */
+  uint64_t key;                 /* which block, within owner */
+  uint64_t tag[2];              /* what the reader's metadata says the block
+                                   is: a cached block loaded under another
+                                   tag (or size) is not used, the reader
+                                   loads its own, uncached */
+  uint32_t size;                /* bytes */
+};
+
+/* Copy len bytes at offset within block b to dst, loading the block
+ * with load(opaque, buf) if it is not cached.  Returns 0, or -1 with
+ * errno set when the load failed (for this reader or the one it waited
+ * for).
  */
-int cache_read (struct block_cache *c, uint64_t owner, uint64_t key,
-                uint32_t block_size, cache_load_fn load, void *opaque,
-                void *dst, size_t offset, size_t len, unsigned flags);
+int cache_read (struct block_cache *c, const struct cache_block *b,
+                cache_load_fn load, void *opaque, void *dst, size_t offset,
+                size_t len, unsigned flags);
 
 /* Blocks and bytes held now, for tests and statistics. */
 void cache_usage (struct block_cache *c, uint64_t *blocks, uint64_t *bytes);

@@ -1116,10 +1116,12 @@ qcow2_read_decoded (struct image *img, const struct image_run *run,
     .img = img, .entry = run->token[0], .guest = guest,
   };
 
-  return cache_read (q->clusters, q->owner, req.entry, q->cluster_size,
-                     load_compressed, &req, buf,
-                     guest & (q->cluster_size - 1), len,
-                     CACHE_WHOLE_DIRECT);
+  const struct cache_block b = {
+    .owner = q->owner, .key = req.entry, .size = q->cluster_size,
+  };
+
+  return cache_read (q->clusters, &b, load_compressed, &req, buf,
+                     guest & (q->cluster_size - 1), len, CACHE_WHOLE_DIRECT);
 }
 
 const struct image_ops qcow2_ops = {

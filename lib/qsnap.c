@@ -313,15 +313,21 @@ qsnap_read_decoded (struct image *img, const struct image_run *run,
     .kind = run->token[1] >> 32, .checksum = run->token[2],
   };
   struct load_request req = { .img = img, .block = offset / bs, .e = &e };
-
   /* Keyed by where the bytes are stored, so deduplicated blocks are
-   * cached once.  A whole block that is not cached is decoded straight
-   * into the reply; a compressed one is then kept, a raw one is not: the
-   * page cache keeps its bytes, and reading them again costs no more than
-   * a copy would.
+   * cached once; tagged with the rest of the entry, so that an entry
+   * pointing at another block's bytes with a checksum, length or codec of
+   * its own is checked against its own, not served that block.  A whole
+   * block that is not cached is decoded straight into the reply; a
+   * compressed one is then kept, a raw one is not: the page cache keeps
+   * its bytes, and reading them again costs no more than a copy would.
    */
-  return cache_read (q->cache, q->owner, e.offset, bs, load_block, &req,
-                     buf, offset % bs, count, CACHE_WHOLE_DIRECT |
+  const struct cache_block b = {
+    .owner = q->owner, .key = e.offset, .size = bs,
+    .tag = { e.checksum, (uint64_t) e.length << 8 | e.kind },
+  };
+
+  return cache_read (q->cache, &b, load_block, &req, buf, offset % bs, count,
+                     CACHE_WHOLE_DIRECT |
                      (e.kind != QSNAP_RAW ? CACHE_WHOLE_KEEP : 0));
 }
 

@@ -63,6 +63,8 @@ BREAKS = {
     "parent-no-parent": "a parent entry in a snapshot without a parent",
     "offset-in-header": "stored bytes inside the header",
     "not-decompressible": "raw bytes (checksum intact) called zstd",
+    "borrowed-bytes": "an entry pointing at an earlier block's stored bytes"
+                      " with its own checksum",
 }
 
 
@@ -143,6 +145,13 @@ def main():
     if a.brk == "zero-with-bytes":
         off, length, _, sum_ = data_entries[0]
         entries[entries.index((0, 0, ZERO, 0))] = (off, length, ZERO, sum_)
+    elif a.brk == "borrowed-bytes":
+        first = data_entries[0]
+        later = [e for e in data_entries if e[2] == first[2] and e[0] != first[0]]
+        if not later:
+            sys.exit("borrowed-bytes: no second stored block of one codec")
+        i = len(entries) - 1 - entries[::-1].index(later[-1])
+        entries[i] = (first[0], first[1], first[2], later[-1][3])
     elif a.brk == "past-end":
         if len(entries) % PER_PAGE == 0:
             sys.exit("past-end: the last index page is full")

@@ -16,12 +16,11 @@
 # reads a block of them.  So the decoder's verdict is nbdkit starting and
 # then a copy of every export (stream) with --no-extents, which reads
 # every block and so reaches every page, entry and stored block that
-# verify checks; it accepts a file only if all of that succeeds.  The
-# block cache is off (cache=0): it is keyed by where the stored bytes
-# lie, so with it an entry pointing at bytes already decoded for another
-# entry is served from the cache without its own checksum and
-# decompression checks, and the verdict would depend on the order of the
-# reads.  Damage inside a thin snapshot's parent is left out: verify of
+# verify checks; it accepts a file only if all of that succeeds, with
+# the block cache on (the default) and off: the cache is keyed by where
+# the stored bytes lie, and an entry pointing at bytes already decoded
+# for another entry must still be checked against its own checksum
+# (borrowed-bytes).  Damage inside a thin snapshot's parent is left out: verify of
 # the child checks only that the parent opens and matches, the parent's
 # own verify checks the rest.
 source ./tests/functions.sh
@@ -71,17 +70,27 @@ verify_verdict ()               # verify_verdict FILE
 # One request at a time: nbdkit 1.32 can abort (raw_send_socket:
 # Assertion `sock >= 0') when nbdcopy hangs up on an error while other
 # replies are on the way.
-decoder_verdict ()              # decoder_verdict FILE
+decoder_verdict ()              # decoder_verdict FILE: with and without cache
 {
-  local status=0
-  qemount_nbdkit -r --run '
-    nbdinfo --list --json "$uri" | jq -r ".exports[].\"export-name\"" > "$tmp/exports" &&
-    [ -s "$tmp/exports" ] || exit 1
-    while read -r name; do
-      nbdcopy --synchronous --no-extents "nbd+unix:///$name?socket=$unixsocket" null: || exit 1
-    done < "$tmp/exports"
-  ' -- file="$1" format=qsnap cache=0 </dev/null >"$tmp/decoder.log" 2>&1 || status=$?
-  verdict decoder "$1" $status "$tmp/decoder.log"
+  local status cache verdicts=""
+  : > "$tmp/decoder.log"
+  for cache in 256M 0; do
+    status=0
+    echo "cache=$cache:" >> "$tmp/decoder.log"
+    qemount_nbdkit -r --run '
+      nbdinfo --list --json "$uri" | jq -r ".exports[].\"export-name\"" > "$tmp/exports" &&
+      [ -s "$tmp/exports" ] || exit 1
+      while read -r name; do
+        nbdcopy --synchronous --no-extents "nbd+unix:///$name?socket=$unixsocket" null: || exit 1
+      done < "$tmp/exports"
+    ' -- file="$1" format=qsnap cache=$cache </dev/null >>"$tmp/decoder.log" 2>&1 || status=$?
+    verdicts="$verdicts $(verdict decoder "$1" $status "$tmp/decoder.log")"
+  done
+  case $verdicts in
+    " accepts accepts") echo accepts ;;
+    " refuses refuses") echo refuses ;;
+    *) echo "with cache=256M and cache=0 respectively:$verdicts" ;;
+  esac
 }
 
 # Every file is tried and every disagreement shown before the test fails.
