@@ -32,7 +32,7 @@ enum {
   EXIT_NO_FILESYSTEM = 8,       /* nothing (or nothing unique) to mount */
   EXIT_NOT_DIRECTORY = 9,       /* DIR is missing or not a directory */
   EXIT_DIR_NOT_EMPTY = 10,
-  EXIT_DIR_MOUNTED = 11,        /* DIR is already a mount point */
+  EXIT_DIR_MOUNTED = 11,        /* DIR is a mount point, or qemount's */
   EXIT_MOUNT_REFUSED = 12,      /* the kernel refused the filesystem */
   EXIT_NEEDS_VM = 13,           /* only the helper VM could do it (not yet) */
   EXIT_NEEDS_ROOT = 14,         /* --via kernel without root */

@@ -67,6 +67,50 @@ expect 11 "$mnt: already a mount point" qemount mount "$tmp/mbr.img" "$mnt"
 umount "$mnt"
 assert_clean "$mnt"
 
+# One mount on a DIR at a time.  While one is being set up (its nbdkit
+# held back until we let it go), a second is refused...
+mkdir "$tmp/hold"
+cat > "$tmp/hold/nbdkit" <<EOF
+#!/bin/sh
+touch "$tmp/held"
+while [ ! -e "$tmp/go" ] && [ -d "$tmp" ]; do sleep 0.05; done
+PATH="$PATH" exec nbdkit "\$@"
+EOF
+chmod +x "$tmp/hold/nbdkit"
+PATH="$tmp/hold:$PATH" qemount mount "$tmp/mbr.img" "$mnt" & first=$!
+for i in $(seq 200); do [ -e "$tmp/held" ] && break; sleep 0.05; done
+[ -e "$tmp/held" ] || fail "the first mount did not get to nbdkit"
+expect 16 "$mnt: another qemount is mounting there right now" \
+  qemount mount "$tmp/whole.img" "$mnt"
+touch "$tmp/go"
+wait $first || fail "the first mount failed"
+[ "$(grep -c " $mnt " /proc/self/mountinfo)" = 1 ] ||
+  fail "not exactly one mount on $mnt: $(grep " $mnt " /proc/self/mountinfo)"
+# ... and so is one on its finished mount, or on a --raw export (DIR
+# itself is not a mount point then).
+expect 11 "$mnt: already a qemount mount point (of $tmp/mbr.img; qemount umount $mnt first)" \
+  qemount mount "$tmp/whole.img" "$mnt"
+qemount umount "$mnt"
+assert_clean "$mnt"
+qemount mount --raw "$tmp/mbr.img" "$mnt"
+expect 11 "$mnt: already a qemount mount point (of $tmp/mbr.img; qemount umount $mnt first)" \
+  qemount mount "$tmp/whole.img" "$mnt"
+qemount umount "$mnt"
+assert_clean "$mnt"
+# Two started at once: one mounts, the other is refused.
+qemount mount "$tmp/mbr.img" "$mnt" 2>"$tmp/err1" & first=$!
+qemount mount "$tmp/whole.img" "$mnt" 2>"$tmp/err2" & second=$!
+s1=0; wait $first || s1=$?
+s2=0; wait $second || s2=$?
+case "$s1 $s2" in
+  "0 16"|"0 11"|"16 0"|"11 0") ;;
+  *) fail "two mounts at once on $mnt exited $s1 and $s2: $(cat "$tmp/err1" "$tmp/err2")" ;;
+esac
+[ "$(grep -c " $mnt " /proc/self/mountinfo)" = 1 ] ||
+  fail "not exactly one mount on $mnt: $(grep " $mnt " /proc/self/mountinfo)"
+qemount umount "$mnt"
+assert_clean "$mnt"
+
 # The kernel refuses the filesystem: a valid ext4 superblock over
 # garbage group descriptors.  This one gets as far as mount(2), so
 # nbdkit, nbdfuse and a loop device were running and must be gone.
