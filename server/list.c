@@ -47,8 +47,10 @@ print_json (const struct mount_state *st, const char *status,
   json_member (stdout, ",\n   ", "attach", attach_name (st->attach));
   json_member (stdout, ", ", "loop", st->loop);
   json_member (stdout, ", ", "nbd", st->nbd);
-  printf (", \"nbdkit_pid\": %d, \"owner_pid\": %d,\n   \"files\": [",
-          (int) st->nbdkit_pid, (int) st->owner_pid);
+  printf (", \"nbdkit_pid\": %d, \"qemu_pid\": %d, \"sshfs_pid\": %d,\n"
+          "   \"owner_pid\": %d, \"files\": [",
+          (int) st->nbdkit_pid, (int) st->qemu_pid, (int) st->sshfs_pid,
+          (int) st->owner_pid);
   for (size_t i = 0; i < st->n_files; ++i) {
     char *target = fuse_target (st, st->files[i].name);
 
@@ -79,6 +81,10 @@ print_human (const struct mount_state *st, const char *status,
   if (st->nbd)
     printf (" on %s", st->nbd);
   printf ("; nbdkit pid %d", (int) st->nbdkit_pid);
+  if (st->qemu_pid)
+    printf (", qemu pid %d", (int) st->qemu_pid);
+  if (st->sshfs_pid)
+    printf (", sshfs pid %d", (int) st->sshfs_pid);
   for (size_t i = 0; i < st->n_files; ++i)
     printf (", nbdfuse pid %d (%s)", (int) st->files[i].pid,
             st->files[i].name);

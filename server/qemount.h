@@ -151,7 +151,10 @@ void json_member (FILE *fp, const char *sep, const char *key,
                   const char *value);
 
 /* state.c: per-mount state in a private runtime directory. */
-enum attach_method { ATTACH_NONE, ATTACH_NBDFUSE, ATTACH_NBD_CLIENT };
+enum attach_method {
+  ATTACH_NONE, ATTACH_NBDFUSE, ATTACH_NBD_CLIENT,
+  ATTACH_VM,                    /* the helper VM, and sshfs for a mount */
+};
 
 /* A file nbdfuse serves, mounted over an empty regular file ("naked"
  * mount): DIR/NAME for --raw (NAME is "disk", or each stream of a
@@ -174,6 +177,7 @@ struct mount_state {
   enum attach_method attach;
   pid_t owner_pid;              /* the qemount process that set it up */
   pid_t nbdkit_pid;
+  pid_t qemu_pid, sshfs_pid;    /* ATTACH_VM: the helper VM, sshfs */
   struct fuse_file files[MAX_FILES];
   size_t n_files;
   char *loop, *nbd;             /* /dev/loopN, /dev/nbdN */
@@ -284,5 +288,6 @@ int vm_mount (struct mount_state *st, const struct vm_request *r);
 int vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
                 bool progress);
 int vm_teardown (struct mount_state *st);
+const char *vm_broken (const struct mount_state *st);
 
 #endif /* QEMOUNT_SERVER_H */

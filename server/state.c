@@ -187,6 +187,7 @@ attach_name (enum attach_method a)
   switch (a) {
   case ATTACH_NBDFUSE: return "nbdfuse";
   case ATTACH_NBD_CLIENT: return "nbd-client";
+  case ATTACH_VM: return "vm";
   default: return "none";
   }
 }
@@ -221,6 +222,8 @@ state_save (const struct mount_state *st)
   put (fp, "overlay", st->overlay);
   put (fp, "attach", attach_name (st->attach));
   put_pid (fp, "nbdkit", st->nbdkit_pid);
+  put_pid (fp, "qemu", st->qemu_pid);
+  put_pid (fp, "sshfs", st->sshfs_pid);
   for (size_t i = 0; i < st->n_files; ++i)
     fprintf (fp, "nbdfuse.%s=%d\n", st->files[i].name,
              (int) st->files[i].pid);
@@ -309,9 +312,14 @@ state_load (const char *dir)
     else if (strcmp (line, "overlay") == 0) field = &st->overlay;
     else if (strcmp (line, "attach") == 0)
       st->attach = strcmp (value, "nbdfuse") == 0 ? ATTACH_NBDFUSE :
-        strcmp (value, "nbd-client") == 0 ? ATTACH_NBD_CLIENT : ATTACH_NONE;
+        strcmp (value, "nbd-client") == 0 ? ATTACH_NBD_CLIENT :
+        strcmp (value, "vm") == 0 ? ATTACH_VM : ATTACH_NONE;
     else if (strcmp (line, "nbdkit") == 0)
       st->nbdkit_pid = parse_pid (value);
+    else if (strcmp (line, "qemu") == 0)
+      st->qemu_pid = parse_pid (value);
+    else if (strcmp (line, "sshfs") == 0)
+      st->sshfs_pid = parse_pid (value);
     else if (strncmp (line, "nbdfuse.", 8) == 0 &&
              state_add_file (st, line + 8) == 0)
       st->files[st->n_files - 1].pid = parse_pid (value);
@@ -477,9 +485,10 @@ fuse_log (const struct mount_state *st, const char *name)
   return xasprintf ("%s/nbdfuse.%s.log", st->dir, name);
 }
 
-/* A mount whose processes are gone (nbdkit killed, say) or whose set-up
- * was interrupted.  The caller holds the state's lock, so a set-up in
- * progress is never taken for stale.
+/* A mount one of whose processes is gone (nbdkit, nbdfuse, the helper
+ * VM or sshfs killed, say) or whose set-up was interrupted.  The caller
+ * holds the state's lock, so a set-up in progress is never taken for
+ * stale.
  */
 bool
 state_is_stale (const struct mount_state *st, const char **why)
@@ -499,6 +508,8 @@ state_is_stale (const struct mount_state *st, const char **why)
       *why = "nbdfuse is not running";
     free (target);
   }
+  if (*why == NULL && st->attach == ATTACH_VM)
+    *why = vm_broken (st);
   if (*why == NULL)
     stale = false;
   free (sock);

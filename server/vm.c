@@ -10,9 +10,10 @@
  * state directory's console.log: "qemount-guest: init", "... ready
  * FSTYPE", "... error: WHY", "... tar ok".  We watch that file.
  *
- * Parts of the stack, each with its pid file in the state directory so
- * that teardown (vm_teardown, called by umount.c) finds them: qemu.pid,
- * sshfs.pid.
+ * Parts of the stack, each recorded in the state file (qemu=, sshfs=)
+ * as soon as it runs, so that teardown (vm_teardown, called by umount.c)
+ * and qemount list find them; QEMU also writes its own qemu.pid, for a
+ * set-up killed before the record.
  */
 
 #include <config.h>
@@ -48,7 +49,6 @@
 #define READY_TIMEOUT_MS 60000  /* mounting a large filesystem can take long */
 
 #define STATE_QEMU_PID "qemu.pid"
-#define STATE_SSHFS_PID "sshfs.pid"
 #define STATE_CONSOLE "console.log"
 #define STATE_SFTP_SOCKET "sftp.sock"
 #define STATE_TAR_SOCKET "tar.sock"
@@ -334,8 +334,10 @@ key_pipe (const struct secret *key)
   return fd;
 }
 
-/* Start QEMU once with accel ("kvm" or "tcg"); returns its pid. */
-static pid_t
+/* Start QEMU once with accel ("kvm" or "tcg"), recorded as
+ * st->qemu_pid; returns -1 if it could not start.
+ */
+static int
 spawn_qemu (struct mount_state *st, const struct vm_request *r,
             const char *accel)
 {
@@ -429,21 +431,26 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
     pid = proc_spawn_fd ((char **) argv, log, key_fd);
     free (log);
   }
+  if (pid > 0) {
+    st->qemu_pid = pid;
+    if (state_save (st) == -1)
+      pid = -1;
+  }
  out:
   if (key_fd >= 0)
     close (key_fd);
   free (kernel); free (initrd); free (sock); free (pidfile); free (console);
   free (serial); free (drive); free (paths); free (append); free (chardev);
   free (port);
-  return pid;
+  return pid > 0 ? 0 : -1;
 }
 
 /* Wait for the guest to print want (or an error, a panic, or to die). */
 enum boot { BOOT_OK, BOOT_FAILED, BOOT_TIMEOUT, BOOT_INTERRUPTED };
 
 static enum boot
-wait_console (struct mount_state *st, pid_t qemu, const char *want,
-              int timeout_ms, bool quiet)
+wait_console (struct mount_state *st, const char *want, int timeout_ms,
+              bool quiet)
 {
   char *console = state_path (st, STATE_CONSOLE);
   long deadline = now_ms () + timeout_ms;
@@ -470,7 +477,7 @@ wait_console (struct mount_state *st, pid_t qemu, const char *want,
       result = BOOT_FAILED;
       break;
     }
-    if (waitpid (qemu, &ws, WNOHANG) == qemu) {
+    if (waitpid (st->qemu_pid, &ws, WNOHANG) == st->qemu_pid) {
       char *log = state_path (st, "qemu.log");
 
       proc_forward_log (log);
@@ -510,22 +517,21 @@ guest_exit_status (struct mount_state *st)
 }
 
 static void
-kill_qemu (struct mount_state *st, pid_t pid)
+kill_qemu (struct mount_state *st)
 {
   int ws;
 
-  kill (pid, SIGKILL);
-  waitpid (pid, &ws, 0);
-  (void) st;
+  kill (st->qemu_pid, SIGKILL);
+  waitpid (st->qemu_pid, &ws, 0);
+  st->qemu_pid = 0;
 }
 
 /* Boot the guest: KVM if asked for or known to work (auto tries it once
  * with a watchdog and remembers the verdict), else TCG.  On success
- * *pid is QEMU's, the guest has printed want.
+ * QEMU (st->qemu_pid) runs and the guest has printed want.
  */
 static int
-boot (struct mount_state *st, const struct vm_request *r, const char *want,
-      pid_t *pid)
+boot (struct mount_state *st, const struct vm_request *r, const char *want)
 {
   bool try_kvm = false, probing = false;
   enum boot b;
@@ -545,10 +551,9 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want,
   }
 
   if (try_kvm) {
-    *pid = spawn_qemu (st, r, "kvm");
-    if (*pid == -1)
+    if (spawn_qemu (st, r, "kvm") == -1)
       return EXIT_ERROR;
-    b = wait_console (st, *pid, "qemount-guest: init",
+    b = wait_console (st, "qemount-guest: init",
                       strcmp (r->accel, "kvm") == 0 ? TCG_BOOT_MS :
                       KVM_WATCHDOG_MS, strcmp (r->accel, "kvm") != 0);
     if (b == BOOT_OK) {
@@ -557,8 +562,7 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want,
       debugf ("KVM works: the guest reached init");
       goto booted;
     }
-    kill_qemu (st, *pid);
-    *pid = 0;
+    kill_qemu (st);
     if (b == BOOT_INTERRUPTED)
       return EXIT_INTERRUPTED;
     if (strcmp (r->accel, "kvm") == 0)
@@ -573,26 +577,24 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want,
    * kernel: one more try.
    */
   for (int attempt = 1; ; ++attempt) {
-    *pid = spawn_qemu (st, r, "tcg");
-    if (*pid == -1)
+    if (spawn_qemu (st, r, "tcg") == -1)
       return EXIT_ERROR;
-    b = wait_console (st, *pid, "qemount-guest: init", TCG_BOOT_MS,
+    b = wait_console (st, "qemount-guest: init", TCG_BOOT_MS,
                       attempt == 1);
     if (b != BOOT_TIMEOUT || attempt == 2)
       break;
     warnf ("the helper VM is stuck in its kernel; starting it again");
-    kill_qemu (st, *pid);
+    kill_qemu (st);
   }
   if (b != BOOT_OK)
     goto failed;
 
  booted:
-  b = wait_console (st, *pid, want, READY_TIMEOUT_MS, false);
+  b = wait_console (st, want, READY_TIMEOUT_MS, false);
   if (b == BOOT_OK)
     return EXIT_OK;
  failed:
-  kill_qemu (st, *pid);
-  *pid = 0;
+  kill_qemu (st);
   return b == BOOT_INTERRUPTED ? EXIT_INTERRUPTED : guest_exit_status (st);
 }
 
@@ -675,36 +677,25 @@ spawn_sshfs (struct mount_state *st, const struct vm_request *r)
   return pid;
 }
 
-static void
-write_pid (struct mount_state *st, const char *name, pid_t pid)
-{
-  char *path = state_path (st, name);
-  FILE *fp = fopen (path, "we");
-
-  if (fp) {
-    fprintf (fp, "%d\n", (int) pid);
-    fclose (fp);
-  }
-  free (path);
-}
-
 /* qemount mount --via vm, once nbdkit runs: boot, then sshfs. */
 int
 vm_mount (struct mount_state *st, const struct vm_request *r)
 {
-  pid_t qemu, sshfs;
+  pid_t sshfs;
   long deadline;
   int status, ws;
 
-  status = boot (st, r, "qemount-guest: ready", &qemu);
+  st->attach = ATTACH_VM;
+  status = boot (st, r, "qemount-guest: ready");
   if (status != EXIT_OK)
     return status;
-  write_pid (st, STATE_QEMU_PID, qemu);   /* QEMU's own may lag */
 
   sshfs = spawn_sshfs (st, r);
   if (sshfs == -1)
     return EXIT_ERROR;
-  write_pid (st, STATE_SSHFS_PID, sshfs);
+  st->sshfs_pid = sshfs;
+  if (state_save (st) == -1)
+    return EXIT_ERROR;
   deadline = now_ms () + 20000;
   for (;;) {
     char *fstype = NULL;
@@ -740,8 +731,8 @@ int
 vm_teardown (struct mount_state *st)
 {
   char *qpid = state_path (st, STATE_QEMU_PID);
-  char *spid = state_path (st, STATE_SSHFS_PID);
-  pid_t sshfs = proc_read_pidfile (spid), qemu = proc_read_pidfile (qpid);
+  pid_t sshfs = st->sshfs_pid;
+  pid_t qemu = st->qemu_pid ? st->qemu_pid : proc_read_pidfile (qpid);
   int status = EXIT_OK;
 
   if (st->mountpoint && sshfs > 0) {
@@ -782,8 +773,30 @@ vm_teardown (struct mount_state *st)
            proc_stop (qemu, QEMU, qpid, 0) == -1)
     status = EXIT_ERROR;
   free (qpid);
-  free (spid);
   return status;
+}
+
+/* Why a VM mount is broken: its QEMU or its sshfs is not running (the
+ * sshfs mount is gone with it, or answers "Transport endpoint is not
+ * connected"); NULL if both run.  Both are named when both are gone:
+ * either one dying soon takes the other with it.
+ */
+const char *
+vm_broken (const struct mount_state *st)
+{
+  char *qpid = state_path (st, STATE_QEMU_PID);
+  bool qemu = proc_is (st->qemu_pid, QEMU, qpid);
+  bool sshfs = st->mountpoint == NULL ||
+    proc_is (st->sshfs_pid, "sshfs", st->mountpoint);
+
+  free (qpid);
+  if (!qemu && !sshfs)
+    return "the helper VM (QEMU) and sshfs are not running";
+  if (!qemu)
+    return "the helper VM (QEMU) is not running";
+  if (!sshfs)
+    return "sshfs is not running";
+  return NULL;
 }
 
 /* qemount extract: a tar of the guest's mount, from the tar port through
@@ -801,14 +814,13 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
   uint64_t total = 0, expected = 0;
   bool have_count = false, acked = false, eof = false;
   long last = 0, acked_at = 0;
-  pid_t qemu = 0;
   int fd = -1, status, ws;
 
   r->tar = true;
-  status = boot (st, r, "qemount-guest: ready", &qemu);
+  st->attach = ATTACH_VM;
+  status = boot (st, r, "qemount-guest: ready");
   if (status != EXIT_OK)
     goto out;
-  write_pid (st, STATE_QEMU_PID, qemu);
   fd = connect_port (st, STATE_TAR_SOCKET);
   if (fd == -1 || write (fd, "g", 1) != 1) {
     status = EXIT_ERROR;
@@ -819,8 +831,8 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
     struct pollfd p = { .fd = fd, .events = POLLIN };
     ssize_t n = 0;
 
-    if (waitpid (qemu, &ws, WNOHANG) == qemu) {
-      qemu = 0;
+    if (waitpid (st->qemu_pid, &ws, WNOHANG) == st->qemu_pid) {
+      st->qemu_pid = 0;
       break;
     }
     if (!eof && poll (&p, 1, 100) > 0) {
@@ -889,8 +901,8 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
     status = EXIT_ERROR;
   }
  out:
-  if (qemu > 0)             /* failed, or acknowledged and slow to go */
-    kill_qemu (st, qemu);
+  if (st->qemu_pid > 0)     /* failed, or acknowledged and slow to go */
+    kill_qemu (st);
   if (fd >= 0)
     close (fd);
   free (console);

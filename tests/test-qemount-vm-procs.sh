@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The processes under the helper VM.  qemount list shows a VM mount's
+# QEMU and sshfs and checks that each runs: one killed makes the mount
+# stale, and umount cleans up after it.
+source ./tests/qemount-functions.sh
+source ./tests/vm-functions.sh
+requires_guest
+requires jq
+
+vm_tree "$tmp/tree"
+why=$(vm_make_fs ext4 "$tmp/tree" "$tmp/ext4.img") || skip "$why"
+img=$tmp/ext4.img
+mnt=$tmp/mnt
+mkdir "$mnt"
+
+# vm_pids: the nbdkit, QEMU and sshfs pids of the mount on $mnt.
+vm_pids ()
+{
+  qemount list --json |
+    jq -r --arg d "$mnt" '.[] | select(.mountpoint == $d) |
+                          "\(.nbdkit_pid) \(.qemu_pid) \(.sshfs_pid)"'
+}
+
+# gone PID...: none of these runs any more as a process of this test
+# (each had $tmp on its command line; a zombie has none).  A killed
+# process takes a moment to die: up to 10 s.
+gone ()
+{
+  local pid i
+  for pid in "$@"; do
+    for i in $(seq 100); do
+      grep -qF -- "$tmp" "/proc/$pid/cmdline" 2>/dev/null || continue 2
+      sleep 0.1
+    done
+    fail "pid $pid is still running: $(tr '\0' ' ' < "/proc/$pid/cmdline")"
+  done
+}
+
+# kill_part PROGRAM PID REASON: a VM mount whose PROGRAM (pid PID) is
+# killed lists as stale for REASON, and umount cleans it up.
+kill_part ()
+{
+  local program=$1 pid=$2 reason=$3
+  kill -9 "$pid"
+  gone "$pid"
+  qemount list > "$tmp/list"
+  grep -q "stale: .*$reason" "$tmp/list" ||
+    fail "$program killed: qemount list does not say stale ($reason): $(cat "$tmp/list")"
+  qemount umount "$mnt" || fail "umount after $program was killed failed"
+  gone $nbdkit $qemu $sshfs
+  vm_assert_clean "$mnt"
+}
+
+qemount mount "$img" "$mnt" --via vm --accel tcg || fail "mount --via vm failed"
+read -r nbdkit qemu sshfs < <(vm_pids)
+qemount list > "$tmp/list"
+grep -qx "    via vm; nbdkit pid $nbdkit, qemu pid $qemu, sshfs pid $sshfs" "$tmp/list" ||
+  fail "qemount list does not show the VM mount's processes: $(cat "$tmp/list")"
+grep -q stale "$tmp/list" && fail "a working VM mount lists as stale: $(cat "$tmp/list")"
+kill_part qemu "$qemu" "the helper VM (QEMU)"
+
+qemount mount "$img" "$mnt" --via vm --accel tcg || fail "mount --via vm failed"
+read -r nbdkit qemu sshfs < <(vm_pids)
+kill_part sshfs "$sshfs" "sshfs"
+
+echo "PASS: the helper VM's processes are listed, checked and cleaned up"
