@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,5 +174,12 @@ extract_main (int argc, char *argv[])
   state_free (st);
   free_disk_layout (&layout);
   secret_free (&key);
+  /* The reader of -o - went away (extract -o - | head): what we started
+   * is stopped; now end as any filter would, killed by SIGPIPE.
+   */
+  if (r.reader_gone) {
+    signal (SIGPIPE, SIG_DFL);
+    raise (SIGPIPE);
+  }
   return status;
 }

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +34,10 @@ on_interrupt (int sig)
 }
 
 /* SIGINT, SIGTERM and SIGHUP only set a flag: the set-up checks it
- * between steps and tears down what it started.
+ * between steps and tears down what it started.  SIGPIPE is ignored: a
+ * reader that goes away (qemount extract -o - | head) is a write that
+ * fails with EPIPE, handled where it happens, not a death that leaves
+ * the helper VM running.
  */
 void
 catch_interrupts (void)
@@ -44,6 +48,7 @@ catch_interrupts (void)
   sigaction (SIGINT, &sa, NULL);
   sigaction (SIGTERM, &sa, NULL);
   sigaction (SIGHUP, &sa, NULL);
+  signal (SIGPIPE, SIG_IGN);
 }
 
 void

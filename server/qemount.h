@@ -279,6 +279,7 @@ struct vm_request {
   char *const *paths;           /* extract: paths in the filesystem */
   size_t n_paths;
   bool tar;                     /* set by vm_extract */
+  bool reader_gone;             /* set by vm_extract: EPIPE on out_fd */
   bool containers;              /* the disk holds LVM, md or LUKS */
   const char *lv;               /* --lv VG/LV, or NULL */
   const struct secret *key;     /* LUKS passphrase, or NULL */

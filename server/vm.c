@@ -846,6 +846,11 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
       sleep_ms (50);
     for (ssize_t done = 0, w; n > 0 && done < n; done += w) {
       w = write (out_fd, buf + done, n - done);
+      if (w == -1 && errno == EPIPE) {
+        r->reader_gone = true;  /* the caller's to handle: not an error */
+        status = EXIT_ERROR;
+        goto out;
+      }
       if (w <= 0) {
         errorf ("writing the tar: %m");
         status = EXIT_ERROR;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The processes under the helper VM.  qemount list shows a VM mount's
 # QEMU and sshfs and checks that each runs: one killed makes the mount
-# stale, and umount cleans up after it.
+# stale, and umount cleans up after it.  qemount extract stops what it
+# started when its reader goes away.
 source ./tests/qemount-functions.sh
 source ./tests/vm-functions.sh
 requires_guest
@@ -54,7 +55,7 @@ kill_part ()
 qemount mount "$img" "$mnt" --via vm --accel tcg || fail "mount --via vm failed"
 read -r nbdkit qemu sshfs < <(vm_pids)
 qemount list > "$tmp/list"
-grep -qx "    via vm; nbdkit pid $nbdkit, qemu pid $qemu, sshfs pid $sshfs" "$tmp/list" ||
+grep -q "^    via vm; nbdkit pid $nbdkit, qemu pid $qemu, sshfs pid $sshfs" "$tmp/list" ||
   fail "qemount list does not show the VM mount's processes: $(cat "$tmp/list")"
 grep -q stale "$tmp/list" && fail "a working VM mount lists as stale: $(cat "$tmp/list")"
 kill_part qemu "$qemu" "the helper VM (QEMU)"
@@ -62,5 +63,27 @@ kill_part qemu "$qemu" "the helper VM (QEMU)"
 qemount mount "$img" "$mnt" --via vm --accel tcg || fail "mount --via vm failed"
 read -r nbdkit qemu sshfs < <(vm_pids)
 kill_part sshfs "$sshfs" "sshfs"
+
+# extract_pids: the nbdkit, QEMU and qemount pids of the extract
+# running, from qemount list --json in $tmp/during.json.
+extract_pids ()
+{
+  jq -r '.[] | select(.mountpoint == null) |
+         "\(.nbdkit_pid) \(.qemu_pid) \(.owner_pid)"' "$tmp/during.json"
+}
+
+# The reader of extract -o - goes away once it has had some of the tar:
+# the extract stops its nbdkit and QEMU and ends as killed by SIGPIPE,
+# as filters do, leaving nothing.  (The pids are read while it runs:
+# the group keeps the pipe open after head is done.)
+qemount extract "$img" --accel tcg -o - 2> "$tmp/err" |
+  { head -c 100000 > /dev/null; qemount list --json > "$tmp/during.json"; }
+status=${PIPESTATUS[0]}
+read -r nbdkit qemu owner < <(extract_pids)
+[ -n "$owner" ] || fail "qemount list did not show the extract: $(cat "$tmp/during.json")"
+[ "$status" = 141 ] || fail "extract | head: exit status $status, expected 141 (SIGPIPE): $(cat "$tmp/err")"
+[ ! -s "$tmp/err" ] || fail "extract | head: messages: $(cat "$tmp/err")"
+gone $nbdkit $qemu
+vm_assert_clean
 
 echo "PASS: the helper VM's processes are listed, checked and cleaned up"
