@@ -130,6 +130,7 @@ extract_main (int argc, char *argv[])
     status = EXIT_ERROR;
     goto out;
   }
+  st->extract = true;
   st->image = realpath (d.req.path, NULL);
   if (st->image == NULL)
     st->image = xstrdup (d.req.path);

@@ -1,5 +1,6 @@
 /* qemount list [--json]: what qemount has mounted for this user, with
- * the processes and devices under each mount.
+ * the processes and devices under each mount; also the extracts running,
+ * or killed before they could clean up.
  */
 
 #include <config.h>
@@ -37,7 +38,9 @@ print_json (const struct mount_state *st, const char *status,
   json_member (stdout, first ? "\n  {" : ",\n  {", "mountpoint",
                st->mountpoint);
   json_member (stdout, ", ", "image", st->image);
-  json_member (stdout, ",\n   ", "status", status);
+  json_member (stdout, ",\n   ", "command", st->extract ? "extract" : "mount");
+  json_member (stdout, ", ", "id", state_id (st));
+  json_member (stdout, ", ", "status", status);
   json_member (stdout, ", ", "reason", why);
   printf (", \"raw\": %s, \"partition\": %d",
           st->raw ? "true" : "false", st->partition);
@@ -66,7 +69,8 @@ static void
 print_human (const struct mount_state *st, const char *status,
              const char *why)
 {
-  printf ("%s  %s", st->mountpoint ? st->mountpoint : "(unknown)",
+  printf ("%s  %s", st->extract ? "(extract)" :
+          st->mountpoint ? st->mountpoint : "(unknown)",
           st->image ? st->image : "(unknown image)");
   if (st->partition)
     printf (" partition %d", st->partition);
@@ -88,10 +92,13 @@ print_human (const struct mount_state *st, const char *status,
   for (size_t i = 0; i < st->n_files; ++i)
     printf (", nbdfuse pid %d (%s)", (int) st->files[i].pid,
             st->files[i].name);
+  printf ("; id %s", state_id (st));
   if (strcmp (status, "stale") == 0)
-    printf ("\n    stale: %s (qemount umount cleans it up)", why);
+    printf ("\n    stale: %s (qemount umount %s cleans it up)", why,
+            st->mountpoint ? st->mountpoint : state_id (st));
   else if (strcmp (status, "busy") == 0)
-    printf ("\n    being set up or torn down by pid %d",
+    printf ("\n    %s by pid %d",
+            st->extract ? "extracting" : "being set up or torn down",
             (int) st->owner_pid);
   printf ("\n");
 }

@@ -2,7 +2,7 @@
  *
  *   qemount [-v] info IMAGE [--json]
  *   qemount [-v] mount IMAGE DIR [options]
- *   qemount [-v] umount DIR
+ *   qemount [-v] umount DIR|ID
  *   qemount [-v] list [--json]
  *
  * This file holds only the dispatch to the subcommands and the message

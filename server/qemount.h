@@ -175,6 +175,7 @@ struct mount_state {
   bool readonly;
   bool mounted;                 /* set up completely (phase=mounted) */
   enum attach_method attach;
+  bool extract;                 /* qemount extract's, not a mount */
   pid_t owner_pid;              /* the qemount process that set it up */
   pid_t nbdkit_pid;
   pid_t qemu_pid, sshfs_pid;    /* ATTACH_VM: the helper VM, sshfs */
@@ -210,6 +211,7 @@ char *fuse_log (const struct mount_state *st, const char *name);
 bool file_name_ok (const char *name);
 int state_add_file (struct mount_state *st, const char *name);
 bool state_is_stale (const struct mount_state *st, const char **why);
+const char *state_id (const struct mount_state *st);
 
 /* DIR made absolute even if it cannot be resolved (a dead FUSE mount
  * cannot be stat()ed).
@@ -220,7 +222,8 @@ char *absolute_path (const char *path);
 extern volatile sig_atomic_t interrupted;
 void catch_interrupts (void);
 pid_t proc_spawn (char *const argv[], const char *log_path);
-pid_t proc_spawn_fd (char *const argv[], const char *log_path, int fd);
+pid_t proc_spawn_fd (char *const argv[], const char *log_path, int fd,
+                     bool die_with_us);
 const char *proc_self_dir (void);
 int proc_run (char *const argv[]);
 int proc_wait_child (pid_t pid, int *wstatus);

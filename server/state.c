@@ -210,6 +210,7 @@ state_save (const struct mount_state *st)
   }
   fprintf (fp, "version=1\n");
   put (fp, "phase", st->mounted ? "mounted" : "starting");
+  put (fp, "command", st->extract ? "extract" : "mount");
   put_pid (fp, "owner", st->owner_pid);
   put (fp, "image", st->image);
   put (fp, "mountpoint", st->mountpoint);
@@ -297,6 +298,8 @@ state_load (const char *dir)
     *value++ = '\0';
     if (strcmp (line, "phase") == 0)
       st->mounted = strcmp (value, "mounted") == 0;
+    else if (strcmp (line, "command") == 0)
+      st->extract = strcmp (value, "extract") == 0;
     else if (strcmp (line, "owner") == 0)
       st->owner_pid = parse_pid (value);
     else if (strcmp (line, "image") == 0) field = &st->image;
@@ -497,7 +500,9 @@ state_is_stale (const struct mount_state *st, const char **why)
   bool stale = true;
 
   *why = NULL;
-  if (!st->mounted)
+  if (st->extract)              /* it removes its state when it ends */
+    *why = "the qemount extract that ran it is gone";
+  else if (!st->mounted)
     *why = "its set-up did not finish";
   else if (!proc_is (st->nbdkit_pid, "nbdkit", sock))
     *why = "nbdkit is not running";
@@ -514,6 +519,21 @@ state_is_stale (const struct mount_state *st, const char **why)
     stale = false;
   free (sock);
   return stale;
+}
+
+/* A state's id, which qemount list shows and qemount umount takes (for
+ * one without a mount point, an extract's): its directory's name after
+ * "mount.".
+ */
+const char *
+state_id (const struct mount_state *st)
+{
+  const char *base = strrchr (st->dir, '/');
+
+  base = base ? base + 1 : st->dir;
+  if (strncmp (base, STATE_PREFIX, strlen (STATE_PREFIX)) == 0)
+    base += strlen (STATE_PREFIX);
+  return base;
 }
 
 /* path made absolute, resolved where possible.  A dead FUSE mount

@@ -428,7 +428,8 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
   {
     char *log = state_path (st, "qemu.log");
 
-    pid = proc_spawn_fd ((char **) argv, log, key_fd);
+    /* An extract's QEMU does not outlive it, even killed. */
+    pid = proc_spawn_fd ((char **) argv, log, key_fd, st->extract);
     free (log);
   }
   if (pid > 0) {

@@ -2,7 +2,8 @@
 # The processes under the helper VM.  qemount list shows a VM mount's
 # QEMU and sshfs and checks that each runs: one killed makes the mount
 # stale, and umount cleans up after it.  qemount extract stops what it
-# started when its reader goes away.
+# started when its reader goes away; killed, it takes its nbdkit and
+# QEMU with it, lists as stale, and umount cleans up after it by its id.
 source ./tests/qemount-functions.sh
 source ./tests/vm-functions.sh
 requires_guest
@@ -55,7 +56,7 @@ kill_part ()
 qemount mount "$img" "$mnt" --via vm --accel tcg || fail "mount --via vm failed"
 read -r nbdkit qemu sshfs < <(vm_pids)
 qemount list > "$tmp/list"
-grep -q "^    via vm; nbdkit pid $nbdkit, qemu pid $qemu, sshfs pid $sshfs" "$tmp/list" ||
+grep -q "^    via vm; nbdkit pid $nbdkit, qemu pid $qemu, sshfs pid $sshfs; id " "$tmp/list" ||
   fail "qemount list does not show the VM mount's processes: $(cat "$tmp/list")"
 grep -q stale "$tmp/list" && fail "a working VM mount lists as stale: $(cat "$tmp/list")"
 kill_part qemu "$qemu" "the helper VM (QEMU)"
@@ -64,12 +65,12 @@ qemount mount "$img" "$mnt" --via vm --accel tcg || fail "mount --via vm failed"
 read -r nbdkit qemu sshfs < <(vm_pids)
 kill_part sshfs "$sshfs" "sshfs"
 
-# extract_pids: the nbdkit, QEMU and qemount pids of the extract
-# running, from qemount list --json in $tmp/during.json.
+# extract_pids: the nbdkit, QEMU and qemount pids and the id of the
+# extract running, from qemount list --json in $tmp/during.json.
 extract_pids ()
 {
   jq -r '.[] | select(.mountpoint == null) |
-         "\(.nbdkit_pid) \(.qemu_pid) \(.owner_pid)"' "$tmp/during.json"
+         "\(.nbdkit_pid) \(.qemu_pid) \(.owner_pid) \(.id)"' "$tmp/during.json"
 }
 
 # The reader of extract -o - goes away once it has had some of the tar:
@@ -79,11 +80,33 @@ extract_pids ()
 qemount extract "$img" --accel tcg -o - 2> "$tmp/err" |
   { head -c 100000 > /dev/null; qemount list --json > "$tmp/during.json"; }
 status=${PIPESTATUS[0]}
-read -r nbdkit qemu owner < <(extract_pids)
+read -r nbdkit qemu owner id < <(extract_pids)
 [ -n "$owner" ] || fail "qemount list did not show the extract: $(cat "$tmp/during.json")"
 [ "$status" = 141 ] || fail "extract | head: exit status $status, expected 141 (SIGPIPE): $(cat "$tmp/err")"
 [ ! -s "$tmp/err" ] || fail "extract | head: messages: $(cat "$tmp/err")"
 gone $nbdkit $qemu
+vm_assert_clean
+
+# kill -9 of an extract: its nbdkit and QEMU do not outlive it; list
+# shows what is left as a stale extract, and umount ID removes it.
+mkfifo "$tmp/fifo"
+# (env, not the qemount function: $! must be qemount, not a subshell)
+env $QEMOUNT_ENV "$QEMOUNT" extract "$img" --accel tcg -o - > "$tmp/fifo" &
+xpid=$!
+exec 3< "$tmp/fifo"
+head -c 100000 <&3 > /dev/null
+qemount list --json > "$tmp/during.json"
+read -r nbdkit qemu owner id < <(extract_pids)
+[ "$owner" = "$xpid" ] || fail "qemount list does not show the extract (pid $xpid): $(cat "$tmp/during.json")"
+kill -9 "$xpid"
+wait "$xpid" 2>/dev/null || :   # (no "Killed" from bash)
+exec 3<&-
+gone $nbdkit $qemu
+qemount list > "$tmp/list"
+grep -qx "(extract)  $img (ext4), read-only" "$tmp/list" &&
+  grep -qx "    stale: the qemount extract that ran it is gone (qemount umount $id cleans it up)" "$tmp/list" ||
+  fail "qemount list does not show the killed extract as stale: $(cat "$tmp/list")"
+qemount umount "$id" || fail "qemount umount $id failed"
 vm_assert_clean
 
 echo "PASS: the helper VM's processes are listed, checked and cleaned up"
