@@ -81,7 +81,13 @@ extract_main (int argc, char *argv[])
     default: extract_usage (stderr); return EXIT_USAGE;
     }
   }
-  if (optind != argc - 1 || output == NULL) {
+  if (!operands_ok ("extract", argc - optind, argv + optind,
+                    (const char *const []) { "IMAGE", NULL })) {
+    extract_usage (stderr);
+    return EXIT_USAGE;
+  }
+  if (output == NULL) {
+    errorf ("extract: missing -o FILE (or -o - for standard output)");
     extract_usage (stderr);
     return EXIT_USAGE;
   }

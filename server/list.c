@@ -145,7 +145,8 @@ list_main (int argc, char *argv[])
     default: list_usage (stderr); return EXIT_USAGE;
     }
   }
-  if (optind != argc) {
+  if (!operands_ok ("list", argc - optind, argv + optind,
+                    (const char *const []) { NULL })) {
     list_usage (stderr);
     return EXIT_USAGE;
   }

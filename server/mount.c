@@ -144,7 +144,8 @@ parse_options (int argc, char *argv[], struct mount_options *o)
     default: mount_usage (stderr); return EXIT_USAGE;
     }
   }
-  if (optind != argc - 2) {
+  if (!operands_ok ("mount", argc - optind, argv + optind,
+                    (const char *const []) { "IMAGE", "DIR", NULL })) {
     mount_usage (stderr);
     return EXIT_USAGE;
   }

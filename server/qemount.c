@@ -61,6 +61,33 @@ debugf (const char *fs, ...)
   va_end (args);
 }
 
+bool
+operands_ok (const char *command, int n, char *const args[],
+             const char *const names[])
+{
+  int want = 0;
+  char *missing;
+
+  while (names[want])
+    ++want;
+  if (n > want) {
+    errorf ("%s: unexpected argument '%s'", command, args[want]);
+    return false;
+  }
+  if (n == want)
+    return true;
+  missing = xstrdup (names[n]);
+  for (int i = n + 1; i < want; ++i) {
+    char *m = xasprintf ("%s and %s", missing, names[i]);
+
+    free (missing);
+    missing = m;
+  }
+  errorf ("%s: missing %s", command, missing);
+  free (missing);
+  return false;
+}
+
 /* Out of memory is not worth a distinct path in a command like this. */
 char *
 xstrdup (const char *s)
@@ -144,6 +171,7 @@ main (int argc, char *argv[])
     }
   }
   if (i == argc) {
+    errorf ("missing COMMAND");
     usage (stderr);
     return EXIT_USAGE;
   }

@@ -50,6 +50,13 @@ void warnf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 void debugf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 extern bool verbose;
 
+/* Usage errors: false, after saying which operand (what follows a
+ * command's options: args, n of them) is missing or which argument is
+ * one too many, unless there are exactly the NULL-terminated names.
+ */
+bool operands_ok (const char *command, int n, char *const args[],
+                  const char *const names[]);
+
 /* Allocation that exits on failure. */
 char *xstrdup (const char *s);
 char *xasprintf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));

@@ -257,7 +257,8 @@ umount_main (int argc, char *argv[])
     default: umount_usage (stderr); return EXIT_USAGE;
     }
   }
-  if (optind != argc - 1) {
+  if (!operands_ok ("umount", argc - optind, argv + optind,
+                    (const char *const []) { "DIR", NULL })) {
     umount_usage (stderr);
     return EXIT_USAGE;
   }

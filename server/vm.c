@@ -100,6 +100,8 @@ guest_built (void)
 int
 guest_main (int argc, char *argv[])
 {
+  bool help;
+
   if (argc == 2 && strcmp (argv[1], "build") == 0) {
     char exe[PATH_MAX], *script;
     ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
@@ -142,14 +144,20 @@ guest_main (int argc, char *argv[])
     free (path);
     return EXIT_OK;
   }
-  fprintf (argc == 2 && strcmp (argv[1], "--help") == 0 ? stdout : stderr,
+  help = argc == 2 && strcmp (argv[1], "--help") == 0;
+  if (argc == 2 && !help)
+    errorf ("guest: unknown command '%s' (build or info)", argv[1]);
+  else if (!help)
+    operands_ok ("guest", argc - 1, argv + 1,
+                 (const char *const []) { "build or info", NULL });
+  fprintf (help ? stdout : stderr,
            "usage: qemount guest build | info\n"
            "\n"
            "build: fetch Debian's kernel package and build the helper VM\n"
            "       in %s\n"
            "info:  its kernel version and the filesystems it mounts\n",
            guest_dir ());
-  return argc == 2 && strcmp (argv[1], "--help") == 0 ? EXIT_OK : EXIT_USAGE;
+  return help ? EXIT_OK : EXIT_USAGE;
 }
 
 static long

@@ -138,6 +138,13 @@ fi
 fails 2 "--overlay needs --rw" mount --overlay "$tmp/ovl" "$tmp/mbr.img" "$mnt"
 fails 2 "--partition 0: must be a partition number from 1" mount --partition 0 "$tmp/mbr.img" "$mnt"
 fails 2 "--raw exports the disk itself: --fstype does not apply" mount --raw --fstype ext4 "$tmp/mbr.img" "$mnt"
+# (the usage follows these messages)
+expect 2 "mount: missing DIR" qemount mount "$tmp/mbr.img"
+expect 2 "mount: unexpected argument 'extra'" qemount mount "$tmp/mbr.img" "$mnt" extra
+expect 2 "umount: missing DIR" qemount umount
+expect 2 "extract: missing -o FILE" qemount extract "$tmp/mbr.img"
+expect 2 "list: unexpected argument 'extra'" qemount list extra
+assert_clean "$mnt"
 
 # umount of what qemount did not mount.
 fails 15 "$mnt: not mounted by qemount" umount "$mnt"
