@@ -266,6 +266,7 @@ bool nbd_module_present (void);
 /* umount.c: tear a mount down, in order; tolerant of parts already gone. */
 int teardown (struct mount_state *st);
 int clean_stale_states (void);
+void report_busy (const char *dir);
 
 /* secret.c: a LUKS passphrase, and the other options for containers
  * the helper VM opens (LVM, md, LUKS).

@@ -22,6 +22,43 @@
 
 #include "qemount.h"
 
+/* s quoted for a shell: in single quotes, each ' as '\''. */
+static char *
+shell_quote (const char *s)
+{
+  char *q = malloc (strlen (s) * 4 + 3), *p = q;
+
+  if (q == NULL) {
+    perror ("malloc");
+    exit (EXIT_ERROR);
+  }
+  *p++ = '\'';
+  for (; *s; ++s) {
+    if (*s == '\'') {
+      memcpy (p, "'\\''", 4);
+      p += 4;
+    }
+    else
+      *p++ = *s;
+  }
+  *p++ = '\'';
+  *p = '\0';
+  return q;
+}
+
+/* DIR is in use: the error, with the command that shows by whom, ready
+ * to paste.
+ */
+void
+report_busy (const char *dir)
+{
+  char *quoted = shell_quote (dir);
+
+  errorf ("%s: busy: a process is using it (see fuser -vm %s)", dir,
+          quoted);
+  free (quoted);
+}
+
 static int
 fuse_unmount (const char *path)
 {
@@ -67,8 +104,7 @@ kernel_unmount (const struct mount_state *st)
   debugf ("unmounting %s", st->mountpoint);
   if (umount2 (st->mountpoint, UMOUNT_NOFOLLOW) == -1) {
     if (errno == EBUSY) {
-      errorf ("%s: busy: a process is using it (see fuser -vm %s)",
-              st->mountpoint, st->mountpoint);
+      report_busy (st->mountpoint);
       return EXIT_BUSY;
     }
     errorf ("%s: umount: %m", st->mountpoint);

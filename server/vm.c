@@ -753,8 +753,7 @@ vm_teardown (struct mount_state *st)
 
       debugf ("unmounting %s", st->mountpoint);
       if (proc_run ((char **) argv) != 0) {
-        errorf ("%s: busy: a process is using it (see fuser -vm %s)",
-                st->mountpoint, st->mountpoint);
+        report_busy (st->mountpoint);
         status = EXIT_BUSY;
       }
     }

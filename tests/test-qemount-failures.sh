@@ -149,16 +149,20 @@ assert_clean "$mnt"
 # umount of what qemount did not mount.
 fails 15 "$mnt: not mounted by qemount" umount "$mnt"
 
-# A busy DIR is not torn down; once free, it is.
-qemount mount "$tmp/mbr.img" "$mnt"
-( cd "$mnt" && exec sleep 30 ) &
+# A busy DIR is not torn down; once free, it is.  The fuser command in
+# the message is quoted for the shell.
+busydir="$tmp/it's-busy"
+mkdir "$busydir"
+qemount mount "$tmp/mbr.img" "$busydir"
+( cd "$busydir" && exec sleep 30 ) &
 busy=$!
 sleep 0.2
-expect 16 "$mnt: busy" qemount umount "$mnt"
-mountpoint -q "$mnt" || fail "a busy DIR was unmounted"
+expect 16 "$busydir: busy: a process is using it (see fuser -vm '$tmp/it'\\''s-busy')" \
+  qemount umount "$busydir"
+mountpoint -q "$busydir" || fail "a busy DIR was unmounted"
 kill $busy; wait $busy 2>/dev/null || :
-qemount umount "$mnt"
-assert_clean "$mnt"
+qemount umount "$busydir"
+assert_clean "$busydir"
 
 # A killed nbdkit: list says stale, umount cleans up...
 qemount mount "$tmp/mbr.img" "$mnt"
