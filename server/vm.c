@@ -454,8 +454,34 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
   return pid > 0 ? 0 : -1;
 }
 
+/* nbdkit gone while the guest needs the disk: that is why the guest
+ * failed (its own words, a mount refused or a tar cut short, are only
+ * the echo), and it is said here, after nbdkit's last words if it left
+ * any.  True if it is gone.
+ */
+static bool
+report_dead_nbdkit (struct mount_state *st)
+{
+  char *sock = state_path (st, STATE_SOCKET);
+  bool gone = !proc_is (st->nbdkit_pid, "nbdkit", sock);
+
+  if (gone) {
+    char *log = state_path (st, STATE_NBDKIT_LOG);
+
+    proc_forward_log (log);
+    errorf ("%s: nbdkit, which serves the image to the helper VM, died",
+            st->image);
+    free (log);
+  }
+  free (sock);
+  return gone;
+}
+
 /* Wait for the guest to print want (or an error, a panic, or to die). */
-enum boot { BOOT_OK, BOOT_FAILED, BOOT_TIMEOUT, BOOT_INTERRUPTED };
+enum boot {
+  BOOT_OK, BOOT_FAILED, BOOT_TIMEOUT, BOOT_INTERRUPTED,
+  BOOT_NBDKIT_DIED,             /* said */
+};
 
 static enum boot
 wait_console (struct mount_state *st, const char *want, int timeout_ms,
@@ -477,27 +503,34 @@ wait_console (struct mount_state *st, const char *want, int timeout_ms,
       break;
     }
     if (console_find (console, "qemount-guest: error: ", buf, sizeof buf)) {
-      errorf ("%s: %s", st->image, buf);
-      result = BOOT_FAILED;
+      result = report_dead_nbdkit (st) ? BOOT_NBDKIT_DIED : BOOT_FAILED;
+      if (result == BOOT_FAILED)
+        errorf ("%s: %s", st->image, buf);
       break;
     }
     if (console_find (console, "Kernel panic", buf, sizeof buf)) {
-      errorf ("%s: the helper VM's kernel panicked:%s", st->image, buf);
-      result = BOOT_FAILED;
+      result = report_dead_nbdkit (st) ? BOOT_NBDKIT_DIED : BOOT_FAILED;
+      if (result == BOOT_FAILED)
+        errorf ("%s: the helper VM's kernel panicked:%s", st->image, buf);
       break;
     }
     if (waitpid (st->qemu_pid, &ws, WNOHANG) == st->qemu_pid) {
-      char *log = state_path (st, "qemu.log");
+      st->qemu_pid = 0;
+      result = report_dead_nbdkit (st) ? BOOT_NBDKIT_DIED : BOOT_FAILED;
+      if (result == BOOT_FAILED) {
+        char *log = state_path (st, "qemu.log");
 
-      proc_forward_log (log);
-      free (log);
-      errorf ("%s: the helper VM stopped before it was ready", st->image);
-      result = BOOT_FAILED;
+        proc_forward_log (log);
+        free (log);
+        errorf ("%s: the helper VM stopped before it was ready", st->image);
+      }
       break;
     }
     sleep_ms (20);
   }
-  if (result == BOOT_TIMEOUT && !quiet)
+  if (result == BOOT_TIMEOUT && report_dead_nbdkit (st))
+    result = BOOT_NBDKIT_DIED;
+  else if (result == BOOT_TIMEOUT && !quiet)
     errorf ("%s: the helper VM did not get ready in %d s (see %s)",
             st->image, timeout_ms / 1000, console);
   free (console);
@@ -530,6 +563,8 @@ kill_qemu (struct mount_state *st)
 {
   int ws;
 
+  if (st->qemu_pid <= 0)        /* reaped already */
+    return;
   kill (st->qemu_pid, SIGKILL);
   waitpid (st->qemu_pid, &ws, 0);
   st->qemu_pid = 0;
@@ -574,6 +609,8 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want)
     kill_qemu (st);
     if (b == BOOT_INTERRUPTED)
       return EXIT_INTERRUPTED;
+    if (b == BOOT_NBDKIT_DIED)
+      return EXIT_ERROR;
     if (strcmp (r->accel, "kvm") == 0)
       return EXIT_NEEDS_VM;
     if (b == BOOT_TIMEOUT || probing) {
@@ -604,7 +641,8 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want)
     return EXIT_OK;
  failed:
   kill_qemu (st);
-  return b == BOOT_INTERRUPTED ? EXIT_INTERRUPTED : guest_exit_status (st);
+  return b == BOOT_INTERRUPTED ? EXIT_INTERRUPTED :
+    b == BOOT_NBDKIT_DIED ? EXIT_ERROR : guest_exit_status (st);
 }
 
 /* A connection to QEMU's end of a guest port, or -1. */
@@ -902,6 +940,8 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
     fputc ('\n', stderr);
   if (acked && total == expected)
     status = EXIT_OK;
+  else if (report_dead_nbdkit (st))
+    status = EXIT_ERROR;
   else {
     if (console_find (console, "qemount-guest: error: ", msg, sizeof msg))
       errorf ("%s: %s", st->image, msg);

@@ -4,6 +4,7 @@
 # stale, and umount cleans up after it.  qemount extract stops what it
 # started when its reader goes away; killed, it takes its nbdkit and
 # QEMU with it, lists as stale, and umount cleans up after it by its id.
+# A guest that fails because nbdkit died says that nbdkit died.
 source ./tests/qemount-functions.sh
 source ./tests/vm-functions.sh
 requires_guest
@@ -108,5 +109,29 @@ grep -qx "(extract)  $img (ext4), read-only" "$tmp/list" &&
   fail "qemount list does not show the killed extract as stale: $(cat "$tmp/list")"
 qemount umount "$id" || fail "qemount umount $id failed"
 vm_assert_clean
+
+# nbdkit dies once the guest's init runs, before it mounts the disk (a
+# wrapper holds QEMU still meanwhile): the guest then fails to mount,
+# and the message is about nbdkit, not the guest's kernel.
+mkdir "$tmp/qbin"
+cat > "$tmp/qbin/qemu-system-x86_64" <<EOF
+#!/bin/bash
+for a; do [ "\${prev-}" = -pidfile ] && dir=\${a%/*}; prev=\$a; done
+(
+  for i in \$(seq 1500); do
+    grep -qs "qemount-guest: init" "\$dir/console.log" && break
+    sleep 0.02
+  done
+  kill -STOP \$\$
+  kill -9 "\$(cat "\$dir/nbdkit.pid")"
+  kill -CONT \$\$
+) &
+exec $(command -v qemu-system-x86_64) "\$@"
+EOF
+chmod +x "$tmp/qbin/qemu-system-x86_64"
+PATH="$tmp/qbin:$PATH" expect 1 "$img: nbdkit, which serves the image to the helper VM, died" \
+  qemount mount "$img" "$mnt" --via vm --accel tcg
+grep -q "guest kernel" "$tmp/err" && fail "the guest's kernel is blamed: $(cat "$tmp/err")"
+vm_assert_clean "$mnt"
 
 echo "PASS: the helper VM's processes are listed, checked and cleaned up"
