@@ -50,10 +50,38 @@ plugin_path (void)
   return "qemount";
 }
 
+/* An extract's nbdkit stays our child and exits with us: on record at
+ * once, ready when it has written its pid file.
+ */
+static int
+wait_child_nbdkit (struct mount_state *st, pid_t pid, const char *pidfile,
+                   const char *log)
+{
+  pid_t ready;
+
+  st->nbdkit_pid = pid;
+  if (state_save (st) == -1)
+    return EXIT_ERROR;
+  switch (proc_wait_pidfile (pidfile, pid, -1, true, &ready)) {
+  case WAIT_READY:
+    debugf ("nbdkit is running (pid %d)", (int) pid);
+    return EXIT_OK;
+  case WAIT_EXITED:
+    proc_forward_log (log);
+    errorf ("nbdkit could not serve %s", st->image);
+    st->nbdkit_pid = 0;
+    return EXIT_ERROR;
+  default:                      /* no timeout: interrupted */
+    return EXIT_INTERRUPTED;
+  }
+}
+
 /* nbdkit forks into the background once the image is open and the
  * socket listens: its first process exiting with 0 means ready (the pid
  * file follows), anything else is an error nbdkit has explained in its
- * log.
+ * log.  An extract's nbdkit instead stays in the foreground as our child
+ * and exits when we do, however we end (--exit-with-parent): a killed
+ * extract leaves no server behind.
  */
 int
 start_nbdkit (struct mount_state *st, const char *backing)
@@ -75,6 +103,8 @@ start_nbdkit (struct mount_state *st, const char *backing)
     partition = xasprintf ("partition=%d", st->partition);
 
   argv[n++] = "nbdkit";
+  if (st->extract)
+    argv[n++] = "--exit-with-parent";   /* implies -f */
   argv[n++] = "-U";
   argv[n++] = sock;
   argv[n++] = "-P";
@@ -99,6 +129,10 @@ start_nbdkit (struct mount_state *st, const char *backing)
   pid = proc_spawn ((char **) argv, log);
   if (pid == -1)
     goto out;
+  if (st->extract) {
+    status = wait_child_nbdkit (st, pid, pidfile, log);
+    goto out;
+  }
   for (bool killed = false; (r = waitpid (pid, &ws, WNOHANG)) != pid; ) {
     if (r == -1 && errno != EINTR) {
       errorf ("waitpid: %m");

@@ -9,6 +9,7 @@
 #include <config.h>
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +83,13 @@ extract_main (int argc, char *argv[])
     default: extract_usage (stderr); return EXIT_USAGE;
     }
   }
-  if (optind != argc - 1 || output == NULL) {
+  if (!operands_ok ("extract", argc - optind, argv + optind,
+                    (const char *const []) { "IMAGE", NULL })) {
+    extract_usage (stderr);
+    return EXIT_USAGE;
+  }
+  if (output == NULL) {
+    errorf ("extract: missing -o FILE (or -o - for standard output)");
     extract_usage (stderr);
     return EXIT_USAGE;
   }
@@ -129,6 +136,7 @@ extract_main (int argc, char *argv[])
     status = EXIT_ERROR;
     goto out;
   }
+  st->extract = true;
   st->image = realpath (d.req.path, NULL);
   if (st->image == NULL)
     st->image = xstrdup (d.req.path);
@@ -160,5 +168,12 @@ extract_main (int argc, char *argv[])
   state_free (st);
   free_disk_layout (&layout);
   secret_free (&key);
+  /* The reader of -o - went away (extract -o - | head): what we started
+   * is stopped; now end as any filter would, killed by SIGPIPE.
+   */
+  if (r.reader_gone) {
+    signal (SIGPIPE, SIG_DFL);
+    raise (SIGPIPE);
+  }
   return status;
 }

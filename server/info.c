@@ -233,7 +233,8 @@ info_main (int argc, char *argv[])
     default: info_usage (stderr); return EXIT_USAGE;
     }
   }
-  if (optind != argc - 1) {
+  if (!operands_ok ("info", argc - optind, argv + optind,
+                    (const char *const []) { "IMAGE", NULL })) {
     info_usage (stderr);
     return EXIT_USAGE;
   }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount list [--json]: what qemount has mounted for this user, with
- * the processes and devices under each mount.
+ * the processes and devices under each mount; also the extracts running,
+ * or killed before they could clean up.
  */
 
 #include <config.h>
@@ -38,7 +39,9 @@ print_json (const struct mount_state *st, const char *status,
   json_member (stdout, first ? "\n  {" : ",\n  {", "mountpoint",
                st->mountpoint);
   json_member (stdout, ", ", "image", st->image);
-  json_member (stdout, ",\n   ", "status", status);
+  json_member (stdout, ",\n   ", "command", st->extract ? "extract" : "mount");
+  json_member (stdout, ", ", "id", state_id (st));
+  json_member (stdout, ", ", "status", status);
   json_member (stdout, ", ", "reason", why);
   printf (", \"raw\": %s, \"partition\": %d",
           st->raw ? "true" : "false", st->partition);
@@ -48,8 +51,10 @@ print_json (const struct mount_state *st, const char *status,
   json_member (stdout, ",\n   ", "attach", attach_name (st->attach));
   json_member (stdout, ", ", "loop", st->loop);
   json_member (stdout, ", ", "nbd", st->nbd);
-  printf (", \"nbdkit_pid\": %d, \"owner_pid\": %d,\n   \"files\": [",
-          (int) st->nbdkit_pid, (int) st->owner_pid);
+  printf (", \"nbdkit_pid\": %d, \"qemu_pid\": %d, \"sshfs_pid\": %d,\n"
+          "   \"owner_pid\": %d, \"files\": [",
+          (int) st->nbdkit_pid, (int) st->qemu_pid, (int) st->sshfs_pid,
+          (int) st->owner_pid);
   for (size_t i = 0; i < st->n_files; ++i) {
     char *target = fuse_target (st, st->files[i].name);
 
@@ -65,7 +70,8 @@ static void
 print_human (const struct mount_state *st, const char *status,
              const char *why)
 {
-  printf ("%s  %s", st->mountpoint ? st->mountpoint : "(unknown)",
+  printf ("%s  %s", st->extract ? "(extract)" :
+          st->mountpoint ? st->mountpoint : "(unknown)",
           st->image ? st->image : "(unknown image)");
   if (st->partition)
     printf (" partition %d", st->partition);
@@ -80,13 +86,20 @@ print_human (const struct mount_state *st, const char *status,
   if (st->nbd)
     printf (" on %s", st->nbd);
   printf ("; nbdkit pid %d", (int) st->nbdkit_pid);
+  if (st->qemu_pid)
+    printf (", qemu pid %d", (int) st->qemu_pid);
+  if (st->sshfs_pid)
+    printf (", sshfs pid %d", (int) st->sshfs_pid);
   for (size_t i = 0; i < st->n_files; ++i)
     printf (", nbdfuse pid %d (%s)", (int) st->files[i].pid,
             st->files[i].name);
+  printf ("; id %s", state_id (st));
   if (strcmp (status, "stale") == 0)
-    printf ("\n    stale: %s (qemount umount cleans it up)", why);
+    printf ("\n    stale: %s (qemount umount %s cleans it up)", why,
+            st->mountpoint ? st->mountpoint : state_id (st));
   else if (strcmp (status, "busy") == 0)
-    printf ("\n    being set up or torn down by pid %d",
+    printf ("\n    %s by pid %d",
+            st->extract ? "extracting" : "being set up or torn down",
             (int) st->owner_pid);
   printf ("\n");
 }
@@ -133,7 +146,8 @@ list_main (int argc, char *argv[])
     default: list_usage (stderr); return EXIT_USAGE;
     }
   }
-  if (optind != argc) {
+  if (!operands_ok ("list", argc - optind, argv + optind,
+                    (const char *const []) { NULL })) {
     list_usage (stderr);
     return EXIT_USAGE;
   }

@@ -10,6 +10,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -144,7 +146,8 @@ parse_options (int argc, char *argv[], struct mount_options *o)
     default: mount_usage (stderr); return EXIT_USAGE;
     }
   }
-  if (optind != argc - 2) {
+  if (!operands_ok ("mount", argc - optind, argv + optind,
+                    (const char *const []) { "IMAGE", "DIR", NULL })) {
     mount_usage (stderr);
     return EXIT_USAGE;
   }
@@ -176,10 +179,46 @@ parse_options (int argc, char *argv[], struct mount_options *o)
   return EXIT_OK;
 }
 
-/* DIR must be an empty directory that nothing is mounted on. */
+/* A qemount state with DIR as its mount point: a mount (or a --raw
+ * export, which leaves DIR itself unmounted) there, or one being set up
+ * or torn down.
+ */
+struct claim {
+  const char *dir, *real;
+  int status;
+};
+
 static int
-check_dir (const char *dir, char **real)
+find_claim (struct mount_state *st, void *opaque)
 {
+  struct claim *c = opaque;
+
+  if (st->mountpoint == NULL || strcmp (st->mountpoint, c->real) != 0)
+    return 0;
+  if (state_lock (st, false) == -1) {
+    errorf ("%s: qemount (pid %d) is setting up or tearing down a mount "
+            "there right now", c->dir, (int) st->owner_pid);
+    c->status = EXIT_BUSY;
+  }
+  else {
+    errorf ("%s: already a qemount mount point (of %s; qemount umount %s "
+            "first)", c->dir, st->image ? st->image : "an image", c->dir);
+    c->status = EXIT_DIR_MOUNTED;
+  }
+  return 1;
+}
+
+/* DIR must be an empty directory that nothing is mounted on.  It is
+ * locked (flock on the directory itself, *lock_fd) before it is checked,
+ * and stays locked until the mount is complete or undone: a second
+ * qemount mount on DIR, by any user, either finds the lock or comes
+ * after the first one is done and finds its mount.  A directory that
+ * cannot be locked (NFS without a lock service) goes unguarded.
+ */
+static int
+check_dir (const char *dir, char **real, int *lock_fd)
+{
+  struct claim c = { .dir = dir, .status = EXIT_OK };
   struct stat st;
   struct dirent *d;
   DIR *dp;
@@ -194,6 +233,23 @@ check_dir (const char *dir, char **real)
     errorf ("%s: not a directory", dir);
     return EXIT_NOT_DIRECTORY;
   }
+  *lock_fd = open (*real, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (*lock_fd == -1) {
+    errorf ("%s: %m", dir);
+    return EXIT_ERROR;
+  }
+  if (flock (*lock_fd, LOCK_EX | LOCK_NB) == -1) {
+    if (errno == EWOULDBLOCK) {
+      errorf ("%s: another qemount is mounting there right now", dir);
+      return EXIT_BUSY;
+    }
+    debugf ("%s: cannot lock it (%m): not guarded against a second mount",
+            dir);
+  }
+  c.real = *real;
+  state_foreach (find_claim, &c);
+  if (c.status != EXIT_OK)
+    return c.status;
   if (is_mount_point (*real, NULL, NULL)) {
     errorf ("%s: already a mount point", dir);
     return EXIT_DIR_MOUNTED;
@@ -509,7 +565,7 @@ mount_main (int argc, char *argv[])
   struct image *img;
   struct choice c;
   char *dir = NULL, *image = NULL;
-  int status;
+  int status, dir_lock = -1;
 
   status = parse_options (argc, argv, &o);
   if (status != EXIT_OK)
@@ -540,7 +596,7 @@ mount_main (int argc, char *argv[])
     goto out;
 
   clean_stale_states ();        /* may free DIR of a broken mount */
-  status = check_dir (o.dir, &dir);
+  status = check_dir (o.dir, &dir, &dir_lock);
   if (status != EXIT_OK)
     goto out;
   image = realpath (o.image, NULL);
@@ -593,6 +649,8 @@ mount_main (int argc, char *argv[])
   debugf ("%s mounted on %s (state in %s)", st->image, st->mountpoint,
           st->dir);
   state_unlock (st);
+  close (dir_lock);
+  dir_lock = -1;
   if (o.foreground)
     status = foreground (st);
   goto out;
@@ -605,6 +663,8 @@ mount_main (int argc, char *argv[])
             "qemount umount %s cleans up the rest", st->mountpoint);
 
  out:
+  if (dir_lock >= 0)
+    close (dir_lock);
   state_free (st);
   for (size_t i = 0; i < o.n_files; ++i)
     free (o.files[i]);

@@ -13,17 +13,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <spawn.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "qemount.h"
-
-extern char **environ;
 
 volatile sig_atomic_t interrupted;
 
@@ -34,7 +33,10 @@ on_interrupt (int sig)
 }
 
 /* SIGINT, SIGTERM and SIGHUP only set a flag: the set-up checks it
- * between steps and tears down what it started.
+ * between steps and tears down what it started.  SIGPIPE is ignored: a
+ * reader that goes away (qemount extract -o - | head) is a write that
+ * fails with EPIPE, handled where it happens, not a death that leaves
+ * the helper VM running.
  */
 void
 catch_interrupts (void)
@@ -45,6 +47,7 @@ catch_interrupts (void)
   sigaction (SIGINT, &sa, NULL);
   sigaction (SIGTERM, &sa, NULL);
   sigaction (SIGHUP, &sa, NULL);
+  signal (SIGPIPE, SIG_IGN);
 }
 
 void
@@ -79,52 +82,100 @@ debug_argv (char *const argv[])
 pid_t
 proc_spawn (char *const argv[], const char *log_path)
 {
-  return proc_spawn_fd (argv, log_path, -1);
+  return proc_spawn_fd (argv, log_path, -1, false);
+}
+
+/* path opened on descriptor target. */
+static bool
+open_as (int target, const char *path, int flags)
+{
+  int fd = open (path, flags, 0600);
+
+  if (fd == -1)
+    return false;
+  if (fd != target) {
+    if (dup2 (fd, target) == -1)
+      return false;
+    close (fd);
+  }
+  return true;
+}
+
+/* In the child of proc_spawn_fd: returns only if it cannot run argv,
+ * with errno set.
+ */
+static void
+exec_child (char *const argv[], const char *log_path, int fd, pid_t parent)
+{
+  static const int defaults[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE };
+  sigset_t none;
+
+  setsid ();
+  for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; ++i)
+    signal (defaults[i], SIG_DFL);
+  sigemptyset (&none);
+  sigprocmask (SIG_SETMASK, &none, NULL);
+  /* If we died before the prctl, the child was already reparented. */
+  if (parent &&
+      (prctl (PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid () != parent)) {
+    errno = ESRCH;
+    return;
+  }
+  if ((fd >= 0 && dup2 (fd, 3) == -1) ||
+      !open_as (0, "/dev/null", O_RDONLY) ||
+      !open_as (1, log_path ? log_path : "/dev/null",
+                log_path ? O_WRONLY | O_CREAT | O_APPEND : O_WRONLY) ||
+      (log_path && dup2 (1, 2) == -1))
+    return;
+  execvp (argv[0], argv);
 }
 
 /* proc_spawn, and the child gets fd as its descriptor 3 (unless -1): how
  * a secret reaches QEMU without a command line or a file (vm.c).  fd
  * must not be 3 itself (dup2 onto itself would keep its close-on-exec).
+ * die_with_us: the child is killed when we exit, however we exit
+ * (PR_SET_PDEATHSIG, sent when the thread that forked it ends: qemount
+ * starts its children from its only thread).
  */
 pid_t
-proc_spawn_fd (char *const argv[], const char *log_path, int fd)
+proc_spawn_fd (char *const argv[], const char *log_path, int fd,
+               bool die_with_us)
 {
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  sigset_t none, defaults;
-  pid_t pid;
-  int r;
+  pid_t parent = getpid (), pid;
+  int report[2], err;
+  ssize_t n;
 
   debug_argv (argv);
-  posix_spawn_file_actions_init (&fa);
-  posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
-  if (log_path) {
-    posix_spawn_file_actions_addopen (&fa, 1, log_path,
-                                      O_WRONLY | O_CREAT | O_APPEND, 0600);
-    posix_spawn_file_actions_adddup2 (&fa, 1, 2);
+  /* The child writes why it could not run argv to this pipe, which a
+   * successful exec closes.
+   */
+  if (pipe2 (report, O_CLOEXEC) == -1) {
+    errorf ("pipe: %m");
+    return -1;
   }
-  else
-    posix_spawn_file_actions_addopen (&fa, 1, "/dev/null", O_WRONLY, 0);
-  if (fd >= 0)
-    posix_spawn_file_actions_adddup2 (&fa, fd, 3);
+  pid = fork ();
+  if (pid == 0) {
+    close (report[0]);
+    exec_child (argv, log_path, fd, die_with_us ? parent : 0);
+    err = errno;
+    while (write (report[1], &err, sizeof err) == -1 && errno == EINTR)
+      ;
+    _exit (127);
+  }
+  close (report[1]);
+  if (pid == -1) {
+    errorf ("fork: %m");
+    close (report[0]);
+    return -1;
+  }
+  while ((n = read (report[0], &err, sizeof err)) == -1 && errno == EINTR)
+    ;
+  close (report[0]);
+  if (n == sizeof err) {
+    int ws;
 
-  sigemptyset (&none);
-  sigemptyset (&defaults);
-  sigaddset (&defaults, SIGINT);
-  sigaddset (&defaults, SIGTERM);
-  sigaddset (&defaults, SIGHUP);
-  sigaddset (&defaults, SIGPIPE);
-  posix_spawnattr_init (&attr);
-  posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETSID |
-                            POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setsigmask (&attr, &none);
-  posix_spawnattr_setsigdefault (&attr, &defaults);
-
-  r = posix_spawnp (&pid, argv[0], &fa, &attr, argv, environ);
-  posix_spawn_file_actions_destroy (&fa);
-  posix_spawnattr_destroy (&attr);
-  if (r != 0) {
-    errno = r;
+    proc_wait_child (pid, &ws);
+    errno = err;
     errorf ("cannot run %s: %m", argv[0]);
     return -1;
   }
@@ -188,7 +239,7 @@ proc_read_pidfile (const char *path)
 
 /* Wait until pidfile names a process.  child, if > 0, is ours: if it
  * exits first, it failed to start.  Sets *pid when ready.  An interrupt
- * ends the wait only if interruptible.
+ * ends the wait only if interruptible; a negative timeout_ms is none.
  */
 enum wait_result
 proc_wait_pidfile (const char *pidfile, pid_t child, int timeout_ms,
@@ -204,7 +255,7 @@ proc_wait_pidfile (const char *pidfile, pid_t child, int timeout_ms,
       return WAIT_EXITED;
     if (interrupted && interruptible)
       return WAIT_INTERRUPTED;
-    if (waited >= timeout_ms)
+    if (timeout_ms >= 0 && waited >= timeout_ms)
       return WAIT_TIMEOUT;
     sleep_ms (10);
   }

@@ -3,7 +3,7 @@
  *
  *   qemount [-v] info IMAGE [--json]
  *   qemount [-v] mount IMAGE DIR [options]
- *   qemount [-v] umount DIR
+ *   qemount [-v] umount DIR|ID
  *   qemount [-v] list [--json]
  *
  * This file holds only the dispatch to the subcommands and the message
@@ -60,6 +60,33 @@ debugf (const char *fs, ...)
   va_start (args, fs);
   vmessage ("", fs, args);
   va_end (args);
+}
+
+bool
+operands_ok (const char *command, int n, char *const args[],
+             const char *const names[])
+{
+  int want = 0;
+  char *missing;
+
+  while (names[want])
+    ++want;
+  if (n > want) {
+    errorf ("%s: unexpected argument '%s'", command, args[want]);
+    return false;
+  }
+  if (n == want)
+    return true;
+  missing = xstrdup (names[n]);
+  for (int i = n + 1; i < want; ++i) {
+    char *m = xasprintf ("%s and %s", missing, names[i]);
+
+    free (missing);
+    missing = m;
+  }
+  errorf ("%s: missing %s", command, missing);
+  free (missing);
+  return false;
 }
 
 /* Out of memory is not worth a distinct path in a command like this. */
@@ -145,6 +172,7 @@ main (int argc, char *argv[])
     }
   }
   if (i == argc) {
+    errorf ("missing COMMAND");
     usage (stderr);
     return EXIT_USAGE;
   }

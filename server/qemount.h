@@ -33,7 +33,7 @@ enum {
   EXIT_NO_FILESYSTEM = 8,       /* nothing (or nothing unique) to mount */
   EXIT_NOT_DIRECTORY = 9,       /* DIR is missing or not a directory */
   EXIT_DIR_NOT_EMPTY = 10,
-  EXIT_DIR_MOUNTED = 11,        /* DIR is already a mount point */
+  EXIT_DIR_MOUNTED = 11,        /* DIR is a mount point, or qemount's */
   EXIT_MOUNT_REFUSED = 12,      /* the kernel refused the filesystem */
   EXIT_NEEDS_VM = 13,           /* only the helper VM could do it (not yet) */
   EXIT_NEEDS_ROOT = 14,         /* --via kernel without root */
@@ -50,6 +50,13 @@ void errorf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 void warnf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 void debugf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
 extern bool verbose;
+
+/* Usage errors: false, after saying which operand (what follows a
+ * command's options: args, n of them) is missing or which argument is
+ * one too many, unless there are exactly the NULL-terminated names.
+ */
+bool operands_ok (const char *command, int n, char *const args[],
+                  const char *const names[]);
 
 /* Allocation that exits on failure. */
 char *xstrdup (const char *s);
@@ -153,7 +160,10 @@ void json_member (FILE *fp, const char *sep, const char *key,
                   const char *value);
 
 /* state.c: per-mount state in a private runtime directory. */
-enum attach_method { ATTACH_NONE, ATTACH_NBDFUSE, ATTACH_NBD_CLIENT };
+enum attach_method {
+  ATTACH_NONE, ATTACH_NBDFUSE, ATTACH_NBD_CLIENT,
+  ATTACH_VM,                    /* the helper VM, and sshfs for a mount */
+};
 
 /* A file nbdfuse serves, mounted over an empty regular file ("naked"
  * mount): DIR/NAME for --raw (NAME is "disk", or each stream of a
@@ -174,8 +184,10 @@ struct mount_state {
   bool readonly;
   bool mounted;                 /* set up completely (phase=mounted) */
   enum attach_method attach;
+  bool extract;                 /* qemount extract's, not a mount */
   pid_t owner_pid;              /* the qemount process that set it up */
   pid_t nbdkit_pid;
+  pid_t qemu_pid, sshfs_pid;    /* ATTACH_VM: the helper VM, sshfs */
   struct fuse_file files[MAX_FILES];
   size_t n_files;
   char *loop, *nbd;             /* /dev/loopN, /dev/nbdN */
@@ -208,6 +220,7 @@ char *fuse_log (const struct mount_state *st, const char *name);
 bool file_name_ok (const char *name);
 int state_add_file (struct mount_state *st, const char *name);
 bool state_is_stale (const struct mount_state *st, const char **why);
+const char *state_id (const struct mount_state *st);
 
 /* DIR made absolute even if it cannot be resolved (a dead FUSE mount
  * cannot be stat()ed).
@@ -218,7 +231,8 @@ char *absolute_path (const char *path);
 extern volatile sig_atomic_t interrupted;
 void catch_interrupts (void);
 pid_t proc_spawn (char *const argv[], const char *log_path);
-pid_t proc_spawn_fd (char *const argv[], const char *log_path, int fd);
+pid_t proc_spawn_fd (char *const argv[], const char *log_path, int fd,
+                     bool die_with_us);
 const char *proc_self_dir (void);
 int proc_run (char *const argv[]);
 int proc_wait_child (pid_t pid, int *wstatus);
@@ -254,6 +268,7 @@ bool nbd_module_present (void);
 /* umount.c: tear a mount down, in order; tolerant of parts already gone. */
 int teardown (struct mount_state *st);
 int clean_stale_states (void);
+void report_busy (const char *dir);
 
 /* secret.c: a LUKS passphrase, and the other options for containers
  * the helper VM opens (LVM, md, LUKS).
@@ -277,6 +292,7 @@ struct vm_request {
   char *const *paths;           /* extract: paths in the filesystem */
   size_t n_paths;
   bool tar;                     /* set by vm_extract */
+  bool reader_gone;             /* set by vm_extract: EPIPE on out_fd */
   bool containers;              /* the disk holds LVM, md or LUKS */
   const char *lv;               /* --lv VG/LV, or NULL */
   const struct secret *key;     /* LUKS passphrase, or NULL */
@@ -286,5 +302,6 @@ int vm_mount (struct mount_state *st, const struct vm_request *r);
 int vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
                 bool progress);
 int vm_teardown (struct mount_state *st);
+const char *vm_broken (const struct mount_state *st);
 
 #endif /* QEMOUNT_SERVER_H */

@@ -189,6 +189,7 @@ attach_name (enum attach_method a)
   switch (a) {
   case ATTACH_NBDFUSE: return "nbdfuse";
   case ATTACH_NBD_CLIENT: return "nbd-client";
+  case ATTACH_VM: return "vm";
   default: return "none";
   }
 }
@@ -214,6 +215,7 @@ state_save (const struct mount_state *st)
   }
   fprintf (fp, "version=1\n");
   put (fp, "phase", st->mounted ? "mounted" : "starting");
+  put (fp, "command", st->extract ? "extract" : "mount");
   put_pid (fp, "owner", st->owner_pid);
   put (fp, "image", st->image);
   put (fp, "mountpoint", st->mountpoint);
@@ -226,6 +228,8 @@ state_save (const struct mount_state *st)
   put (fp, "overlay", st->overlay);
   put (fp, "attach", attach_name (st->attach));
   put_pid (fp, "nbdkit", st->nbdkit_pid);
+  put_pid (fp, "qemu", st->qemu_pid);
+  put_pid (fp, "sshfs", st->sshfs_pid);
   for (size_t i = 0; i < st->n_files; ++i)
     fprintf (fp, "nbdfuse.%s=%d\n", st->files[i].name,
              (int) st->files[i].pid);
@@ -298,6 +302,8 @@ state_load (const char *dir)
     *value++ = '\0';
     if (strcmp (line, "phase") == 0)
       st->mounted = strcmp (value, "mounted") == 0;
+    else if (strcmp (line, "command") == 0)
+      st->extract = strcmp (value, "extract") == 0;
     else if (strcmp (line, "owner") == 0)
       st->owner_pid = parse_pid (value);
     else if (strcmp (line, "image") == 0) field = &st->image;
@@ -313,9 +319,14 @@ state_load (const char *dir)
     else if (strcmp (line, "overlay") == 0) field = &st->overlay;
     else if (strcmp (line, "attach") == 0)
       st->attach = strcmp (value, "nbdfuse") == 0 ? ATTACH_NBDFUSE :
-        strcmp (value, "nbd-client") == 0 ? ATTACH_NBD_CLIENT : ATTACH_NONE;
+        strcmp (value, "nbd-client") == 0 ? ATTACH_NBD_CLIENT :
+        strcmp (value, "vm") == 0 ? ATTACH_VM : ATTACH_NONE;
     else if (strcmp (line, "nbdkit") == 0)
       st->nbdkit_pid = parse_pid (value);
+    else if (strcmp (line, "qemu") == 0)
+      st->qemu_pid = parse_pid (value);
+    else if (strcmp (line, "sshfs") == 0)
+      st->sshfs_pid = parse_pid (value);
     else if (strncmp (line, "nbdfuse.", 8) == 0 &&
              state_add_file (st, line + 8) == 0)
       st->files[st->n_files - 1].pid = parse_pid (value);
@@ -481,9 +492,10 @@ fuse_log (const struct mount_state *st, const char *name)
   return xasprintf ("%s/nbdfuse.%s.log", st->dir, name);
 }
 
-/* A mount whose processes are gone (nbdkit killed, say) or whose set-up
- * was interrupted.  The caller holds the state's lock, so a set-up in
- * progress is never taken for stale.
+/* A mount one of whose processes is gone (nbdkit, nbdfuse, the helper
+ * VM or sshfs killed, say) or whose set-up was interrupted.  The caller
+ * holds the state's lock, so a set-up in progress is never taken for
+ * stale.
  */
 bool
 state_is_stale (const struct mount_state *st, const char **why)
@@ -492,7 +504,9 @@ state_is_stale (const struct mount_state *st, const char **why)
   bool stale = true;
 
   *why = NULL;
-  if (!st->mounted)
+  if (st->extract)              /* it removes its state when it ends */
+    *why = "the qemount extract that ran it is gone";
+  else if (!st->mounted)
     *why = "its set-up did not finish";
   else if (!proc_is (st->nbdkit_pid, "nbdkit", sock))
     *why = "nbdkit is not running";
@@ -503,10 +517,27 @@ state_is_stale (const struct mount_state *st, const char **why)
       *why = "nbdfuse is not running";
     free (target);
   }
+  if (*why == NULL && st->attach == ATTACH_VM)
+    *why = vm_broken (st);
   if (*why == NULL)
     stale = false;
   free (sock);
   return stale;
+}
+
+/* A state's id, which qemount list shows and qemount umount takes (for
+ * one without a mount point, an extract's): its directory's name after
+ * "mount.".
+ */
+const char *
+state_id (const struct mount_state *st)
+{
+  const char *base = strrchr (st->dir, '/');
+
+  base = base ? base + 1 : st->dir;
+  if (strncmp (base, STATE_PREFIX, strlen (STATE_PREFIX)) == 0)
+    base += strlen (STATE_PREFIX);
+  return base;
 }
 
 /* path made absolute, resolved where possible.  A dead FUSE mount

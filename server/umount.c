@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* qemount umount DIR, and the teardown it shares with a failed or
- * interrupted mount and with the cleaning of stale mounts.
+/* qemount umount DIR|ID, and the teardown it shares with a failed or
+ * interrupted mount or extract and with the cleaning of stale states.
  *
  * Teardown goes from the top of the stack down: the filesystem at DIR,
  * loop devices, nbd-client, the files nbdfuse serves and nbdfuse, nbdkit,
@@ -22,6 +22,43 @@
 #include <unistd.h>
 
 #include "qemount.h"
+
+/* s quoted for a shell: in single quotes, each ' as '\''. */
+static char *
+shell_quote (const char *s)
+{
+  char *q = malloc (strlen (s) * 4 + 3), *p = q;
+
+  if (q == NULL) {
+    perror ("malloc");
+    exit (EXIT_ERROR);
+  }
+  *p++ = '\'';
+  for (; *s; ++s) {
+    if (*s == '\'') {
+      memcpy (p, "'\\''", 4);
+      p += 4;
+    }
+    else
+      *p++ = *s;
+  }
+  *p++ = '\'';
+  *p = '\0';
+  return q;
+}
+
+/* DIR is in use: the error, with the command that shows by whom, ready
+ * to paste.
+ */
+void
+report_busy (const char *dir)
+{
+  char *quoted = shell_quote (dir);
+
+  errorf ("%s: busy: a process is using it (see fuser -vm %s)", dir,
+          quoted);
+  free (quoted);
+}
 
 static int
 fuse_unmount (const char *path)
@@ -68,8 +105,7 @@ kernel_unmount (const struct mount_state *st)
   debugf ("unmounting %s", st->mountpoint);
   if (umount2 (st->mountpoint, UMOUNT_NOFOLLOW) == -1) {
     if (errno == EBUSY) {
-      errorf ("%s: busy: a process is using it (see fuser -vm %s)",
-              st->mountpoint, st->mountpoint);
+      report_busy (st->mountpoint);
       return EXIT_BUSY;
     }
     errorf ("%s: umount: %m", st->mountpoint);
@@ -179,9 +215,13 @@ clean_if_stale (struct mount_state *st, void *opaque)
   if (state_lock (st, false) == -1)
     return 0;                   /* being set up or torn down right now */
   if (state_is_stale (st, &why)) {
-    warnf ("cleaning up after the broken mount of %s on %s: %s",
-           st->image ? st->image : "(unknown image)",
-           st->mountpoint ? st->mountpoint : "(unknown directory)", why);
+    if (st->extract)
+      warnf ("cleaning up after the extract of %s: %s",
+             st->image ? st->image : "(unknown image)", why);
+    else
+      warnf ("cleaning up after the broken mount of %s on %s: %s",
+             st->image ? st->image : "(unknown image)",
+             st->mountpoint ? st->mountpoint : "(unknown directory)", why);
     teardown (st);
   }
   state_unlock (st);
@@ -195,7 +235,8 @@ clean_stale_states (void)
 }
 
 struct find_dir {
-  const char *dir;
+  const char *dir;              /* DIR made absolute, */
+  const char *id;               /* or else a state's id */
   int status;
   bool found;
 };
@@ -205,12 +246,18 @@ umount_if_dir (struct mount_state *st, void *opaque)
 {
   struct find_dir *f = opaque;
 
-  if (st->mountpoint == NULL || strcmp (st->mountpoint, f->dir) != 0)
+  if (f->id ? strcmp (state_id (st), f->id) != 0 :
+      st->mountpoint == NULL || strcmp (st->mountpoint, f->dir) != 0)
     return 0;
   f->found = true;
   if (state_lock (st, false) == -1) {
-    errorf ("%s: qemount (pid %d) is setting it up or tearing it down "
-            "right now; try again", f->dir, (int) st->owner_pid);
+    if (st->extract)
+      errorf ("%s: qemount extract (pid %d) is still running",
+              f->id, (int) st->owner_pid);
+    else
+      errorf ("%s: qemount (pid %d) is setting it up or tearing it down "
+              "right now; try again", f->id ? f->id : f->dir,
+              (int) st->owner_pid);
     f->status = EXIT_BUSY;
     return 1;
   }
@@ -222,10 +269,12 @@ static void
 umount_usage (FILE *fp)
 {
   fprintf (fp,
-           "usage: qemount umount DIR\n"
+           "usage: qemount umount DIR|ID\n"
            "\n"
            "Unmount what qemount mounted on DIR and stop the processes and\n"
-           "devices under it.  A mount whose nbdkit died is cleaned up too.\n");
+           "devices under it.  A mount whose nbdkit died is cleaned up too.\n"
+           "ID (as qemount list shows it) names a mount, or an extract that\n"
+           "was killed, by its state instead.\n");
 }
 
 int
@@ -245,7 +294,8 @@ umount_main (int argc, char *argv[])
     default: umount_usage (stderr); return EXIT_USAGE;
     }
   }
-  if (optind != argc - 1) {
+  if (!operands_ok ("umount", argc - optind, argv + optind,
+                    (const char *const []) { "DIR", NULL })) {
     umount_usage (stderr);
     return EXIT_USAGE;
   }
@@ -255,6 +305,10 @@ umount_main (int argc, char *argv[])
   if (state_foreach (umount_if_dir, &f) == -1 && !f.found) {
     free (dir);
     return EXIT_ERROR;
+  }
+  if (!f.found && strchr (argv[optind], '/') == NULL) {
+    f.id = argv[optind];
+    state_foreach (umount_if_dir, &f);
   }
   if (!f.found) {
     errorf ("%s: not mounted by qemount%s", argv[optind],

@@ -11,9 +11,10 @@
  * state directory's console.log: "qemount-guest: init", "... ready
  * FSTYPE", "... error: WHY", "... tar ok".  We watch that file.
  *
- * Parts of the stack, each with its pid file in the state directory so
- * that teardown (vm_teardown, called by umount.c) finds them: qemu.pid,
- * sshfs.pid.
+ * Parts of the stack, each recorded in the state file (qemu=, sshfs=)
+ * as soon as it runs, so that teardown (vm_teardown, called by umount.c)
+ * and qemount list find them; QEMU also writes its own qemu.pid, for a
+ * set-up killed before the record.
  */
 
 #include <config.h>
@@ -49,7 +50,6 @@
 #define READY_TIMEOUT_MS 60000  /* mounting a large filesystem can take long */
 
 #define STATE_QEMU_PID "qemu.pid"
-#define STATE_SSHFS_PID "sshfs.pid"
 #define STATE_CONSOLE "console.log"
 #define STATE_SFTP_SOCKET "sftp.sock"
 #define STATE_TAR_SOCKET "tar.sock"
@@ -101,6 +101,8 @@ guest_built (void)
 int
 guest_main (int argc, char *argv[])
 {
+  bool help;
+
   if (argc == 2 && strcmp (argv[1], "build") == 0) {
     char exe[PATH_MAX], *script;
     ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
@@ -143,14 +145,20 @@ guest_main (int argc, char *argv[])
     free (path);
     return EXIT_OK;
   }
-  fprintf (argc == 2 && strcmp (argv[1], "--help") == 0 ? stdout : stderr,
+  help = argc == 2 && strcmp (argv[1], "--help") == 0;
+  if (argc == 2 && !help)
+    errorf ("guest: unknown command '%s' (build or info)", argv[1]);
+  else if (!help)
+    operands_ok ("guest", argc - 1, argv + 1,
+                 (const char *const []) { "build or info", NULL });
+  fprintf (help ? stdout : stderr,
            "usage: qemount guest build | info\n"
            "\n"
            "build: fetch Debian's kernel package and build the helper VM\n"
            "       in %s\n"
            "info:  its kernel version and the filesystems it mounts\n",
            guest_dir ());
-  return argc == 2 && strcmp (argv[1], "--help") == 0 ? EXIT_OK : EXIT_USAGE;
+  return help ? EXIT_OK : EXIT_USAGE;
 }
 
 static long
@@ -335,8 +343,10 @@ key_pipe (const struct secret *key)
   return fd;
 }
 
-/* Start QEMU once with accel ("kvm" or "tcg"); returns its pid. */
-static pid_t
+/* Start QEMU once with accel ("kvm" or "tcg"), recorded as
+ * st->qemu_pid; returns -1 if it could not start.
+ */
+static int
 spawn_qemu (struct mount_state *st, const struct vm_request *r,
             const char *accel)
 {
@@ -427,8 +437,14 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
   {
     char *log = state_path (st, "qemu.log");
 
-    pid = proc_spawn_fd ((char **) argv, log, key_fd);
+    /* An extract's QEMU does not outlive it, even killed. */
+    pid = proc_spawn_fd ((char **) argv, log, key_fd, st->extract);
     free (log);
+  }
+  if (pid > 0) {
+    st->qemu_pid = pid;
+    if (state_save (st) == -1)
+      pid = -1;
   }
  out:
   if (key_fd >= 0)
@@ -436,15 +452,41 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
   free (kernel); free (initrd); free (sock); free (pidfile); free (console);
   free (serial); free (drive); free (paths); free (append); free (chardev);
   free (port);
-  return pid;
+  return pid > 0 ? 0 : -1;
+}
+
+/* nbdkit gone while the guest needs the disk: that is why the guest
+ * failed (its own words, a mount refused or a tar cut short, are only
+ * the echo), and it is said here, after nbdkit's last words if it left
+ * any.  True if it is gone.
+ */
+static bool
+report_dead_nbdkit (struct mount_state *st)
+{
+  char *sock = state_path (st, STATE_SOCKET);
+  bool gone = !proc_is (st->nbdkit_pid, "nbdkit", sock);
+
+  if (gone) {
+    char *log = state_path (st, STATE_NBDKIT_LOG);
+
+    proc_forward_log (log);
+    errorf ("%s: nbdkit, which serves the image to the helper VM, died",
+            st->image);
+    free (log);
+  }
+  free (sock);
+  return gone;
 }
 
 /* Wait for the guest to print want (or an error, a panic, or to die). */
-enum boot { BOOT_OK, BOOT_FAILED, BOOT_TIMEOUT, BOOT_INTERRUPTED };
+enum boot {
+  BOOT_OK, BOOT_FAILED, BOOT_TIMEOUT, BOOT_INTERRUPTED,
+  BOOT_NBDKIT_DIED,             /* said */
+};
 
 static enum boot
-wait_console (struct mount_state *st, pid_t qemu, const char *want,
-              int timeout_ms, bool quiet)
+wait_console (struct mount_state *st, const char *want, int timeout_ms,
+              bool quiet)
 {
   char *console = state_path (st, STATE_CONSOLE);
   long deadline = now_ms () + timeout_ms;
@@ -462,27 +504,34 @@ wait_console (struct mount_state *st, pid_t qemu, const char *want,
       break;
     }
     if (console_find (console, "qemount-guest: error: ", buf, sizeof buf)) {
-      errorf ("%s: %s", st->image, buf);
-      result = BOOT_FAILED;
+      result = report_dead_nbdkit (st) ? BOOT_NBDKIT_DIED : BOOT_FAILED;
+      if (result == BOOT_FAILED)
+        errorf ("%s: %s", st->image, buf);
       break;
     }
     if (console_find (console, "Kernel panic", buf, sizeof buf)) {
-      errorf ("%s: the helper VM's kernel panicked:%s", st->image, buf);
-      result = BOOT_FAILED;
+      result = report_dead_nbdkit (st) ? BOOT_NBDKIT_DIED : BOOT_FAILED;
+      if (result == BOOT_FAILED)
+        errorf ("%s: the helper VM's kernel panicked:%s", st->image, buf);
       break;
     }
-    if (waitpid (qemu, &ws, WNOHANG) == qemu) {
-      char *log = state_path (st, "qemu.log");
+    if (waitpid (st->qemu_pid, &ws, WNOHANG) == st->qemu_pid) {
+      st->qemu_pid = 0;
+      result = report_dead_nbdkit (st) ? BOOT_NBDKIT_DIED : BOOT_FAILED;
+      if (result == BOOT_FAILED) {
+        char *log = state_path (st, "qemu.log");
 
-      proc_forward_log (log);
-      free (log);
-      errorf ("%s: the helper VM stopped before it was ready", st->image);
-      result = BOOT_FAILED;
+        proc_forward_log (log);
+        free (log);
+        errorf ("%s: the helper VM stopped before it was ready", st->image);
+      }
       break;
     }
     sleep_ms (20);
   }
-  if (result == BOOT_TIMEOUT && !quiet)
+  if (result == BOOT_TIMEOUT && report_dead_nbdkit (st))
+    result = BOOT_NBDKIT_DIED;
+  else if (result == BOOT_TIMEOUT && !quiet)
     errorf ("%s: the helper VM did not get ready in %d s (see %s)",
             st->image, timeout_ms / 1000, console);
   free (console);
@@ -511,22 +560,23 @@ guest_exit_status (struct mount_state *st)
 }
 
 static void
-kill_qemu (struct mount_state *st, pid_t pid)
+kill_qemu (struct mount_state *st)
 {
   int ws;
 
-  kill (pid, SIGKILL);
-  waitpid (pid, &ws, 0);
-  (void) st;
+  if (st->qemu_pid <= 0)        /* reaped already */
+    return;
+  kill (st->qemu_pid, SIGKILL);
+  waitpid (st->qemu_pid, &ws, 0);
+  st->qemu_pid = 0;
 }
 
 /* Boot the guest: KVM if asked for or known to work (auto tries it once
  * with a watchdog and remembers the verdict), else TCG.  On success
- * *pid is QEMU's, the guest has printed want.
+ * QEMU (st->qemu_pid) runs and the guest has printed want.
  */
 static int
-boot (struct mount_state *st, const struct vm_request *r, const char *want,
-      pid_t *pid)
+boot (struct mount_state *st, const struct vm_request *r, const char *want)
 {
   bool try_kvm = false, probing = false;
   enum boot b;
@@ -546,10 +596,9 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want,
   }
 
   if (try_kvm) {
-    *pid = spawn_qemu (st, r, "kvm");
-    if (*pid == -1)
+    if (spawn_qemu (st, r, "kvm") == -1)
       return EXIT_ERROR;
-    b = wait_console (st, *pid, "qemount-guest: init",
+    b = wait_console (st, "qemount-guest: init",
                       strcmp (r->accel, "kvm") == 0 ? TCG_BOOT_MS :
                       KVM_WATCHDOG_MS, strcmp (r->accel, "kvm") != 0);
     if (b == BOOT_OK) {
@@ -558,10 +607,11 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want,
       debugf ("KVM works: the guest reached init");
       goto booted;
     }
-    kill_qemu (st, *pid);
-    *pid = 0;
+    kill_qemu (st);
     if (b == BOOT_INTERRUPTED)
       return EXIT_INTERRUPTED;
+    if (b == BOOT_NBDKIT_DIED)
+      return EXIT_ERROR;
     if (strcmp (r->accel, "kvm") == 0)
       return EXIT_NEEDS_VM;
     if (b == BOOT_TIMEOUT || probing) {
@@ -574,27 +624,26 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want,
    * kernel: one more try.
    */
   for (int attempt = 1; ; ++attempt) {
-    *pid = spawn_qemu (st, r, "tcg");
-    if (*pid == -1)
+    if (spawn_qemu (st, r, "tcg") == -1)
       return EXIT_ERROR;
-    b = wait_console (st, *pid, "qemount-guest: init", TCG_BOOT_MS,
+    b = wait_console (st, "qemount-guest: init", TCG_BOOT_MS,
                       attempt == 1);
     if (b != BOOT_TIMEOUT || attempt == 2)
       break;
     warnf ("the helper VM is stuck in its kernel; starting it again");
-    kill_qemu (st, *pid);
+    kill_qemu (st);
   }
   if (b != BOOT_OK)
     goto failed;
 
  booted:
-  b = wait_console (st, *pid, want, READY_TIMEOUT_MS, false);
+  b = wait_console (st, want, READY_TIMEOUT_MS, false);
   if (b == BOOT_OK)
     return EXIT_OK;
  failed:
-  kill_qemu (st, *pid);
-  *pid = 0;
-  return b == BOOT_INTERRUPTED ? EXIT_INTERRUPTED : guest_exit_status (st);
+  kill_qemu (st);
+  return b == BOOT_INTERRUPTED ? EXIT_INTERRUPTED :
+    b == BOOT_NBDKIT_DIED ? EXIT_ERROR : guest_exit_status (st);
 }
 
 /* A connection to QEMU's end of a guest port, or -1. */
@@ -676,36 +725,25 @@ spawn_sshfs (struct mount_state *st, const struct vm_request *r)
   return pid;
 }
 
-static void
-write_pid (struct mount_state *st, const char *name, pid_t pid)
-{
-  char *path = state_path (st, name);
-  FILE *fp = fopen (path, "we");
-
-  if (fp) {
-    fprintf (fp, "%d\n", (int) pid);
-    fclose (fp);
-  }
-  free (path);
-}
-
 /* qemount mount --via vm, once nbdkit runs: boot, then sshfs. */
 int
 vm_mount (struct mount_state *st, const struct vm_request *r)
 {
-  pid_t qemu, sshfs;
+  pid_t sshfs;
   long deadline;
   int status, ws;
 
-  status = boot (st, r, "qemount-guest: ready", &qemu);
+  st->attach = ATTACH_VM;
+  status = boot (st, r, "qemount-guest: ready");
   if (status != EXIT_OK)
     return status;
-  write_pid (st, STATE_QEMU_PID, qemu);   /* QEMU's own may lag */
 
   sshfs = spawn_sshfs (st, r);
   if (sshfs == -1)
     return EXIT_ERROR;
-  write_pid (st, STATE_SSHFS_PID, sshfs);
+  st->sshfs_pid = sshfs;
+  if (state_save (st) == -1)
+    return EXIT_ERROR;
   deadline = now_ms () + 20000;
   for (;;) {
     char *fstype = NULL;
@@ -741,8 +779,8 @@ int
 vm_teardown (struct mount_state *st)
 {
   char *qpid = state_path (st, STATE_QEMU_PID);
-  char *spid = state_path (st, STATE_SSHFS_PID);
-  pid_t sshfs = proc_read_pidfile (spid), qemu = proc_read_pidfile (qpid);
+  pid_t sshfs = st->sshfs_pid;
+  pid_t qemu = st->qemu_pid ? st->qemu_pid : proc_read_pidfile (qpid);
   int status = EXIT_OK;
 
   if (st->mountpoint && sshfs > 0) {
@@ -754,8 +792,7 @@ vm_teardown (struct mount_state *st)
 
       debugf ("unmounting %s", st->mountpoint);
       if (proc_run ((char **) argv) != 0) {
-        errorf ("%s: busy: a process is using it (see fuser -vm %s)",
-                st->mountpoint, st->mountpoint);
+        report_busy (st->mountpoint);
         status = EXIT_BUSY;
       }
     }
@@ -783,8 +820,30 @@ vm_teardown (struct mount_state *st)
            proc_stop (qemu, QEMU, qpid, 0) == -1)
     status = EXIT_ERROR;
   free (qpid);
-  free (spid);
   return status;
+}
+
+/* Why a VM mount is broken: its QEMU or its sshfs is not running (the
+ * sshfs mount is gone with it, or answers "Transport endpoint is not
+ * connected"); NULL if both run.  Both are named when both are gone:
+ * either one dying soon takes the other with it.
+ */
+const char *
+vm_broken (const struct mount_state *st)
+{
+  char *qpid = state_path (st, STATE_QEMU_PID);
+  bool qemu = proc_is (st->qemu_pid, QEMU, qpid);
+  bool sshfs = st->mountpoint == NULL ||
+    proc_is (st->sshfs_pid, "sshfs", st->mountpoint);
+
+  free (qpid);
+  if (!qemu && !sshfs)
+    return "the helper VM (QEMU) and sshfs are not running";
+  if (!qemu)
+    return "the helper VM (QEMU) is not running";
+  if (!sshfs)
+    return "sshfs is not running";
+  return NULL;
 }
 
 /* qemount extract: a tar of the guest's mount, from the tar port through
@@ -802,14 +861,13 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
   uint64_t total = 0, expected = 0;
   bool have_count = false, acked = false, eof = false;
   long last = 0, acked_at = 0;
-  pid_t qemu = 0;
   int fd = -1, status, ws;
 
   r->tar = true;
-  status = boot (st, r, "qemount-guest: ready", &qemu);
+  st->attach = ATTACH_VM;
+  status = boot (st, r, "qemount-guest: ready");
   if (status != EXIT_OK)
     goto out;
-  write_pid (st, STATE_QEMU_PID, qemu);
   fd = connect_port (st, STATE_TAR_SOCKET);
   if (fd == -1 || write (fd, "g", 1) != 1) {
     status = EXIT_ERROR;
@@ -820,8 +878,8 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
     struct pollfd p = { .fd = fd, .events = POLLIN };
     ssize_t n = 0;
 
-    if (waitpid (qemu, &ws, WNOHANG) == qemu) {
-      qemu = 0;
+    if (waitpid (st->qemu_pid, &ws, WNOHANG) == st->qemu_pid) {
+      st->qemu_pid = 0;
       break;
     }
     if (!eof && poll (&p, 1, 100) > 0) {
@@ -835,6 +893,11 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
       sleep_ms (50);
     for (ssize_t done = 0, w; n > 0 && done < n; done += w) {
       w = write (out_fd, buf + done, n - done);
+      if (w == -1 && errno == EPIPE) {
+        r->reader_gone = true;  /* the caller's to handle: not an error */
+        status = EXIT_ERROR;
+        goto out;
+      }
       if (w <= 0) {
         errorf ("writing the tar: %m");
         status = EXIT_ERROR;
@@ -878,6 +941,8 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
     fputc ('\n', stderr);
   if (acked && total == expected)
     status = EXIT_OK;
+  else if (report_dead_nbdkit (st))
+    status = EXIT_ERROR;
   else {
     if (console_find (console, "qemount-guest: error: ", msg, sizeof msg))
       errorf ("%s: %s", st->image, msg);
@@ -890,8 +955,8 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
     status = EXIT_ERROR;
   }
  out:
-  if (qemu > 0)             /* failed, or acknowledged and slow to go */
-    kill_qemu (st, qemu);
+  if (st->qemu_pid > 0)     /* failed, or acknowledged and slow to go */
+    kill_qemu (st);
   if (fd >= 0)
     close (fd);
   free (console);

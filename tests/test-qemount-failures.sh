@@ -68,6 +68,50 @@ expect 11 "$mnt: already a mount point" qemount mount "$tmp/mbr.img" "$mnt"
 umount "$mnt"
 assert_clean "$mnt"
 
+# One mount on a DIR at a time.  While one is being set up (its nbdkit
+# held back until we let it go), a second is refused...
+mkdir "$tmp/hold"
+cat > "$tmp/hold/nbdkit" <<EOF
+#!/bin/sh
+touch "$tmp/held"
+while [ ! -e "$tmp/go" ] && [ -d "$tmp" ]; do sleep 0.05; done
+PATH="$PATH" exec nbdkit "\$@"
+EOF
+chmod +x "$tmp/hold/nbdkit"
+PATH="$tmp/hold:$PATH" qemount mount "$tmp/mbr.img" "$mnt" & first=$!
+for i in $(seq 200); do [ -e "$tmp/held" ] && break; sleep 0.05; done
+[ -e "$tmp/held" ] || fail "the first mount did not get to nbdkit"
+expect 16 "$mnt: another qemount is mounting there right now" \
+  qemount mount "$tmp/whole.img" "$mnt"
+touch "$tmp/go"
+wait $first || fail "the first mount failed"
+[ "$(grep -c " $mnt " /proc/self/mountinfo)" = 1 ] ||
+  fail "not exactly one mount on $mnt: $(grep " $mnt " /proc/self/mountinfo)"
+# ... and so is one on its finished mount, or on a --raw export (DIR
+# itself is not a mount point then).
+expect 11 "$mnt: already a qemount mount point (of $tmp/mbr.img; qemount umount $mnt first)" \
+  qemount mount "$tmp/whole.img" "$mnt"
+qemount umount "$mnt"
+assert_clean "$mnt"
+qemount mount --raw "$tmp/mbr.img" "$mnt"
+expect 11 "$mnt: already a qemount mount point (of $tmp/mbr.img; qemount umount $mnt first)" \
+  qemount mount "$tmp/whole.img" "$mnt"
+qemount umount "$mnt"
+assert_clean "$mnt"
+# Two started at once: one mounts, the other is refused.
+qemount mount "$tmp/mbr.img" "$mnt" 2>"$tmp/err1" & first=$!
+qemount mount "$tmp/whole.img" "$mnt" 2>"$tmp/err2" & second=$!
+s1=0; wait $first || s1=$?
+s2=0; wait $second || s2=$?
+case "$s1 $s2" in
+  "0 16"|"0 11"|"16 0"|"11 0") ;;
+  *) fail "two mounts at once on $mnt exited $s1 and $s2: $(cat "$tmp/err1" "$tmp/err2")" ;;
+esac
+[ "$(grep -c " $mnt " /proc/self/mountinfo)" = 1 ] ||
+  fail "not exactly one mount on $mnt: $(grep " $mnt " /proc/self/mountinfo)"
+qemount umount "$mnt"
+assert_clean "$mnt"
+
 # The kernel refuses the filesystem: a valid ext4 superblock over
 # garbage group descriptors.  This one gets as far as mount(2), so
 # nbdkit, nbdfuse and a loop device were running and must be gone.
@@ -97,20 +141,31 @@ fails 3 "$tmp/ovl: No such file or directory" mount --overlay "$tmp/ovl" "$tmp/m
 # Usage.
 fails 2 "--partition 0: must be a partition number from 1" mount --partition 0 "$tmp/mbr.img" "$mnt"
 fails 2 "--raw exports the disk itself: --fstype does not apply" mount --raw --fstype ext4 "$tmp/mbr.img" "$mnt"
+# (the usage follows these messages)
+expect 2 "mount: missing DIR" qemount mount "$tmp/mbr.img"
+expect 2 "mount: unexpected argument 'extra'" qemount mount "$tmp/mbr.img" "$mnt" extra
+expect 2 "umount: missing DIR" qemount umount
+expect 2 "extract: missing -o FILE" qemount extract "$tmp/mbr.img"
+expect 2 "list: unexpected argument 'extra'" qemount list extra
+assert_clean "$mnt"
 
 # umount of what qemount did not mount.
 fails 15 "$mnt: not mounted by qemount" umount "$mnt"
 
-# A busy DIR is not torn down; once free, it is.
-qemount mount "$tmp/mbr.img" "$mnt"
-( cd "$mnt" && exec sleep 30 ) &
+# A busy DIR is not torn down; once free, it is.  The fuser command in
+# the message is quoted for the shell.
+busydir="$tmp/it's-busy"
+mkdir "$busydir"
+qemount mount "$tmp/mbr.img" "$busydir"
+( cd "$busydir" && exec sleep 30 ) &
 busy=$!
 sleep 0.2
-expect 16 "$mnt: busy" qemount umount "$mnt"
-mountpoint -q "$mnt" || fail "a busy DIR was unmounted"
+expect 16 "$busydir: busy: a process is using it (see fuser -vm '$tmp/it'\\''s-busy')" \
+  qemount umount "$busydir"
+mountpoint -q "$busydir" || fail "a busy DIR was unmounted"
 kill $busy; wait $busy 2>/dev/null || :
-qemount umount "$mnt"
-assert_clean "$mnt"
+qemount umount "$busydir"
+assert_clean "$busydir"
 
 # A killed nbdkit: list says stale, umount cleans up...
 qemount mount "$tmp/mbr.img" "$mnt"
