@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/types.h>
 
 #include "image.h"
@@ -61,6 +62,27 @@ bool operands_ok (const char *command, int n, char *const args[],
 /* Allocation that exits on failure. */
 char *xstrdup (const char *s);
 char *xasprintf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+
+/* A string freed when its variable goes out of scope. */
+static inline void
+free_ptr (void *p)
+{
+  free (*(void **) p);
+}
+#define CLEANUP_FREE __attribute__ ((cleanup (free_ptr)))
+
+/* A command line built an argument at a time (each copied), always
+ * NULL-terminated; CLEANUP_ARGV frees it.
+ */
+struct argv_builder {
+  char **argv;
+  size_t n, cap;
+};
+void argv_push (struct argv_builder *a, const char *arg);
+void argv_push_printf (struct argv_builder *a, const char *fs, ...)
+  __attribute__ ((format (printf, 2, 3)));
+void argv_free (struct argv_builder *a);
+#define CLEANUP_ARGV __attribute__ ((cleanup (argv_free)))
 
 /* Subcommands: each parses its own arguments (argv[0] is the command
  * name) and returns an exit status.
@@ -231,12 +253,35 @@ char *absolute_path (const char *path);
 extern volatile sig_atomic_t interrupted;
 void catch_interrupts (void);
 pid_t proc_spawn (char *const argv[], const char *log_path);
-pid_t proc_spawn_fd (char *const argv[], const char *log_path, int fd,
-                     bool die_with_us);
+/* A child's descriptors: in and out (-1: /dev/null, or out to log),
+ * stderr to log (NULL: ours), fd3 as its descriptor 3 (-1: none).
+ * die_with_us: it is killed when we exit, however we exit.
+ */
+struct spawn_io {
+  int in, out, fd3;
+  const char *log;
+  bool die_with_us;
+};
+pid_t proc_spawn_io (char *const argv[], const struct spawn_io *io);
 const char *proc_self_dir (void);
 int proc_run (char *const argv[]);
 int proc_wait_child (pid_t pid, int *wstatus);
-enum wait_result { WAIT_READY, WAIT_EXITED, WAIT_TIMEOUT, WAIT_INTERRUPTED };
+/* How a wait for a process to get ready ended.  WAIT_FAILED: it said it
+ * failed, and that has been said.
+ */
+enum wait_result {
+  WAIT_PENDING,                 /* not yet: only from a check */
+  WAIT_READY, WAIT_EXITED, WAIT_FAILED, WAIT_TIMEOUT, WAIT_INTERRUPTED,
+};
+struct proc_wait {
+  pid_t child;                  /* ours, or 0 */
+  int timeout_ms;               /* negative: none */
+  bool interruptible;
+  enum wait_result (*check) (void *opaque);  /* NULL: the child's exit */
+  void *opaque;
+  int wstatus;                  /* the child's, after WAIT_EXITED */
+};
+enum wait_result proc_wait_for (struct proc_wait *w);
 enum wait_result proc_wait_pidfile (const char *pidfile, pid_t child,
                                     int timeout_ms, bool interruptible,
                                     pid_t *pid);
@@ -248,6 +293,7 @@ int proc_stop (pid_t pid, const char *program, const char *marker,
                int grace_ms);
 void proc_forward_log (const char *log_path);
 void sleep_ms (int ms);
+long now_ms (void);              /* a monotonic clock */
 
 /* loop.c: loop devices. */
 char *loop_attach (const char *file, bool readonly, int *fd);
