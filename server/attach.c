@@ -25,29 +25,18 @@
 
 #include "qemount.h"
 
-#define PLUGIN_NAME "nbdkit-qemount-plugin.so"
+#define PLUGIN_IN_TREE "plugins/qemount/.libs/nbdkit-qemount-plugin.so"
 #define READY_TIMEOUT_MS 30000
 
 /* $QEMOUNT_PLUGIN; else the plugin of the build tree this binary lives
  * in (server/qemount next to plugins/qemount/.libs/); else nbdkit finds
  * the installed one by its name.
  */
-static const char *
+static char *
 plugin_path (void)
 {
-  static char path[PATH_MAX + 64];
-  const char *env = getenv ("QEMOUNT_PLUGIN");
-  const char *dir = proc_self_dir ();
-
-  if (env && *env)
-    return env;
-  if (dir) {
-    snprintf (path, sizeof path, "%s/../plugins/qemount/.libs/" PLUGIN_NAME,
-              dir);
-    if (access (path, R_OK) == 0)
-      return path;
-  }
-  return "qemount";
+  return find_ours ("QEMOUNT_PLUGIN", PLUGIN_IN_TREE, PLUGIN_IN_TREE, R_OK,
+                    "qemount");
 }
 
 /* An extract's nbdkit stays our child and exits with us: on record at
@@ -91,6 +80,7 @@ start_nbdkit (struct mount_state *st, const char *backing)
   CLEANUP_FREE char *sock = state_path (st, STATE_SOCKET);
   CLEANUP_FREE char *pidfile = state_path (st, STATE_NBDKIT_PID);
   CLEANUP_FREE char *log = state_path (st, STATE_NBDKIT_LOG);
+  CLEANUP_FREE char *plugin = plugin_path ();
   CLEANUP_ARGV struct argv_builder argv = { NULL };
   struct proc_wait first = { .timeout_ms = -1, .interruptible = true };
   enum wait_result r;
@@ -107,7 +97,7 @@ start_nbdkit (struct mount_state *st, const char *backing)
     argv_push (&argv, "-r");
   if (st->partition > 0)
     argv_push (&argv, "--filter=partition");
-  argv_push (&argv, plugin_path ());
+  argv_push (&argv, plugin);
   argv_push_printf (&argv, "file=%s", st->image);
   if (st->format)
     argv_push_printf (&argv, "format=%s", st->format);

@@ -300,17 +300,6 @@ kernel_knows (const char *fstype)
   return found;
 }
 
-/* The helper VM's files exist (qemount guest build). */
-static bool
-guest_available (void)
-{
-  char *path = xasprintf ("%s/vmlinux", guest_dir ());
-  bool ok = access (path, R_OK) == 0;
-
-  free (path);
-  return ok;
-}
-
 /* --via: can the host kernel do it, else the helper VM?  Sets
  * o->use_vm.
  */
@@ -340,9 +329,9 @@ check_via (struct mount_options *o, const char *fstype)
     o->via = VIA_VM;
   }
   o->use_vm = o->via == VIA_VM ||
-    (o->via == VIA_AUTO && guest_available () &&
+    (o->via == VIA_AUTO && guest_built () &&
      (geteuid () != 0 || !kernel_knows (kfs)));
-  if (o->via == VIA_VM && !guest_available ()) {
+  if (o->via == VIA_VM && !guest_built ()) {
     errorf ("--via vm: the helper VM is not built in %s (qemount guest "
             "build makes it)", guest_dir ());
     return EXIT_NEEDS_VM;

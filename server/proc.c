@@ -484,7 +484,7 @@ proc_forward_log (const char *log_path)
 /* The directory holding this binary, or NULL: run from the build tree,
  * it is server/, next to the plugin and the guest builder.
  */
-const char *
+static const char *
 proc_self_dir (void)
 {
   static char dir[PATH_MAX];
@@ -499,4 +499,26 @@ proc_self_dir (void)
     return NULL;
   *slash = '\0';
   return dir;
+}
+
+/* Where a file of ours is: $env (if env is not NULL and it is set);
+ * else name in the build tree this binary runs from (as server/qemount),
+ * if witness is there (access mode); else installed.
+ */
+char *
+find_ours (const char *env, const char *name, const char *witness,
+           int mode, const char *installed)
+{
+  const char *value = env ? getenv (env) : NULL;
+  const char *dir = proc_self_dir ();
+
+  if (value && *value)
+    return xstrdup (value);
+  if (dir) {
+    CLEANUP_FREE char *w = xasprintf ("%s/../%s", dir, witness);
+
+    if (access (w, mode) == 0)
+      return xasprintf ("%s/../%s", dir, name);
+  }
+  return xstrdup (installed);
 }

@@ -2,11 +2,14 @@
 /* qemount command: what the subcommands share.
  *
  * One file per concern: qemount.c (dispatch, messages), info.c, mount.c,
- * umount.c (teardown), list.c, open.c (opening an image with the right
- * exit status), partitions.c (libblkid), state.c (per-mount state),
- * proc.c (child processes), loop.c, mountinfo.c, attach.c (nbdkit and
- * the host attach step), output.c (sizes, JSON strings), vm.c (the
- * helper VM), extract.c, secret.c (LUKS passphrases).
+ * umount.c (teardown), list.c, extract.c, snapshot.c (the subcommands),
+ * open.c (opening an image with the right exit status), disk-options.c
+ * (the options mount and extract share), partitions.c (libblkid),
+ * state.c (per-mount state), proc.c (child processes, and where our
+ * files are), loop.c, mountinfo.c, attach.c (nbdkit and the host attach
+ * step), output.c (sizes, JSON strings), guest.c (the helper VM's files,
+ * qemount guest), vm.c (running the helper VM), secret.c (LUKS
+ * passphrases).
  */
 
 #ifndef QEMOUNT_SERVER_H
@@ -91,7 +94,6 @@ int info_main (int argc, char *argv[]);
 int mount_main (int argc, char *argv[]);
 int umount_main (int argc, char *argv[]);
 int list_main (int argc, char *argv[]);
-int guest_main (int argc, char *argv[]);
 int extract_main (int argc, char *argv[]);
 
 /* open.c: the image, with the exit status of the failure class. */
@@ -263,7 +265,8 @@ struct spawn_io {
   bool die_with_us;
 };
 pid_t proc_spawn_io (char *const argv[], const struct spawn_io *io);
-const char *proc_self_dir (void);
+char *find_ours (const char *env, const char *name, const char *witness,
+                 int mode, const char *installed);
 int proc_run (char *const argv[]);
 int proc_wait_child (pid_t pid, int *wstatus);
 /* How a wait for a process to get ready ended.  WAIT_FAILED: it said it
@@ -329,6 +332,11 @@ int secret_get (const char *image, const char *key_file, bool needed,
 void secret_free (struct secret *s);
 bool lv_name_ok (const char *lv);
 
+/* guest.c: the helper VM's files. */
+const char *guest_dir (void);
+bool guest_built (void);
+int guest_main (int argc, char *argv[]);
+
 /* vm.c: the helper VM (guests/linux), once nbdkit serves the disk. */
 struct vm_request {
   const char *accel;            /* "auto", "kvm" or "tcg" */
@@ -343,7 +351,6 @@ struct vm_request {
   const char *lv;               /* --lv VG/LV, or NULL */
   const struct secret *key;     /* LUKS passphrase, or NULL */
 };
-const char *guest_dir (void);
 int vm_mount (struct mount_state *st, const struct vm_request *r);
 int vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
                 bool progress);
