@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The stack under a mount: nbdkit serving the image (or one partition of
- * it, through nbdkit's partition filter) on a private Unix socket, and
+ * it, where libblkid found it, through nbdkit's offset filter) on a
+ * private Unix socket, and
  * the step that makes it a block device for the host kernel:
  *   - nbd-client on /dev/nbdN where the nbd module is there;
  *   - otherwise nbdfuse exposing the disk as a file, on a loop device.
@@ -15,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,7 +98,7 @@ start_nbdkit (struct mount_state *st, const char *backing)
   if (st->readonly)
     argv_push (&argv, "-r");
   if (st->partition > 0)
-    argv_push (&argv, "--filter=partition");
+    argv_push (&argv, "--filter=offset");
   argv_push (&argv, plugin);
   argv_push_printf (&argv, "file=%s", st->image);
   if (st->format)
@@ -107,8 +109,10 @@ start_nbdkit (struct mount_state *st, const char *backing)
     if (st->readonly)
       argv_push (&argv, "overlay-readonly=true");
   }
-  if (st->partition > 0)
-    argv_push_printf (&argv, "partition=%d", st->partition);
+  if (st->partition > 0) {
+    argv_push_printf (&argv, "offset=%" PRIu64, st->part_start);
+    argv_push_printf (&argv, "range=%" PRIu64, st->part_size);
+  }
 
   pid = proc_spawn (argv.argv, log);
   if (pid == -1)

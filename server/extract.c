@@ -142,6 +142,8 @@ extract_main (int argc, char *argv[])
     st->image = xstrdup (d.req.path);
   st->format = d.req.format ? xstrdup (d.req.format) : NULL;
   st->partition = choice.partition;
+  st->part_start = choice.start;
+  st->part_size = choice.size;
   st->fstype = choice.fstype ? xstrdup (choice.fstype) : NULL;
   st->readonly = true;
   if (state_save (st) == -1) {

@@ -611,6 +611,8 @@ mount_main (int argc, char *argv[])
   st->raw = o.raw;
   st->format = o.disk.req.format ? xstrdup (o.disk.req.format) : NULL;
   st->partition = c.partition;
+  st->part_start = c.start;
+  st->part_size = c.size;
   st->fstype = c.fstype ? xstrdup (c.fstype) : NULL;
   st->readonly = !o.rw;
   for (size_t i = 0; i < o.n_files; ++i)

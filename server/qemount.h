@@ -167,6 +167,7 @@ bool fs_is_mountable (const struct filesystem *fs);
 const char *fs_container (const struct filesystem *fs);
 struct choice {
   int partition;                /* 0: the whole disk */
+  uint64_t start, size;         /* the partition's, in bytes */
   const struct filesystem *fs;  /* what libblkid found there */
   const char *fstype;           /* to mount; NULL: the guest finds it */
   const char *container;        /* fs_container (fs), or NULL */
@@ -205,6 +206,10 @@ struct mount_state {
   bool raw;                     /* --raw: DIR/disk, no kernel mount */
   char *image, *mountpoint, *format, *fstype, *overlay;
   int partition;                /* 0: the whole disk */
+  /* Where libblkid found the partition: nbdkit serves exactly that
+   * (its offset filter), so the two cannot disagree on where it is.
+   */
+  uint64_t part_start, part_size;
   bool readonly;
   bool mounted;                 /* set up completely (phase=mounted) */
   enum attach_method attach;
