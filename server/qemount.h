@@ -4,12 +4,12 @@
  * One file per concern: qemount.c (dispatch, messages), info.c, mount.c,
  * umount.c (teardown), list.c, extract.c, snapshot.c (the subcommands),
  * open.c (opening an image with the right exit status), disk-options.c
- * (the options mount and extract share), partitions.c (libblkid),
- * state.c (per-mount state), proc.c (child processes, and where our
- * files are), loop.c, mountinfo.c, attach.c (nbdkit and the host attach
- * step), output.c (sizes, JSON strings), guest.c (the helper VM's files,
- * qemount guest), vm.c (running the helper VM), secret.c (LUKS
- * passphrases).
+ * (the options mount and extract share, and their preparation),
+ * partitions.c (libblkid), state.c (per-mount state), proc.c (child
+ * processes, and where our files are), loop.c, mountinfo.c, attach.c
+ * (nbdkit and the host attach step), output.c (sizes, JSON strings),
+ * guest.c (the helper VM's files, qemount guest), vm.c (running the
+ * helper VM), secret.c (LUKS passphrases).
  */
 
 #ifndef QEMOUNT_SERVER_H
@@ -118,12 +118,15 @@ enum {
   OPT_DISK_ACCEL = 0x300, OPT_DISK_FORMAT, OPT_DISK_BACKING, OPT_DISK_LV,
   OPT_DISK_KEY_FILE,
 };
+/* How to open the image: qemount info takes these too. */
+#define IMAGE_LONG_OPTIONS                                        \
+  { "format", required_argument, NULL, OPT_DISK_FORMAT },         \
+  { "backing", required_argument, NULL, OPT_DISK_BACKING }
 #define DISK_LONG_OPTIONS                                         \
+  IMAGE_LONG_OPTIONS,                                             \
   { "partition", required_argument, NULL, 'p' },                  \
   { "fstype", required_argument, NULL, 't' },                     \
   { "accel", required_argument, NULL, OPT_DISK_ACCEL },           \
-  { "format", required_argument, NULL, OPT_DISK_FORMAT },         \
-  { "backing", required_argument, NULL, OPT_DISK_BACKING },       \
   { "lv", required_argument, NULL, OPT_DISK_LV },                 \
   { "key-file", required_argument, NULL, OPT_DISK_KEY_FILE }
 void disk_options_init (struct disk_options *d);
@@ -336,6 +339,29 @@ int secret_get (const char *image, const char *key_file, bool needed,
                 struct secret *s);
 void secret_free (struct secret *s);
 bool lv_name_ok (const char *lv);
+
+/* disk-options.c: what mount and extract do before they start anything,
+ * in this order: open the image and see what it holds (then opened, if
+ * not NULL, may look at the image), choose the filesystem (chosen
+ * checks the choice), get the LUKS passphrase (not for raw), run
+ * before_state (the command's last checks), and create the state, with
+ * the image, format, partition and filesystem recorded (not saved).  A
+ * hook's status other than EXIT_OK ends it with that status.
+ */
+struct preparation {
+  const struct disk_options *disk;
+  bool raw;                     /* --raw: the disk itself, no passphrase */
+  void (*opened) (struct image *img, void *opaque);
+  int (*chosen) (const struct choice *c, void *opaque);
+  int (*before_state) (void *opaque);
+  void *opaque;
+  struct disk_layout layout;    /* found */
+  struct choice choice;         /* points into layout */
+  struct secret key;
+  struct mount_state *st;
+};
+int prepare (struct preparation *p);
+void preparation_free (struct preparation *p);   /* and p->st */
 
 /* guest.c: the helper VM's files. */
 const char *guest_dir (void);
