@@ -89,17 +89,10 @@ void
 argv_push_printf (struct argv_builder *a, const char *fs, ...)
 {
   va_list args;
-  char *arg;
-  int n;
 
   va_start (args, fs);
-  n = vasprintf (&arg, fs, args);
+  argv_append (a, xvasprintf (fs, args));
   va_end (args);
-  if (n == -1) {
-    perror ("asprintf");
-    exit (EXIT_ERROR);
-  }
-  argv_append (a, arg);
 }
 
 void

@@ -16,6 +16,7 @@
 #define QEMOUNT_SERVER_H
 
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -65,6 +66,8 @@ bool operands_ok (const char *command, int n, char *const args[],
 /* Allocation that exits on failure. */
 char *xstrdup (const char *s);
 char *xasprintf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+char *xvasprintf (const char *fs, va_list args)
+  __attribute__ ((format (printf, 1, 0)));
 
 /* A string freed when its variable goes out of scope. */
 static inline void
