@@ -378,8 +378,8 @@ console_says (void *opaque)
 }
 
 /* Wait for the guest to print want.  WAIT_EXITED: the guest failed (or
- * QEMU stopped); WAIT_FAILED: because nbdkit died.  Both are said, and
- * so is a timeout unless quiet.
+ * QEMU stopped); WAIT_FAILED: something it needs did (nbdkit died, or
+ * waitpid).  Both are said, and so is a timeout unless quiet.
  */
 static enum wait_result
 wait_console (struct mount_state *st, const char *want, int timeout_ms,
