@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The stack under a mount: nbdkit serving the image (or one partition of
- * it, through nbdkit's partition filter) on a private Unix socket, and
+ * it, where libblkid found it, through nbdkit's offset filter) on a
+ * private Unix socket, and
  * the step that makes it a block device for the host kernel:
  *   - nbd-client on /dev/nbdN where the nbd module is there;
  *   - otherwise nbdfuse exposing the disk as a file, on a loop device.
@@ -15,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,29 +27,18 @@
 
 #include "qemount.h"
 
-#define PLUGIN_NAME "nbdkit-qemount-plugin.so"
+#define PLUGIN_IN_TREE "plugins/qemount/.libs/nbdkit-qemount-plugin.so"
 #define READY_TIMEOUT_MS 30000
 
 /* $QEMOUNT_PLUGIN; else the plugin of the build tree this binary lives
  * in (server/qemount next to plugins/qemount/.libs/); else nbdkit finds
  * the installed one by its name.
  */
-static const char *
+static char *
 plugin_path (void)
 {
-  static char path[PATH_MAX + 64];
-  const char *env = getenv ("QEMOUNT_PLUGIN");
-  const char *dir = proc_self_dir ();
-
-  if (env && *env)
-    return env;
-  if (dir) {
-    snprintf (path, sizeof path, "%s/../plugins/qemount/.libs/" PLUGIN_NAME,
-              dir);
-    if (access (path, R_OK) == 0)
-      return path;
-  }
-  return "qemount";
+  return find_ours ("QEMOUNT_PLUGIN", PLUGIN_IN_TREE, PLUGIN_IN_TREE, R_OK,
+                    "qemount");
 }
 
 /* An extract's nbdkit stays our child and exits with us: on record at
@@ -71,8 +62,10 @@ wait_child_nbdkit (struct mount_state *st, pid_t pid, const char *pidfile,
     errorf ("nbdkit could not serve %s", st->image);
     st->nbdkit_pid = 0;
     return EXIT_ERROR;
-  default:                      /* no timeout: interrupted */
+  case WAIT_INTERRUPTED:
     return EXIT_INTERRUPTED;
+  default:                      /* no timeout: waitpid failed, said */
+    return EXIT_ERROR;
   }
 }
 
@@ -86,98 +79,79 @@ wait_child_nbdkit (struct mount_state *st, pid_t pid, const char *pidfile,
 int
 start_nbdkit (struct mount_state *st, const char *backing)
 {
-  char *sock = state_path (st, STATE_SOCKET);
-  char *pidfile = state_path (st, STATE_NBDKIT_PID);
-  char *log = state_path (st, STATE_NBDKIT_LOG);
-  char *file = xasprintf ("file=%s", st->image);
-  char *format = st->format ? xasprintf ("format=%s", st->format) : NULL;
-  char *back = xasprintf ("backing=%s", backing);
-  char *overlay = NULL, *partition = NULL;
-  const char *argv[16];
-  int n = 0, status = EXIT_ERROR, ws;
-  pid_t pid, r;
+  CLEANUP_FREE char *sock = state_path (st, STATE_SOCKET);
+  CLEANUP_FREE char *pidfile = state_path (st, STATE_NBDKIT_PID);
+  CLEANUP_FREE char *log = state_path (st, STATE_NBDKIT_LOG);
+  CLEANUP_FREE char *plugin = plugin_path ();
+  CLEANUP_ARGV struct argv_builder argv = { NULL };
+  struct proc_wait first = { .timeout_ms = -1, .interruptible = true };
+  enum wait_result r;
+  pid_t pid;
 
-  if (st->overlay && strcmp (st->overlay, "ephemeral") != 0)
-    overlay = xasprintf ("overlay=%s", st->overlay);
-  if (st->partition > 0)
-    partition = xasprintf ("partition=%d", st->partition);
-
-  argv[n++] = "nbdkit";
+  argv_push (&argv, "nbdkit");
   if (st->extract)
-    argv[n++] = "--exit-with-parent";   /* implies -f */
-  argv[n++] = "-U";
-  argv[n++] = sock;
-  argv[n++] = "-P";
-  argv[n++] = pidfile;
+    argv_push (&argv, "--exit-with-parent");    /* implies -f */
+  argv_push (&argv, "-U");
+  argv_push (&argv, sock);
+  argv_push (&argv, "-P");
+  argv_push (&argv, pidfile);
   if (st->readonly)
-    argv[n++] = "-r";
-  if (partition)
-    argv[n++] = "--filter=partition";
-  argv[n++] = plugin_path ();
-  argv[n++] = file;
-  if (format)
-    argv[n++] = format;
-  argv[n++] = back;
-  if (overlay)
-    argv[n++] = overlay;
-  if (overlay && st->readonly)
-    argv[n++] = "overlay-readonly=true";
-  if (partition)
-    argv[n++] = partition;
-  argv[n] = NULL;
+    argv_push (&argv, "-r");
+  if (st->partition > 0)
+    argv_push (&argv, "--filter=offset");
+  argv_push (&argv, plugin);
+  argv_push_printf (&argv, "file=%s", st->image);
+  if (st->format)
+    argv_push_printf (&argv, "format=%s", st->format);
+  argv_push_printf (&argv, "backing=%s", backing);
+  if (st->overlay && strcmp (st->overlay, "ephemeral") != 0) {
+    argv_push_printf (&argv, "overlay=%s", st->overlay);
+    if (st->readonly)
+      argv_push (&argv, "overlay-readonly=true");
+  }
+  if (st->partition > 0) {
+    argv_push_printf (&argv, "offset=%" PRIu64, st->part_start);
+    argv_push_printf (&argv, "range=%" PRIu64, st->part_size);
+  }
 
-  pid = proc_spawn ((char **) argv, log);
+  pid = proc_spawn (argv.argv, log);
   if (pid == -1)
-    goto out;
-  if (st->extract) {
-    status = wait_child_nbdkit (st, pid, pidfile, log);
-    goto out;
+    return EXIT_ERROR;
+  if (st->extract)
+    return wait_child_nbdkit (st, pid, pidfile, log);
+
+  /* Interrupted, the first process is told to stop, and still waited
+   * for: it may have started the background one.
+   */
+  first.child = pid;
+  r = proc_wait_for (&first);
+  if (r == WAIT_INTERRUPTED) {
+    kill (pid, SIGTERM);
+    first.interruptible = false;
+    r = proc_wait_for (&first);
   }
-  for (bool killed = false; (r = waitpid (pid, &ws, WNOHANG)) != pid; ) {
-    if (r == -1 && errno != EINTR) {
-      errorf ("waitpid: %m");
-      goto out;
-    }
-    if (interrupted && !killed) {
-      kill (pid, SIGTERM);
-      killed = true;
-    }
-    sleep_ms (10);
-  }
-  if (!WIFEXITED (ws) || WEXITSTATUS (ws) != 0) {
+  if (r != WAIT_EXITED)
+    return EXIT_ERROR;          /* waitpid failed: said */
+  if (!WIFEXITED (first.wstatus) || WEXITSTATUS (first.wstatus) != 0) {
     if (interrupted)
-      status = EXIT_INTERRUPTED;
-    else {
-      proc_forward_log (log);
-      errorf ("nbdkit could not serve %s", st->image);
-    }
-    goto out;
+      return EXIT_INTERRUPTED;
+    proc_forward_log (log);
+    errorf ("nbdkit could not serve %s", st->image);
+    return EXIT_ERROR;
   }
 
   /* The background nbdkit exists now: wait for its pid even if we are
    * interrupted meanwhile, or teardown could not stop it.
    */
-  switch (proc_wait_pidfile (pidfile, 0, READY_TIMEOUT_MS, false,
-                             &st->nbdkit_pid)) {
-  case WAIT_READY:
-    debugf ("nbdkit is running (pid %d)", (int) st->nbdkit_pid);
-    if (state_save (st) == 0)
-      status = interrupted ? EXIT_INTERRUPTED : EXIT_OK;
-    break;
-  default:
+  if (proc_wait_pidfile (pidfile, 0, READY_TIMEOUT_MS, false,
+                         &st->nbdkit_pid) != WAIT_READY) {
     errorf ("nbdkit did not write its pid file %s", pidfile);
+    return EXIT_ERROR;
   }
-
- out:
-  free (sock);
-  free (pidfile);
-  free (log);
-  free (file);
-  free (format);
-  free (back);
-  free (overlay);
-  free (partition);
-  return status;
+  debugf ("nbdkit is running (pid %d)", (int) st->nbdkit_pid);
+  if (state_save (st) == -1)
+    return EXIT_ERROR;
+  return interrupted ? EXIT_INTERRUPTED : EXIT_OK;
 }
 
 /* An NBD URI for export on our socket, percent-encoded. */
@@ -208,7 +182,7 @@ nbd_uri (const char *sock, const char *export)
  * st->files[i], mounted over an empty regular file we create, and stays
  * in the foreground (in its own session); it writes its pid file once
  * the file is there.  fuse_options is NULL or a NULL-terminated list of
- * at most 4 FUSE options.  The name is on record before the file exists, so
+ * FUSE options.  The name is on record before the file exists, so
  * teardown removes it whatever happens.
  */
 int
@@ -216,72 +190,63 @@ start_nbdfuse (struct mount_state *st, size_t i, const char *export,
                char *const *fuse_options)
 {
   struct fuse_file *f = &st->files[i];
-  char *sock = state_path (st, STATE_SOCKET);
-  char *target = fuse_target (st, f->name);
-  char *pidfile = fuse_pidfile (st, f->name);
-  char *log = fuse_log (st, f->name);
-  char *uri = nbd_uri (sock, export);
-  const char *argv[20];
-  int n = 0, fd, status = EXIT_ERROR;
+  CLEANUP_FREE char *sock = state_path (st, STATE_SOCKET);
+  CLEANUP_FREE char *target = fuse_target (st, f->name);
+  CLEANUP_FREE char *pidfile = fuse_pidfile (st, f->name);
+  CLEANUP_FREE char *log = fuse_log (st, f->name);
+  CLEANUP_FREE char *uri = nbd_uri (sock, export);
+  CLEANUP_ARGV struct argv_builder argv = { NULL };
   pid_t pid, ready;
+  int fd;
 
   st->attach = ATTACH_NBDFUSE;
   if (state_save (st) == -1)
-    goto out;
+    return EXIT_ERROR;
   fd = open (target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd == -1) {
     errorf ("%s: %m", target);
-    goto out;
+    return EXIT_ERROR;
   }
   close (fd);
 
-  argv[n++] = "nbdfuse";
+  argv_push (&argv, "nbdfuse");
   if (st->readonly)
-    argv[n++] = "-r";
-  argv[n++] = "-P";
-  argv[n++] = pidfile;
+    argv_push (&argv, "-r");
+  argv_push (&argv, "-P");
+  argv_push (&argv, pidfile);
   /* One -o each: nbdfuse 1.14 drops all but the first of a list. */
-  for (size_t j = 0; fuse_options && fuse_options[j] && n < 12; ++j) {
-    argv[n++] = "-o";
-    argv[n++] = fuse_options[j];
+  for (size_t j = 0; fuse_options && fuse_options[j]; ++j) {
+    argv_push (&argv, "-o");
+    argv_push (&argv, fuse_options[j]);
   }
-  argv[n++] = target;
-  argv[n++] = uri;
-  argv[n] = NULL;
+  argv_push (&argv, target);
+  argv_push (&argv, uri);
 
-  pid = proc_spawn ((char **) argv, log);
+  pid = proc_spawn (argv.argv, log);
   if (pid == -1)
-    goto out;
+    return EXIT_ERROR;
   f->pid = pid;
   if (state_save (st) == -1)
-    goto out;
+    return EXIT_ERROR;
 
   switch (proc_wait_pidfile (pidfile, pid, READY_TIMEOUT_MS, true, &ready)) {
   case WAIT_READY:
     debugf ("nbdfuse is serving %s (pid %d)", target, (int) pid);
-    status = EXIT_OK;
-    break;
+    return EXIT_OK;
   case WAIT_EXITED:
     proc_forward_log (log);
     errorf ("nbdfuse could not serve the disk as %s", target);
     f->pid = 0;
-    break;
+    return EXIT_ERROR;
   case WAIT_INTERRUPTED:
-    status = EXIT_INTERRUPTED;
-    break;
+    return EXIT_INTERRUPTED;
   case WAIT_TIMEOUT:
     errorf ("nbdfuse did not get ready within %d seconds",
             READY_TIMEOUT_MS / 1000);
-    break;
+    return EXIT_ERROR;
+  default:                      /* said */
+    return EXIT_ERROR;
   }
-
- out:
-  free (sock);
-  free (target);
-  free (pidfile);
-  free (log);
-  free (uri);
-  return status;
 }
 
 bool
@@ -316,31 +281,24 @@ free_nbd_device (void)
 static int
 attach_nbd_client (struct mount_state *st, char **device)
 {
-  char *sock = state_path (st, STATE_SOCKET);
-  const char *argv[8];
-  int n = 0, r;
+  CLEANUP_FREE char *sock = state_path (st, STATE_SOCKET);
+  CLEANUP_ARGV struct argv_builder argv = { NULL };
 
   st->nbd = free_nbd_device ();
   if (st->nbd == NULL) {
     errorf ("no free /dev/nbdN device");
-    free (sock);
     return EXIT_ERROR;
   }
   st->attach = ATTACH_NBD_CLIENT;
-  if (state_save (st) == -1) {
-    free (sock);
+  if (state_save (st) == -1)
     return EXIT_ERROR;
-  }
-  argv[n++] = "nbd-client";
-  argv[n++] = "-unix";
-  argv[n++] = sock;
-  argv[n++] = st->nbd;
+  argv_push (&argv, "nbd-client");
+  argv_push (&argv, "-unix");
+  argv_push (&argv, sock);
+  argv_push (&argv, st->nbd);
   if (st->readonly)
-    argv[n++] = "-readonly";
-  argv[n] = NULL;
-  r = proc_run ((char **) argv);
-  free (sock);
-  if (r != 0) {
+    argv_push (&argv, "-readonly");
+  if (proc_run (argv.argv) != 0) {
     errorf ("nbd-client could not connect %s", st->nbd);
     return EXIT_ERROR;
   }

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The options qemount mount and extract share: the image and how to open
- * it, the filesystem in it, and what the helper VM needs to reach it.
+ * it (info takes those too), the filesystem in it, and what the helper
+ * VM needs to reach it; and the preparation both make with them.
  */
 
 #include <config.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,4 +72,70 @@ parse_disk_option (int c, const char *arg, struct disk_options *d)
   default:
     return 0;
   }
+}
+
+int
+prepare (struct preparation *p)
+{
+  const struct disk_options *d = p->disk;
+  const struct filesystem *fs;
+  struct image *img;
+  char *image;
+  int status;
+
+  img = open_image (&d->req, &status);
+  if (img == NULL)
+    return status;
+  if (probe_disk (img, &p->layout) == -1) {
+    image_close (img);
+    return EXIT_BAD_IMAGE;
+  }
+  if (p->opened)
+    p->opened (img, p->opaque);
+  image_close (img);
+  status = choose_filesystem (d->req.path, &p->layout, d->partition,
+                              d->fstype, p->raw, &p->choice);
+  if (status == EXIT_OK && p->chosen)
+    status = p->chosen (&p->choice, p->opaque);
+  /* Asked for before anything starts: the prompt is not a timeout. */
+  fs = p->choice.fs;
+  if (status == EXIT_OK && !p->raw)
+    status = secret_get (d->req.path, d->key_file, fs && fs->type &&
+                         strcmp (fs->type, "crypto_LUKS") == 0, &p->key);
+  if (status == EXIT_OK && p->before_state)
+    status = p->before_state (p->opaque);
+  if (status != EXIT_OK)
+    return status;
+
+  image = realpath (d->req.path, NULL);
+  if (image == NULL) {
+    errorf ("%s: %m", d->req.path);
+    return EXIT_NO_IMAGE;
+  }
+  if (interrupted) {
+    errorf ("interrupted");
+    free (image);
+    return EXIT_INTERRUPTED;
+  }
+  p->st = state_create ();
+  if (p->st == NULL) {
+    free (image);
+    return EXIT_ERROR;
+  }
+  p->st->image = image;
+  p->st->format = d->req.format ? xstrdup (d->req.format) : NULL;
+  p->st->partition = p->choice.partition;
+  p->st->part_start = p->choice.start;
+  p->st->part_size = p->choice.size;
+  p->st->fstype = p->choice.fstype ? xstrdup (p->choice.fstype) : NULL;
+  return EXIT_OK;
+}
+
+void
+preparation_free (struct preparation *p)
+{
+  state_free (p->st);
+  p->st = NULL;
+  free_disk_layout (&p->layout);
+  secret_free (&p->key);
 }

@@ -36,6 +36,28 @@ extract_usage (FILE *fp)
 "--key-file as for qemount mount.\n");
 }
 
+/* Where the tar goes: made before the state, as a check. */
+struct output {
+  const char *path;             /* "-": standard output */
+  struct outfile out;
+  int fd;
+};
+
+static int
+extract_before_state (void *opaque)
+{
+  struct output *o = opaque;
+
+  if (strcmp (o->path, "-") == 0) {
+    o->fd = STDOUT_FILENO;
+    return EXIT_OK;
+  }
+  if (outfile_create (&o->out, o->path, 0666) == -1)
+    return EXIT_ERROR;
+  o->fd = o->out.fd;
+  return EXIT_OK;
+}
+
 int
 extract_main (int argc, char *argv[])
 {
@@ -49,16 +71,14 @@ extract_main (int argc, char *argv[])
   };
   struct disk_options d;
   struct vm_request r = { .uid = -1, .gid = -1 };
-  struct disk_layout layout = { .size = 0 };
-  struct mount_state *st = NULL;
-  struct choice choice;
-  struct secret key = { .len = 0 };
-  const char *output = NULL;
+  struct output output = { .path = NULL, .out = { .path = NULL }, .fd = -1 };
+  struct preparation prep = {
+    .disk = &d, .before_state = extract_before_state, .opaque = &output,
+  };
+  struct mount_state *st;
   char *paths[MAX_PATHS];
-  struct outfile out = { .path = NULL };
   size_t n_paths = 0;
-  int c, status, out_fd = -1;
-  struct image *img;
+  int c, status;
 
   disk_options_init (&d);
   while ((c = getopt_long (argc, argv, "p:t:o:h", long_options, NULL)) != -1) {
@@ -67,7 +87,7 @@ extract_main (int argc, char *argv[])
     case -1: return EXIT_USAGE;
     }
     switch (c) {
-    case 'o': output = optarg; break;
+    case 'o': output.path = optarg; break;
     case OPT_PATH:
       if (n_paths == MAX_PATHS) {
         errorf ("at most %d --path", MAX_PATHS);
@@ -88,7 +108,7 @@ extract_main (int argc, char *argv[])
     extract_usage (stderr);
     return EXIT_USAGE;
   }
-  if (output == NULL) {
+  if (output.path == NULL) {
     errorf ("extract: missing -o FILE (or -o - for standard output)");
     extract_usage (stderr);
     return EXIT_USAGE;
@@ -96,67 +116,31 @@ extract_main (int argc, char *argv[])
   d.req.path = argv[optind];
   r.accel = d.accel;
   r.lv = d.lv;
-  if (strcmp (output, "-") == 0 && isatty (STDOUT_FILENO)) {
+  if (strcmp (output.path, "-") == 0 && isatty (STDOUT_FILENO)) {
     errorf ("-o -: standard output is a terminal; redirect it");
     return EXIT_USAGE;
   }
   catch_interrupts ();
 
   /* What to extract: as qemount mount chooses what to mount. */
-  img = open_image (&d.req, &status);
-  if (img == NULL)
-    return status;
-  if (probe_disk (img, &layout) == -1) {
-    image_close (img);
-    return EXIT_BAD_IMAGE;
-  }
-  image_close (img);
-  status = choose_filesystem (d.req.path, &layout, d.partition, d.fstype,
-                              false, &choice);
-  if (status == EXIT_OK)
-    status = secret_get (d.req.path, d.key_file, choice.fs->type &&
-                         strcmp (choice.fs->type, "crypto_LUKS") == 0, &key);
+  status = prepare (&prep);
   if (status != EXIT_OK)
     goto out;
-  r.containers = choice.container != NULL;
-  r.key = &key;
-
-  if (strcmp (output, "-") == 0)
-    out_fd = STDOUT_FILENO;
-  else {
-    if (outfile_create (&out, output, 0666) == -1) {
-      status = EXIT_ERROR;
-      goto out;
-    }
-    out_fd = out.fd;
-  }
-
-  st = state_create ();
-  if (st == NULL) {
-    status = EXIT_ERROR;
-    goto out;
-  }
+  st = prep.st;
+  r.containers = prep.choice.container != NULL;
+  r.key = &prep.key;
   st->extract = true;
-  st->image = realpath (d.req.path, NULL);
-  if (st->image == NULL)
-    st->image = xstrdup (d.req.path);
-  st->format = d.req.format ? xstrdup (d.req.format) : NULL;
-  st->partition = choice.partition;
-  st->fstype = choice.fstype ? xstrdup (choice.fstype) : NULL;
   st->readonly = true;
-  if (state_save (st) == -1) {
-    status = EXIT_ERROR;
-    goto out;
-  }
-  status = start_nbdkit (st, d.backing);
+  status = state_save (st) == -1 ? EXIT_ERROR : start_nbdkit (st, d.backing);
   if (status == EXIT_OK) {
     r.fstype = st->fstype;
     r.paths = paths;
     r.n_paths = n_paths;
-    status = vm_extract (st, &r, out_fd,
-                         isatty (STDERR_FILENO) && out_fd != STDOUT_FILENO);
+    status = vm_extract (st, &r, output.fd,
+                         isatty (STDERR_FILENO) && output.fd != STDOUT_FILENO);
   }
-  if (status == EXIT_OK && out.path && outfile_commit (&out, true) == -1)
+  if (status == EXIT_OK && output.out.path &&
+      outfile_commit (&output.out, true) == -1)
     status = EXIT_ERROR;
   if (status == EXIT_INTERRUPTED)
     errorf ("interrupted: stopping what was started");
@@ -164,10 +148,8 @@ extract_main (int argc, char *argv[])
     errorf ("could not stop everything: see qemount list");
 
  out:
-  outfile_close (&out);
-  state_free (st);
-  free_disk_layout (&layout);
-  secret_free (&key);
+  outfile_close (&output.out);
+  preparation_free (&prep);
   /* The reader of -o - went away (extract -o - | head): what we started
    * is stopped; now end as any filter would, killed by SIGPIPE.
    */

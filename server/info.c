@@ -201,34 +201,28 @@ int
 info_main (int argc, char *argv[])
 {
   static const struct option long_options[] = {
+    IMAGE_LONG_OPTIONS,
     { "json", no_argument, NULL, 'j' },
-    { "format", required_argument, NULL, 'f' },
-    { "backing", required_argument, NULL, 'b' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  struct image_request req = { .backing = BACKING_SAME_DIR };
+  struct disk_options d;
   struct layer_info layers[MAX_CHAIN_DEPTH + 1];
   struct disk_layout layout;
   struct image *img;
   size_t n_layers = 0, n_streams;
   char **streams;
   bool json = false;
-  const char *msg;
   int c, status;
 
+  disk_options_init (&d);
   while ((c = getopt_long (argc, argv, "h", long_options, NULL)) != -1) {
+    switch (parse_disk_option (c, optarg, &d)) {
+    case 1: continue;
+    case -1: return EXIT_USAGE;
+    }
     switch (c) {
     case 'j': json = true; break;
-    case 'f':
-      req.format = strcmp (optarg, "auto") == 0 ? NULL : optarg;
-      break;
-    case 'b':
-      if ((msg = parse_backing (optarg, &req.backing)) != NULL) {
-        errorf ("%s", msg);
-        return EXIT_USAGE;
-      }
-      break;
     case 'h': info_usage (stdout); return EXIT_OK;
     default: info_usage (stderr); return EXIT_USAGE;
     }
@@ -238,9 +232,9 @@ info_main (int argc, char *argv[])
     info_usage (stderr);
     return EXIT_USAGE;
   }
-  req.path = argv[optind];
+  d.req.path = argv[optind];
 
-  img = open_image (&req, &status);
+  img = open_image (&d.req, &status);
   if (img == NULL)
     return status;
 
@@ -261,10 +255,10 @@ info_main (int argc, char *argv[])
 
   image_list_streams (img, &streams, &n_streams);
   if (json)
-    print_json (stdout, req.path, layers, n_layers, streams, n_streams,
+    print_json (stdout, d.req.path, layers, n_layers, streams, n_streams,
                 &layout);
   else
-    print_human (stdout, req.path, layers, n_layers, streams, n_streams,
+    print_human (stdout, d.req.path, layers, n_layers, streams, n_streams,
                  &layout);
 
   free_disk_layout (&layout);

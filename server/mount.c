@@ -35,7 +35,9 @@ struct mount_options {
   bool use_vm;                  /* decided by check_via */
   const char *overlay;
   const char *container;        /* what the disk holds, for messages */
-  struct secret key;            /* the LUKS passphrase */
+  const struct secret *key;     /* the LUKS passphrase */
+  char *real_dir;               /* DIR resolved, once checked */
+  int dir_lock;                 /* DIR flock()ed, or -1 */
   long uid, gid;                /* -1: not given */
   /* --raw: the files in DIR, one per stream of the image (named exports
    * of the plugin), else just "disk" (its default export).
@@ -112,6 +114,7 @@ parse_options (int argc, char *argv[], struct mount_options *o)
   memset (o, 0, sizeof *o);
   disk_options_init (&o->disk);
   o->uid = o->gid = -1;
+  o->dir_lock = -1;
 
   while ((c = getopt_long (argc, argv, "p:t:fh", long_options, NULL)) != -1) {
     switch (parse_disk_option (c, optarg, &o->disk)) {
@@ -300,17 +303,6 @@ kernel_knows (const char *fstype)
   return found;
 }
 
-/* The helper VM's files exist (qemount guest build). */
-static bool
-guest_available (void)
-{
-  char *path = xasprintf ("%s/vmlinux", guest_dir ());
-  bool ok = access (path, R_OK) == 0;
-
-  free (path);
-  return ok;
-}
-
 /* --via: can the host kernel do it, else the helper VM?  Sets
  * o->use_vm.
  */
@@ -340,9 +332,9 @@ check_via (struct mount_options *o, const char *fstype)
     o->via = VIA_VM;
   }
   o->use_vm = o->via == VIA_VM ||
-    (o->via == VIA_AUTO && guest_available () &&
+    (o->via == VIA_AUTO && guest_built () &&
      (geteuid () != 0 || !kernel_knows (kfs)));
-  if (o->via == VIA_VM && !guest_available ()) {
+  if (o->via == VIA_VM && !guest_built ()) {
     errorf ("--via vm: the helper VM is not built in %s (qemount guest "
             "build makes it)", guest_dir ());
     return EXIT_NEEDS_VM;
@@ -517,7 +509,7 @@ build (const struct mount_options *o, struct mount_state *st)
     struct vm_request r = {
       .accel = o->disk.accel, .fstype = st->fstype, .rw = !st->readonly,
       .uid = o->uid, .gid = o->gid,
-      .containers = o->container != NULL, .lv = o->disk.lv, .key = &o->key,
+      .containers = o->container != NULL, .lv = o->disk.lv, .key = o->key,
     };
 
     return vm_mount (st, &r);
@@ -556,16 +548,45 @@ build (const struct mount_options *o, struct mount_state *st)
   return status;
 }
 
+/* --raw: what to export, while the image is open. */
+static void
+mount_opened (struct image *img, void *opaque)
+{
+  struct mount_options *o = opaque;
+
+  if (o->raw)
+    raw_files (o, img);
+}
+
+static int
+mount_chosen (const struct choice *c, void *opaque)
+{
+  struct mount_options *o = opaque;
+
+  o->container = c->container;
+  return o->raw ? EXIT_OK : check_via (o, c->fstype);
+}
+
+/* DIR last: it stays locked from here on. */
+static int
+mount_before_state (void *opaque)
+{
+  struct mount_options *o = opaque;
+
+  clean_stale_states ();        /* may free DIR of a broken mount */
+  return check_dir (o->dir, &o->real_dir, &o->dir_lock);
+}
+
 int
 mount_main (int argc, char *argv[])
 {
   struct mount_options o;
-  struct mount_state *st = NULL;
-  struct disk_layout layout = { .size = 0 };
-  struct image *img;
-  struct choice c;
-  char *dir = NULL, *image = NULL;
-  int status, dir_lock = -1;
+  struct preparation prep = {
+    .opened = mount_opened, .chosen = mount_chosen,
+    .before_state = mount_before_state, .opaque = &o,
+  };
+  struct mount_state *st;
+  int status;
 
   status = parse_options (argc, argv, &o);
   if (status != EXIT_OK)
@@ -573,56 +594,16 @@ mount_main (int argc, char *argv[])
   catch_interrupts ();
 
   /* Everything that can be checked before anything is started. */
-  img = open_image (&o.disk.req, &status);
-  if (img == NULL)
-    return status;
-  if (probe_disk (img, &layout) == -1) {
-    image_close (img);
-    return EXIT_BAD_IMAGE;
-  }
-  if (o.raw)
-    raw_files (&o, img);
-  image_close (img);
-  status = choose_filesystem (o.image, &layout, o.disk.partition,
-                              o.disk.fstype, o.raw, &c);
-  o.container = c.container;
-  if (status == EXIT_OK && !o.raw)
-    status = check_via (&o, c.fstype);
-  /* Asked for before anything starts: the prompt is not a timeout. */
-  if (status == EXIT_OK && !o.raw)
-    status = secret_get (o.image, o.disk.key_file, c.fs && c.fs->type &&
-                         strcmp (c.fs->type, "crypto_LUKS") == 0, &o.key);
+  prep.disk = &o.disk;
+  prep.raw = o.raw;
+  status = prepare (&prep);
   if (status != EXIT_OK)
     goto out;
-
-  clean_stale_states ();        /* may free DIR of a broken mount */
-  status = check_dir (o.dir, &dir, &dir_lock);
-  if (status != EXIT_OK)
-    goto out;
-  image = realpath (o.image, NULL);
-  if (image == NULL) {
-    errorf ("%s: %m", o.image);
-    status = EXIT_NO_IMAGE;
-    goto out;
-  }
-
-  if (interrupted) {
-    errorf ("interrupted");
-    status = EXIT_INTERRUPTED;
-    goto out;
-  }
-  st = state_create ();
-  if (st == NULL) {
-    status = EXIT_ERROR;
-    goto out;
-  }
-  st->image = image;
-  st->mountpoint = dir;
-  image = dir = NULL;
+  st = prep.st;
+  o.key = &prep.key;
+  st->mountpoint = o.real_dir;
+  o.real_dir = NULL;
   st->raw = o.raw;
-  st->format = o.disk.req.format ? xstrdup (o.disk.req.format) : NULL;
-  st->partition = c.partition;
-  st->fstype = c.fstype ? xstrdup (c.fstype) : NULL;
   st->readonly = !o.rw;
   for (size_t i = 0; i < o.n_files; ++i)
     state_add_file (st, o.files[i]);   /* checked by raw_files */
@@ -649,8 +630,8 @@ mount_main (int argc, char *argv[])
   debugf ("%s mounted on %s (state in %s)", st->image, st->mountpoint,
           st->dir);
   state_unlock (st);
-  close (dir_lock);
-  dir_lock = -1;
+  close (o.dir_lock);
+  o.dir_lock = -1;
   if (o.foreground)
     status = foreground (st);
   goto out;
@@ -663,14 +644,11 @@ mount_main (int argc, char *argv[])
             "qemount umount %s cleans up the rest", st->mountpoint);
 
  out:
-  if (dir_lock >= 0)
-    close (dir_lock);
-  state_free (st);
+  if (o.dir_lock >= 0)
+    close (o.dir_lock);
+  preparation_free (&prep);
   for (size_t i = 0; i < o.n_files; ++i)
     free (o.files[i]);
-  free_disk_layout (&layout);
-  secret_free (&o.key);
-  free (dir);
-  free (image);
+  free (o.real_dir);
   return status;
 }

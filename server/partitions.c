@@ -245,8 +245,9 @@ probe_table (int memfd, struct disk_layout *layout)
     char type[16];
     const char *ts;
 
-    /* Only the disk's own table: nbdkit's partition filter does not
-     * number partitions of nested tables (BSD labels and the like).
+    /* Only the disk's own table, numbered as fdisk and nbdkit's
+     * partition filter do: partitions of nested tables (BSD labels and
+     * the like) have no number there.
      */
     if (blkid_partition_get_table (par) != tab)
       continue;
@@ -449,7 +450,6 @@ choose_filesystem (const char *image, const struct disk_layout *d,
               image, p->number);
       return EXIT_NO_FILESYSTEM;
     }
-    c->partition = p->number;
     fs = &p->fs;
   }
   else if (raw || d->table == NULL)
@@ -471,12 +471,16 @@ choose_filesystem (const char *image, const struct disk_layout *d,
       print_partition_list (stderr, d);
       return EXIT_NO_FILESYSTEM;
     }
-    c->partition = p->number;
     fs = &p->fs;
     debugf ("%s: partition %d holds the only filesystem (%s)", image,
             p->number, fs->type);
   }
 
+  if (p) {
+    c->partition = p->number;
+    c->start = p->start;
+    c->size = p->size;
+  }
   c->fs = fs;
   if (raw)
     return EXIT_OK;

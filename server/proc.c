@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,51 @@ sleep_ms (int ms)
   nanosleep (&ts, NULL);        /* an interrupt cuts it short: fine */
 }
 
+/* Room for arg and the NULL after it. */
+static void
+argv_append (struct argv_builder *a, char *arg)
+{
+  if (a->n + 2 > a->cap) {
+    size_t cap = a->cap ? a->cap * 2 : 16;
+    char **p = realloc (a->argv, cap * sizeof *p);
+
+    if (p == NULL) {
+      perror ("realloc");
+      exit (EXIT_ERROR);
+    }
+    a->argv = p;
+    a->cap = cap;
+  }
+  a->argv[a->n++] = arg;
+  a->argv[a->n] = NULL;
+}
+
+void
+argv_push (struct argv_builder *a, const char *arg)
+{
+  argv_append (a, xstrdup (arg));
+}
+
+void
+argv_push_printf (struct argv_builder *a, const char *fs, ...)
+{
+  va_list args;
+
+  va_start (args, fs);
+  argv_append (a, xvasprintf (fs, args));
+  va_end (args);
+}
+
+void
+argv_free (struct argv_builder *a)
+{
+  for (size_t i = 0; i < a->n; ++i)
+    free (a->argv[i]);
+  free (a->argv);
+  a->argv = NULL;
+  a->n = a->cap = 0;
+}
+
 static void
 debug_argv (char *const argv[])
 {
@@ -82,7 +128,8 @@ debug_argv (char *const argv[])
 pid_t
 proc_spawn (char *const argv[], const char *log_path)
 {
-  return proc_spawn_fd (argv, log_path, -1, false);
+  return proc_spawn_io (argv, &(struct spawn_io) {
+      .in = -1, .out = -1, .fd3 = -1, .log = log_path });
 }
 
 /* path opened on descriptor target. */
@@ -101,13 +148,23 @@ open_as (int target, const char *path, int flags)
   return true;
 }
 
-/* In the child of proc_spawn_fd: returns only if it cannot run argv,
+/* fd (ours, unless -1) on descriptor target, else path. */
+static bool
+fd_or_open_as (int target, int fd, const char *path, int flags)
+{
+  if (fd >= 0)
+    return dup2 (fd, target) != -1;
+  return open_as (target, path, flags);
+}
+
+/* In the child of proc_spawn_io: returns only if it cannot run argv,
  * with errno set.
  */
 static void
-exec_child (char *const argv[], const char *log_path, int fd, pid_t parent)
+exec_child (char *const argv[], const struct spawn_io *io, pid_t parent)
 {
   static const int defaults[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE };
+  const int log_flags = O_WRONLY | O_CREAT | O_APPEND;
   sigset_t none;
 
   setsid ();
@@ -121,25 +178,24 @@ exec_child (char *const argv[], const char *log_path, int fd, pid_t parent)
     errno = ESRCH;
     return;
   }
-  if ((fd >= 0 && dup2 (fd, 3) == -1) ||
-      !open_as (0, "/dev/null", O_RDONLY) ||
-      !open_as (1, log_path ? log_path : "/dev/null",
-                log_path ? O_WRONLY | O_CREAT | O_APPEND : O_WRONLY) ||
-      (log_path && dup2 (1, 2) == -1))
+  if ((io->fd3 >= 0 && dup2 (io->fd3, 3) == -1) ||
+      !fd_or_open_as (0, io->in, "/dev/null", O_RDONLY))
+    return;
+  if (io->out >= 0 || io->log == NULL) {
+    if (!fd_or_open_as (1, io->out, "/dev/null", O_WRONLY) ||
+        (io->log && !open_as (2, io->log, log_flags)))
+      return;
+  }
+  else if (!open_as (1, io->log, log_flags) || dup2 (1, 2) == -1)
     return;
   execvp (argv[0], argv);
 }
 
-/* proc_spawn, and the child gets fd as its descriptor 3 (unless -1): how
- * a secret reaches QEMU without a command line or a file (vm.c).  fd
+/* Start argv as proc_spawn does, with the descriptors io chooses.  fd3
  * must not be 3 itself (dup2 onto itself would keep its close-on-exec).
- * die_with_us: the child is killed when we exit, however we exit
- * (PR_SET_PDEATHSIG, sent when the thread that forked it ends: qemount
- * starts its children from its only thread).
  */
 pid_t
-proc_spawn_fd (char *const argv[], const char *log_path, int fd,
-               bool die_with_us)
+proc_spawn_io (char *const argv[], const struct spawn_io *io)
 {
   pid_t parent = getpid (), pid;
   int report[2], err;
@@ -156,7 +212,7 @@ proc_spawn_fd (char *const argv[], const char *log_path, int fd,
   pid = fork ();
   if (pid == 0) {
     close (report[0]);
-    exec_child (argv, log_path, fd, die_with_us ? parent : 0);
+    exec_child (argv, io, io->die_with_us ? parent : 0);
     err = errno;
     while (write (report[1], &err, sizeof err) == -1 && errno == EINTR)
       ;
@@ -237,6 +293,61 @@ proc_read_pidfile (const char *path)
   return v;
 }
 
+long
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
+/* Wait until w->check says ready (or failed), our child w->child (if
+ * > 0) exits (its status in w->wstatus), the time is up, or (if
+ * w->interruptible) we are interrupted, whichever comes first.
+ */
+enum wait_result
+proc_wait_for (struct proc_wait *w)
+{
+  long deadline = now_ms () + w->timeout_ms;
+
+  for (;;) {
+    enum wait_result r = w->check ? w->check (w->opaque) : WAIT_PENDING;
+
+    if (r != WAIT_PENDING)
+      return r;
+    if (w->child > 0) {
+      pid_t c = waitpid (w->child, &w->wstatus, WNOHANG);
+
+      if (c == w->child)
+        return WAIT_EXITED;
+      if (c == -1 && errno != EINTR) {
+        errorf ("waitpid: %m");
+        return WAIT_FAILED;
+      }
+    }
+    if (interrupted && w->interruptible)
+      return WAIT_INTERRUPTED;
+    if (w->timeout_ms >= 0 && now_ms () >= deadline)
+      return WAIT_TIMEOUT;
+    sleep_ms (10);
+  }
+}
+
+struct pidfile_wait {
+  const char *path;
+  pid_t *pid;
+};
+
+static enum wait_result
+pidfile_written (void *opaque)
+{
+  struct pidfile_wait *p = opaque;
+
+  *p->pid = proc_read_pidfile (p->path);
+  return *p->pid > 0 ? WAIT_READY : WAIT_PENDING;
+}
+
 /* Wait until pidfile names a process.  child, if > 0, is ours: if it
  * exits first, it failed to start.  Sets *pid when ready.  An interrupt
  * ends the wait only if interruptible; a negative timeout_ms is none.
@@ -245,20 +356,12 @@ enum wait_result
 proc_wait_pidfile (const char *pidfile, pid_t child, int timeout_ms,
                    bool interruptible, pid_t *pid)
 {
-  for (int waited = 0; ; waited += 10) {
-    int ws;
+  struct pidfile_wait p = { .path = pidfile, .pid = pid };
 
-    *pid = proc_read_pidfile (pidfile);
-    if (*pid > 0)
-      return WAIT_READY;
-    if (child > 0 && waitpid (child, &ws, WNOHANG) == child)
-      return WAIT_EXITED;
-    if (interrupted && interruptible)
-      return WAIT_INTERRUPTED;
-    if (timeout_ms >= 0 && waited >= timeout_ms)
-      return WAIT_TIMEOUT;
-    sleep_ms (10);
-  }
+  return proc_wait_for (&(struct proc_wait) {
+      .child = child, .timeout_ms = timeout_ms,
+      .interruptible = interruptible, .check = pidfile_written,
+      .opaque = &p });
 }
 
 /* True if pid runs program (the last component of its argv[0]) with
@@ -374,7 +477,7 @@ proc_forward_log (const char *log_path)
 /* The directory holding this binary, or NULL: run from the build tree,
  * it is server/, next to the plugin and the guest builder.
  */
-const char *
+static const char *
 proc_self_dir (void)
 {
   static char dir[PATH_MAX];
@@ -389,4 +492,26 @@ proc_self_dir (void)
     return NULL;
   *slash = '\0';
   return dir;
+}
+
+/* Where a file of ours is: $env (if env is not NULL and it is set);
+ * else name in the build tree this binary runs from (as server/qemount),
+ * if witness is there (access mode); else installed.
+ */
+char *
+find_ours (const char *env, const char *name, const char *witness,
+           int mode, const char *installed)
+{
+  const char *value = env ? getenv (env) : NULL;
+  const char *dir = proc_self_dir ();
+
+  if (value && *value)
+    return xstrdup (value);
+  if (dir) {
+    CLEANUP_FREE char *w = xasprintf ("%s/../%s", dir, witness);
+
+    if (access (w, mode) == 0)
+      return xasprintf ("%s/../%s", dir, name);
+  }
+  return xstrdup (installed);
 }

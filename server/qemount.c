@@ -103,19 +103,26 @@ xstrdup (const char *s)
 }
 
 char *
+xvasprintf (const char *fs, va_list args)
+{
+  char *r;
+
+  if (vasprintf (&r, fs, args) == -1) {
+    perror ("asprintf");
+    exit (EXIT_ERROR);
+  }
+  return r;
+}
+
+char *
 xasprintf (const char *fs, ...)
 {
   va_list args;
   char *r;
-  int n;
 
   va_start (args, fs);
-  n = vasprintf (&r, fs, args);
+  r = xvasprintf (fs, args);
   va_end (args);
-  if (n == -1) {
-    perror ("asprintf");
-    exit (EXIT_ERROR);
-  }
   return r;
 }
 

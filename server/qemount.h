@@ -2,20 +2,25 @@
 /* qemount command: what the subcommands share.
  *
  * One file per concern: qemount.c (dispatch, messages), info.c, mount.c,
- * umount.c (teardown), list.c, open.c (opening an image with the right
- * exit status), partitions.c (libblkid), state.c (per-mount state),
- * proc.c (child processes), loop.c, mountinfo.c, attach.c (nbdkit and
- * the host attach step), output.c (sizes, JSON strings), vm.c (the
- * helper VM), extract.c, secret.c (LUKS passphrases).
+ * umount.c (teardown), list.c, extract.c, snapshot.c (the subcommands),
+ * open.c (opening an image with the right exit status), disk-options.c
+ * (the options mount and extract share, and their preparation),
+ * partitions.c (libblkid), state.c (per-mount state), proc.c (child
+ * processes, and where our files are), loop.c, mountinfo.c, attach.c
+ * (nbdkit and the host attach step), output.c (sizes, JSON strings),
+ * guest.c (the helper VM's files, qemount guest), vm.c (running the
+ * helper VM), secret.c (LUKS passphrases).
  */
 
 #ifndef QEMOUNT_SERVER_H
 #define QEMOUNT_SERVER_H
 
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/types.h>
 
 #include "image.h"
@@ -61,6 +66,29 @@ bool operands_ok (const char *command, int n, char *const args[],
 /* Allocation that exits on failure. */
 char *xstrdup (const char *s);
 char *xasprintf (const char *fs, ...) __attribute__ ((format (printf, 1, 2)));
+char *xvasprintf (const char *fs, va_list args)
+  __attribute__ ((format (printf, 1, 0)));
+
+/* A string freed when its variable goes out of scope. */
+static inline void
+free_ptr (void *p)
+{
+  free (*(void **) p);
+}
+#define CLEANUP_FREE __attribute__ ((cleanup (free_ptr)))
+
+/* A command line built an argument at a time (each copied), always
+ * NULL-terminated; CLEANUP_ARGV frees it.
+ */
+struct argv_builder {
+  char **argv;
+  size_t n, cap;
+};
+void argv_push (struct argv_builder *a, const char *arg);
+void argv_push_printf (struct argv_builder *a, const char *fs, ...)
+  __attribute__ ((format (printf, 2, 3)));
+void argv_free (struct argv_builder *a);
+#define CLEANUP_ARGV __attribute__ ((cleanup (argv_free)))
 
 /* Subcommands: each parses its own arguments (argv[0] is the command
  * name) and returns an exit status.
@@ -69,7 +97,6 @@ int info_main (int argc, char *argv[]);
 int mount_main (int argc, char *argv[]);
 int umount_main (int argc, char *argv[]);
 int list_main (int argc, char *argv[]);
-int guest_main (int argc, char *argv[]);
 int extract_main (int argc, char *argv[]);
 
 /* open.c: the image, with the exit status of the failure class. */
@@ -94,12 +121,15 @@ enum {
   OPT_DISK_ACCEL = 0x300, OPT_DISK_FORMAT, OPT_DISK_BACKING, OPT_DISK_LV,
   OPT_DISK_KEY_FILE,
 };
+/* How to open the image: qemount info takes these too. */
+#define IMAGE_LONG_OPTIONS                                        \
+  { "format", required_argument, NULL, OPT_DISK_FORMAT },         \
+  { "backing", required_argument, NULL, OPT_DISK_BACKING }
 #define DISK_LONG_OPTIONS                                         \
+  IMAGE_LONG_OPTIONS,                                             \
   { "partition", required_argument, NULL, 'p' },                  \
   { "fstype", required_argument, NULL, 't' },                     \
   { "accel", required_argument, NULL, OPT_DISK_ACCEL },           \
-  { "format", required_argument, NULL, OPT_DISK_FORMAT },         \
-  { "backing", required_argument, NULL, OPT_DISK_BACKING },       \
   { "lv", required_argument, NULL, OPT_DISK_LV },                 \
   { "key-file", required_argument, NULL, OPT_DISK_KEY_FILE }
 void disk_options_init (struct disk_options *d);
@@ -143,6 +173,7 @@ bool fs_is_mountable (const struct filesystem *fs);
 const char *fs_container (const struct filesystem *fs);
 struct choice {
   int partition;                /* 0: the whole disk */
+  uint64_t start, size;         /* the partition's, in bytes */
   const struct filesystem *fs;  /* what libblkid found there */
   const char *fstype;           /* to mount; NULL: the guest finds it */
   const char *container;        /* fs_container (fs), or NULL */
@@ -181,6 +212,10 @@ struct mount_state {
   bool raw;                     /* --raw: DIR/disk, no kernel mount */
   char *image, *mountpoint, *format, *fstype, *overlay;
   int partition;                /* 0: the whole disk */
+  /* Where libblkid found the partition: nbdkit serves exactly that
+   * (its offset filter), so the two cannot disagree on where it is.
+   */
+  uint64_t part_start, part_size;
   bool readonly;
   bool mounted;                 /* set up completely (phase=mounted) */
   enum attach_method attach;
@@ -231,12 +266,36 @@ char *absolute_path (const char *path);
 extern volatile sig_atomic_t interrupted;
 void catch_interrupts (void);
 pid_t proc_spawn (char *const argv[], const char *log_path);
-pid_t proc_spawn_fd (char *const argv[], const char *log_path, int fd,
-                     bool die_with_us);
-const char *proc_self_dir (void);
+/* A child's descriptors: in and out (-1: /dev/null, or out to log),
+ * stderr to log (NULL: ours), fd3 as its descriptor 3 (-1: none).
+ * die_with_us: it is killed when we exit, however we exit.
+ */
+struct spawn_io {
+  int in, out, fd3;
+  const char *log;
+  bool die_with_us;
+};
+pid_t proc_spawn_io (char *const argv[], const struct spawn_io *io);
+char *find_ours (const char *env, const char *name, const char *witness,
+                 int mode, const char *installed);
 int proc_run (char *const argv[]);
 int proc_wait_child (pid_t pid, int *wstatus);
-enum wait_result { WAIT_READY, WAIT_EXITED, WAIT_TIMEOUT, WAIT_INTERRUPTED };
+/* How a wait for a process to get ready ended.  WAIT_FAILED: it said it
+ * failed, and that has been said.
+ */
+enum wait_result {
+  WAIT_PENDING,                 /* not yet: only from a check */
+  WAIT_READY, WAIT_EXITED, WAIT_FAILED, WAIT_TIMEOUT, WAIT_INTERRUPTED,
+};
+struct proc_wait {
+  pid_t child;                  /* ours, or 0 */
+  int timeout_ms;               /* negative: none */
+  bool interruptible;
+  enum wait_result (*check) (void *opaque);  /* NULL: the child's exit */
+  void *opaque;
+  int wstatus;                  /* the child's, after WAIT_EXITED */
+};
+enum wait_result proc_wait_for (struct proc_wait *w);
 enum wait_result proc_wait_pidfile (const char *pidfile, pid_t child,
                                     int timeout_ms, bool interruptible,
                                     pid_t *pid);
@@ -248,6 +307,7 @@ int proc_stop (pid_t pid, const char *program, const char *marker,
                int grace_ms);
 void proc_forward_log (const char *log_path);
 void sleep_ms (int ms);
+long now_ms (void);              /* a monotonic clock */
 
 /* loop.c: loop devices. */
 char *loop_attach (const char *file, bool readonly, int *fd);
@@ -283,6 +343,34 @@ int secret_get (const char *image, const char *key_file, bool needed,
 void secret_free (struct secret *s);
 bool lv_name_ok (const char *lv);
 
+/* disk-options.c: what mount and extract do before they start anything,
+ * in this order: open the image and see what it holds (then opened, if
+ * not NULL, may look at the image), choose the filesystem (chosen
+ * checks the choice), get the LUKS passphrase (not for raw), run
+ * before_state (the command's last checks), and create the state, with
+ * the image, format, partition and filesystem recorded (not saved).  A
+ * hook's status other than EXIT_OK ends it with that status.
+ */
+struct preparation {
+  const struct disk_options *disk;
+  bool raw;                     /* --raw: the disk itself, no passphrase */
+  void (*opened) (struct image *img, void *opaque);
+  int (*chosen) (const struct choice *c, void *opaque);
+  int (*before_state) (void *opaque);
+  void *opaque;
+  struct disk_layout layout;    /* found */
+  struct choice choice;         /* points into layout */
+  struct secret key;
+  struct mount_state *st;
+};
+int prepare (struct preparation *p);
+void preparation_free (struct preparation *p);   /* and p->st */
+
+/* guest.c: the helper VM's files. */
+const char *guest_dir (void);
+bool guest_built (void);
+int guest_main (int argc, char *argv[]);
+
 /* vm.c: the helper VM (guests/linux), once nbdkit serves the disk. */
 struct vm_request {
   const char *accel;            /* "auto", "kvm" or "tcg" */
@@ -297,7 +385,6 @@ struct vm_request {
   const char *lv;               /* --lv VG/LV, or NULL */
   const struct secret *key;     /* LUKS passphrase, or NULL */
 };
-const char *guest_dir (void);
 int vm_mount (struct mount_state *st, const struct vm_request *r);
 int vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
                 bool progress);

@@ -223,6 +223,10 @@ state_save (const struct mount_state *st)
   put (fp, "format", st->format);
   snprintf (partition, sizeof partition, "%d", st->partition);
   put (fp, "partition", partition);
+  if (st->partition > 0) {
+    fprintf (fp, "partition_start=%" PRIu64 "\n", st->part_start);
+    fprintf (fp, "partition_size=%" PRIu64 "\n", st->part_size);
+  }
   put (fp, "fstype", st->fstype);
   put (fp, "readonly", st->readonly ? "yes" : "no");
   put (fp, "overlay", st->overlay);
@@ -313,6 +317,10 @@ state_load (const char *dir)
     else if (strcmp (line, "format") == 0) field = &st->format;
     else if (strcmp (line, "partition") == 0)
       st->partition = atoi (value);
+    else if (strcmp (line, "partition_start") == 0)
+      st->part_start = strtoull (value, NULL, 10);
+    else if (strcmp (line, "partition_size") == 0)
+      st->part_size = strtoull (value, NULL, 10);
     else if (strcmp (line, "fstype") == 0) field = &st->fstype;
     else if (strcmp (line, "readonly") == 0)
       st->readonly = strcmp (value, "yes") == 0;

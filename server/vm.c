@@ -55,121 +55,6 @@
 #define STATE_TAR_SOCKET "tar.sock"
 #define VERDICT_FILE "kvm-verdict"
 
-/* $QEMOUNT_GUEST_DIR; else build/guest of the build tree this binary
- * lives in (server/qemount); else ~/.cache/qemount/guest.
- */
-const char *
-guest_dir (void)
-{
-  static char path[PATH_MAX + 64];
-  const char *env = getenv ("QEMOUNT_GUEST_DIR");
-  const char *home = getenv ("HOME");
-  const char *dir = proc_self_dir ();
-
-  if (env && *env)
-    return env;
-  if (dir) {
-    snprintf (path, sizeof path, "%s/../guests/linux/build-guest", dir);
-    if (access (path, X_OK) == 0) {
-      snprintf (path, sizeof path, "%s/../build/guest", dir);
-      return path;
-    }
-  }
-  snprintf (path, sizeof path, "%s/.cache/qemount/guest",
-            home && *home ? home : "/tmp");
-  return path;
-}
-
-static char *
-guest_file (const char *name)
-{
-  return xasprintf ("%s/%s", guest_dir (), name);
-}
-
-static bool
-guest_built (void)
-{
-  char *k = guest_file ("vmlinux"), *i = guest_file ("initrd");
-  bool ok = access (k, R_OK) == 0 && access (i, R_OK) == 0;
-
-  free (k);
-  free (i);
-  return ok;
-}
-
-/* qemount guest build | info */
-int
-guest_main (int argc, char *argv[])
-{
-  bool help;
-
-  if (argc == 2 && strcmp (argv[1], "build") == 0) {
-    char exe[PATH_MAX], *script;
-    ssize_t n = readlink ("/proc/self/exe", exe, sizeof exe - 1);
-    const char *args[3];
-
-    if (n <= 0) {
-      errorf ("/proc/self/exe: %m");
-      return EXIT_ERROR;
-    }
-    exe[n] = '\0';
-    *strrchr (exe, '/') = '\0';
-    script = xasprintf ("%s/../guests/linux/build-guest", exe);
-    if (access (script, X_OK) == -1) {
-      free (script);
-      script = xstrdup (PKGLIBEXECDIR "/build-guest");   /* installed */
-    }
-    args[0] = script;
-    args[1] = guest_dir ();
-    args[2] = NULL;
-    debugf ("%s %s", args[0], args[1]);
-    execvp (script, (char **) args);
-    errorf ("cannot run %s: %m", script);
-    return EXIT_ERROR;
-  }
-  if (argc == 2 && strcmp (argv[1], "info") == 0) {
-    char *path = guest_file ("info");
-    FILE *fp = fopen (path, "re");
-    char line[4096];
-
-    if (fp == NULL) {
-      errorf ("no helper guest in %s (qemount guest build makes it)",
-              guest_dir ());
-      free (path);
-      return EXIT_NEEDS_VM;
-    }
-    printf ("guest %s\n", guest_dir ());
-    while (fgets (line, sizeof line, fp))
-      fputs (line, stdout);
-    fclose (fp);
-    free (path);
-    return EXIT_OK;
-  }
-  help = argc == 2 && strcmp (argv[1], "--help") == 0;
-  if (argc == 2 && !help)
-    errorf ("guest: unknown command '%s' (build or info)", argv[1]);
-  else if (!help)
-    operands_ok ("guest", argc - 1, argv + 1,
-                 (const char *const []) { "build or info", NULL });
-  fprintf (help ? stdout : stderr,
-           "usage: qemount guest build | info\n"
-           "\n"
-           "build: fetch Debian's kernel package and build the helper VM\n"
-           "       in %s\n"
-           "info:  its kernel version and the filesystems it mounts\n",
-           guest_dir ());
-  return help ? EXIT_OK : EXIT_USAGE;
-}
-
-static long
-now_ms (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
-
 /* The first line of the console log starting with prefix, copied into
  * buf (without the prefix).  Kernel panics are reported as errors.
  */
@@ -350,21 +235,20 @@ static int
 spawn_qemu (struct mount_state *st, const struct vm_request *r,
             const char *accel)
 {
-  char *kernel = guest_file ("vmlinux"), *initrd = guest_file ("initrd");
-  char *sock = state_path (st, STATE_SOCKET);
-  char *pidfile = state_path (st, STATE_QEMU_PID);
-  char *console = state_path (st, STATE_CONSOLE);
-  char *serial = xasprintf ("file:%s", console);
-  char *drive = xasprintf ("file=nbd:unix:%s,format=raw,if=none,id=disk,"
-                           "cache=none%s", sock, r->rw ? "" : ",readonly=on");
-  char *paths = r->n_paths ? hex_paths (r->paths, r->n_paths) : NULL;
+  CLEANUP_FREE char *pidfile = state_path (st, STATE_QEMU_PID);
+  CLEANUP_FREE char *console = state_path (st, STATE_CONSOLE);
+  CLEANUP_FREE char *log = state_path (st, "qemu.log");
+  CLEANUP_FREE char *sock = state_path (st, STATE_SOCKET);
+  CLEANUP_FREE char *port =
+    state_path (st, r->tar ? STATE_TAR_SOCKET : STATE_SFTP_SOCKET);
+  CLEANUP_FREE char *paths =
+    r->n_paths ? hex_paths (r->paths, r->n_paths) : NULL;
+  CLEANUP_FREE char *append = NULL;
+  CLEANUP_ARGV struct argv_builder argv = { NULL };
   unsigned long khz = strcmp (accel, "tcg") == 0 ? host_tsc_khz () : 0;
   char tsc[48] = "";
-  char *append;
-  char *chardev, *port;
-  const char *argv[48];
-  int n = 0, key_fd = -1;
-  pid_t pid = -1;
+  int key_fd = -1;
+  pid_t pid;
 
   if (khz)
     snprintf (tsc, sizeof tsc, " tsc_early_khz=%lu", khz);
@@ -377,82 +261,76 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
                             paths ? " qemount.paths=" : "",
                             paths ? paths : "");
   containers_append (r, &append);
-
-  {
-    char *s = state_path (st, r->tar ? STATE_TAR_SOCKET : STATE_SFTP_SOCKET);
-
-    chardev = xasprintf ("socket,id=port,path=%s,server=on,wait=off", s);
-    port = xasprintf ("virtserialport,chardev=port,name=qemount.%s",
-                      r->tar ? "tar" : "sftp");
-    free (s);
-  }
   unlink (console);
   unlink (pidfile);
 
-  argv[n++] = QEMU;
-  argv[n++] = "-M";
-  argv[n++] = "microvm,x-option-roms=off,isa-serial=on,rtc=on";
-  argv[n++] = "-accel";
-  argv[n++] = accel;
+  argv_push (&argv, QEMU);
+  argv_push (&argv, "-M");
+  argv_push (&argv, "microvm,x-option-roms=off,isa-serial=on,rtc=on");
+  argv_push (&argv, "-accel");
+  argv_push (&argv, accel);
   if (strcmp (accel, "kvm") == 0) {
-    argv[n++] = "-cpu";
-    argv[n++] = "host";
+    argv_push (&argv, "-cpu");
+    argv_push (&argv, "host");
   }
-  argv[n++] = "-m";
-  argv[n++] = r->key && r->key->len ? GUEST_MEMORY_LUKS : GUEST_MEMORY;
-  argv[n++] = "-nodefaults";
-  argv[n++] = "-no-user-config";
-  argv[n++] = "-display";
-  argv[n++] = "none";
-  argv[n++] = "-no-reboot";
-  argv[n++] = "-pidfile";
-  argv[n++] = pidfile;
-  argv[n++] = "-kernel";
-  argv[n++] = kernel;
-  argv[n++] = "-initrd";
-  argv[n++] = initrd;
-  argv[n++] = "-append";
-  argv[n++] = append;
-  argv[n++] = "-serial";
-  argv[n++] = serial;
-  argv[n++] = "-drive";
-  argv[n++] = drive;
-  argv[n++] = "-device";
-  argv[n++] = "virtio-blk-device,drive=disk";
-  argv[n++] = "-device";
-  argv[n++] = "virtio-serial-device";
-  argv[n++] = "-chardev";
-  argv[n++] = chardev;
-  argv[n++] = "-device";
-  argv[n++] = port;
+  argv_push (&argv, "-m");
+  argv_push (&argv,
+             r->key && r->key->len ? GUEST_MEMORY_LUKS : GUEST_MEMORY);
+  argv_push (&argv, "-nodefaults");
+  argv_push (&argv, "-no-user-config");
+  argv_push (&argv, "-display");
+  argv_push (&argv, "none");
+  argv_push (&argv, "-no-reboot");
+  argv_push (&argv, "-pidfile");
+  argv_push (&argv, pidfile);
+  argv_push (&argv, "-kernel");
+  argv_push_printf (&argv, "%s/vmlinux", guest_dir ());
+  argv_push (&argv, "-initrd");
+  argv_push_printf (&argv, "%s/initrd", guest_dir ());
+  argv_push (&argv, "-append");
+  argv_push (&argv, append);
+  argv_push (&argv, "-serial");
+  argv_push_printf (&argv, "file:%s", console);
+  argv_push (&argv, "-drive");
+  argv_push_printf (&argv, "file=nbd:unix:%s,format=raw,if=none,id=disk,"
+                    "cache=none%s", sock, r->rw ? "" : ",readonly=on");
+  argv_push (&argv, "-device");
+  argv_push (&argv, "virtio-blk-device,drive=disk");
+  argv_push (&argv, "-device");
+  argv_push (&argv, "virtio-serial-device");
+  argv_push (&argv, "-chardev");
+  argv_push_printf (&argv, "socket,id=port,path=%s,server=on,wait=off",
+                    port);
+  argv_push (&argv, "-device");
+  argv_push_printf (&argv, "virtserialport,chardev=port,name=qemount.%s",
+                    r->tar ? "tar" : "sftp");
   if (r->key && r->key->len) {
     key_fd = key_pipe (r->key);
     if (key_fd == -1)
-      goto out;
-    argv[n++] = "-fw_cfg";
-    argv[n++] = "name=" KEY_FW_CFG ",file=/dev/fd/3";
+      return -1;
+    argv_push (&argv, "-fw_cfg");
+    argv_push (&argv, "name=" KEY_FW_CFG ",file=/dev/fd/3");
   }
-  argv[n] = NULL;
 
-  {
-    char *log = state_path (st, "qemu.log");
-
-    /* An extract's QEMU does not outlive it, even killed. */
-    pid = proc_spawn_fd ((char **) argv, log, key_fd, st->extract);
-    free (log);
-  }
-  if (pid > 0) {
-    st->qemu_pid = pid;
-    if (state_save (st) == -1)
-      pid = -1;
-  }
- out:
+  /* An extract's QEMU does not outlive it, even killed. */
+  pid = proc_spawn_io (argv.argv, &(struct spawn_io) {
+      .in = -1, .out = -1, .fd3 = key_fd, .log = log,
+      .die_with_us = st->extract });
   if (key_fd >= 0)
     close (key_fd);
-  free (kernel); free (initrd); free (sock); free (pidfile); free (console);
-  free (serial); free (drive); free (paths); free (append); free (chardev);
-  free (port);
-  return pid > 0 ? 0 : -1;
+  if (pid == -1)
+    return -1;
+  st->qemu_pid = pid;
+  return state_save (st);
+}
+
+/* nbdkit, which the guest needs for its disk, is not running. */
+static bool
+nbdkit_gone (const struct mount_state *st)
+{
+  CLEANUP_FREE char *sock = state_path (st, STATE_SOCKET);
+
+  return !proc_is (st->nbdkit_pid, "nbdkit", sock);
 }
 
 /* nbdkit gone while the guest needs the disk: that is why the guest
@@ -463,79 +341,80 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
 static bool
 report_dead_nbdkit (struct mount_state *st)
 {
-  char *sock = state_path (st, STATE_SOCKET);
-  bool gone = !proc_is (st->nbdkit_pid, "nbdkit", sock);
+  CLEANUP_FREE char *log = state_path (st, STATE_NBDKIT_LOG);
 
-  if (gone) {
-    char *log = state_path (st, STATE_NBDKIT_LOG);
-
-    proc_forward_log (log);
-    errorf ("%s: nbdkit, which serves the image to the helper VM, died",
-            st->image);
-    free (log);
-  }
-  free (sock);
-  return gone;
+  if (!nbdkit_gone (st))
+    return false;
+  proc_forward_log (log);
+  errorf ("%s: nbdkit, which serves the image to the helper VM, died",
+          st->image);
+  return true;
 }
 
-/* Wait for the guest to print want (or an error, a panic, or to die). */
-enum boot {
-  BOOT_OK, BOOT_FAILED, BOOT_TIMEOUT, BOOT_INTERRUPTED,
-  BOOT_NBDKIT_DIED,             /* said */
+struct console_wait {
+  const char *console, *want;
+  const char *failure;          /* the line that said the guest failed */
+  char said[512];
 };
 
-static enum boot
+/* The guest printed want (ready), or an error or a kernel panic. */
+static enum wait_result
+console_says (void *opaque)
+{
+  struct console_wait *c = opaque;
+  static const char *const failures[] = {
+    "qemount-guest: error: ", "Kernel panic",
+  };
+
+  if (console_find (c->console, c->want, c->said, sizeof c->said))
+    return WAIT_READY;
+  for (size_t i = 0; i < sizeof failures / sizeof failures[0]; ++i) {
+    if (console_find (c->console, failures[i], c->said, sizeof c->said)) {
+      c->failure = failures[i];
+      return WAIT_EXITED;
+    }
+  }
+  return WAIT_PENDING;
+}
+
+/* Wait for the guest to print want.  WAIT_EXITED: the guest failed (or
+ * QEMU stopped); WAIT_FAILED: something it needs did (nbdkit died, or
+ * waitpid).  Both are said, and so is a timeout unless quiet.
+ */
+static enum wait_result
 wait_console (struct mount_state *st, const char *want, int timeout_ms,
               bool quiet)
 {
-  char *console = state_path (st, STATE_CONSOLE);
-  long deadline = now_ms () + timeout_ms;
-  enum boot result = BOOT_TIMEOUT;
-  char buf[512];
-  int ws;
+  CLEANUP_FREE char *console = state_path (st, STATE_CONSOLE);
+  struct console_wait c = { .console = console, .want = want };
+  struct proc_wait w = {
+    .child = st->qemu_pid, .timeout_ms = timeout_ms, .interruptible = true,
+    .check = console_says, .opaque = &c,
+  };
+  enum wait_result r = proc_wait_for (&w);
 
-  while (now_ms () < deadline) {
-    if (interrupted) {
-      result = BOOT_INTERRUPTED;
-      break;
-    }
-    if (console_find (console, want, buf, sizeof buf)) {
-      result = BOOT_OK;
-      break;
-    }
-    if (console_find (console, "qemount-guest: error: ", buf, sizeof buf)) {
-      result = report_dead_nbdkit (st) ? BOOT_NBDKIT_DIED : BOOT_FAILED;
-      if (result == BOOT_FAILED)
-        errorf ("%s: %s", st->image, buf);
-      break;
-    }
-    if (console_find (console, "Kernel panic", buf, sizeof buf)) {
-      result = report_dead_nbdkit (st) ? BOOT_NBDKIT_DIED : BOOT_FAILED;
-      if (result == BOOT_FAILED)
-        errorf ("%s: the helper VM's kernel panicked:%s", st->image, buf);
-      break;
-    }
-    if (waitpid (st->qemu_pid, &ws, WNOHANG) == st->qemu_pid) {
-      st->qemu_pid = 0;
-      result = report_dead_nbdkit (st) ? BOOT_NBDKIT_DIED : BOOT_FAILED;
-      if (result == BOOT_FAILED) {
-        char *log = state_path (st, "qemu.log");
-
-        proc_forward_log (log);
-        free (log);
-        errorf ("%s: the helper VM stopped before it was ready", st->image);
-      }
-      break;
-    }
-    sleep_ms (20);
+  if (r == WAIT_READY || r == WAIT_INTERRUPTED)
+    return r;
+  if (r == WAIT_EXITED && c.failure == NULL)
+    st->qemu_pid = 0;           /* reaped */
+  if (report_dead_nbdkit (st))
+    return WAIT_FAILED;
+  if (r == WAIT_TIMEOUT) {
+    if (!quiet)
+      errorf ("%s: the helper VM did not get ready in %d s (see %s)",
+              st->image, timeout_ms / 1000, console);
   }
-  if (result == BOOT_TIMEOUT && report_dead_nbdkit (st))
-    result = BOOT_NBDKIT_DIED;
-  else if (result == BOOT_TIMEOUT && !quiet)
-    errorf ("%s: the helper VM did not get ready in %d s (see %s)",
-            st->image, timeout_ms / 1000, console);
-  free (console);
-  return result;
+  else if (c.failure && strcmp (c.failure, "Kernel panic") == 0)
+    errorf ("%s: the helper VM's kernel panicked:%s", st->image, c.said);
+  else if (c.failure)
+    errorf ("%s: %s", st->image, c.said);
+  else if (r == WAIT_EXITED) {
+    CLEANUP_FREE char *log = state_path (st, "qemu.log");
+
+    proc_forward_log (log);
+    errorf ("%s: the helper VM stopped before it was ready", st->image);
+  }
+  return r;
 }
 
 /* The exit status for a guest that failed: the one it named ("exit N"
@@ -579,7 +458,7 @@ static int
 boot (struct mount_state *st, const struct vm_request *r, const char *want)
 {
   bool try_kvm = false, probing = false;
-  enum boot b;
+  enum wait_result b;
 
   if (!guest_built ()) {
     errorf ("the helper VM is not built in %s: run qemount guest build "
@@ -601,20 +480,20 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want)
     b = wait_console (st, "qemount-guest: init",
                       strcmp (r->accel, "kvm") == 0 ? TCG_BOOT_MS :
                       KVM_WATCHDOG_MS, strcmp (r->accel, "kvm") != 0);
-    if (b == BOOT_OK) {
+    if (b == WAIT_READY) {
       if (probing)
         write_verdict (true);
       debugf ("KVM works: the guest reached init");
       goto booted;
     }
     kill_qemu (st);
-    if (b == BOOT_INTERRUPTED)
+    if (b == WAIT_INTERRUPTED)
       return EXIT_INTERRUPTED;
-    if (b == BOOT_NBDKIT_DIED)
+    if (b == WAIT_FAILED)
       return EXIT_ERROR;
     if (strcmp (r->accel, "kvm") == 0)
       return EXIT_NEEDS_VM;
-    if (b == BOOT_TIMEOUT || probing) {
+    if (b == WAIT_TIMEOUT || probing) {
       warnf ("KVM does not boot the helper VM on this host; using TCG "
              "(remembered in %s/" VERDICT_FILE ")", runtime_dir (false));
       write_verdict (false);
@@ -628,22 +507,22 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want)
       return EXIT_ERROR;
     b = wait_console (st, "qemount-guest: init", TCG_BOOT_MS,
                       attempt == 1);
-    if (b != BOOT_TIMEOUT || attempt == 2)
+    if (b != WAIT_TIMEOUT || attempt == 2)
       break;
     warnf ("the helper VM is stuck in its kernel; starting it again");
     kill_qemu (st);
   }
-  if (b != BOOT_OK)
+  if (b != WAIT_READY)
     goto failed;
 
  booted:
   b = wait_console (st, want, READY_TIMEOUT_MS, false);
-  if (b == BOOT_OK)
+  if (b == WAIT_READY)
     return EXIT_OK;
  failed:
   kill_qemu (st);
-  return b == BOOT_INTERRUPTED ? EXIT_INTERRUPTED :
-    b == BOOT_NBDKIT_DIED ? EXIT_ERROR : guest_exit_status (st);
+  return b == WAIT_INTERRUPTED ? EXIT_INTERRUPTED :
+    b == WAIT_FAILED ? EXIT_ERROR : guest_exit_status (st);
 }
 
 /* A connection to QEMU's end of a guest port, or -1. */
@@ -677,98 +556,84 @@ connect_port (struct mount_state *st, const char *name)
 static pid_t
 spawn_sshfs (struct mount_state *st, const struct vm_request *r)
 {
-  char *log = state_path (st, "sshfs.log");
-  char opts[256];
-  int fd, logfd;
+  CLEANUP_FREE char *log = state_path (st, "sshfs.log");
+  CLEANUP_ARGV struct argv_builder argv = { NULL };
+  int fd = connect_port (st, STATE_SFTP_SOCKET);
   pid_t pid;
 
+  if (fd == -1)
+    return -1;
+  argv_push (&argv, "sshfs");
+  argv_push (&argv, "-f");
+  argv_push (&argv, "-o");
   /* max_read: SFTP reads of 64 KiB (sshfs's most; its default is
    * 32 KiB), half the requests sftp-server handles per MiB, and under
    * TCG every request costs the guest's emulated CPU.
    */
-  snprintf (opts, sizeof opts, "passive,uid=%ld,gid=%ld,max_read=65536,%s%s"
-            "default_permissions", r->uid, r->gid,
-            r->rw ? "rw," : "ro,", geteuid () == 0 ? "allow_other," : "");
-  fd = connect_port (st, STATE_SFTP_SOCKET);
-  if (fd == -1) {
-    pid = -1;
-    goto out;
-  }
-  logfd = open (log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  debugf ("sshfs -f -o %s :/mnt %s", opts, st->mountpoint);
-  pid = fork ();
-  if (pid == 0) {
-    sigset_t none;
-
-    sigemptyset (&none);
-    sigprocmask (SIG_SETMASK, &none, NULL);
-    signal (SIGINT, SIG_DFL);
-    signal (SIGTERM, SIG_DFL);
-    signal (SIGHUP, SIG_DFL);
-    signal (SIGPIPE, SIG_DFL);
-    setsid ();
-    dup2 (fd, 0);
-    dup2 (fd, 1);
-    if (logfd >= 0)
-      dup2 (logfd, 2);
-    execlp ("sshfs", "sshfs", "-f", "-o", opts, ":/mnt", st->mountpoint,
-            (char *) NULL);
-    _exit (127);
-  }
-  if (pid == -1)
-    errorf ("fork: %m");
+  argv_push_printf (&argv, "passive,uid=%ld,gid=%ld,max_read=65536,%s%s"
+                    "default_permissions", r->uid, r->gid,
+                    r->rw ? "rw," : "ro,",
+                    geteuid () == 0 ? "allow_other," : "");
+  argv_push (&argv, ":/mnt");
+  argv_push (&argv, st->mountpoint);
+  pid = proc_spawn_io (argv.argv, &(struct spawn_io) {
+      .in = fd, .out = fd, .fd3 = -1, .log = log });
   close (fd);
-  if (logfd >= 0)
-    close (logfd);
- out:
-  free (log);
   return pid;
+}
+
+/* sshfs has mounted the guest's files on the mount point. */
+static enum wait_result
+sshfs_mounted (void *opaque)
+{
+  const struct mount_state *st = opaque;
+  char *fstype = NULL;
+  bool m = is_mount_point (st->mountpoint, NULL, &fstype) && fstype &&
+    strcmp (fstype, "fuse.sshfs") == 0;
+
+  free (fstype);
+  return m ? WAIT_READY : WAIT_PENDING;
 }
 
 /* qemount mount --via vm, once nbdkit runs: boot, then sshfs. */
 int
 vm_mount (struct mount_state *st, const struct vm_request *r)
 {
-  pid_t sshfs;
-  long deadline;
-  int status, ws;
+  struct proc_wait w = {
+    .timeout_ms = 20000, .interruptible = true, .check = sshfs_mounted,
+    .opaque = st,
+  };
+  int status;
 
   st->attach = ATTACH_VM;
   status = boot (st, r, "qemount-guest: ready");
   if (status != EXIT_OK)
     return status;
 
-  sshfs = spawn_sshfs (st, r);
-  if (sshfs == -1)
+  w.child = spawn_sshfs (st, r);
+  if (w.child == -1)
     return EXIT_ERROR;
-  st->sshfs_pid = sshfs;
+  st->sshfs_pid = w.child;
   if (state_save (st) == -1)
     return EXIT_ERROR;
-  deadline = now_ms () + 20000;
-  for (;;) {
-    char *fstype = NULL;
-    bool m = is_mount_point (st->mountpoint, NULL, &fstype);
+  switch (proc_wait_for (&w)) {
+  case WAIT_READY:
+    return EXIT_OK;
+  case WAIT_EXITED: {
+    CLEANUP_FREE char *log = state_path (st, "sshfs.log");
 
-    m = m && fstype && strcmp (fstype, "fuse.sshfs") == 0;
-    free (fstype);
-    if (m)
-      return EXIT_OK;
-    if (waitpid (sshfs, &ws, WNOHANG) == sshfs) {
-      char *log = state_path (st, "sshfs.log");
-
-      proc_forward_log (log);
-      free (log);
-      errorf ("%s: sshfs could not mount the helper VM's files on %s",
-              st->image, st->mountpoint);
-      return EXIT_ERROR;
-    }
-    if (interrupted)
-      return EXIT_INTERRUPTED;
-    if (now_ms () > deadline) {
-      errorf ("%s: sshfs did not mount in 20 s", st->image);
-      return EXIT_ERROR;
-    }
-    sleep_ms (20);
+    proc_forward_log (log);
+    errorf ("%s: sshfs could not mount the helper VM's files on %s",
+            st->image, st->mountpoint);
+    return EXIT_ERROR;
+  }
+  case WAIT_INTERRUPTED:
+    return EXIT_INTERRUPTED;
+  case WAIT_TIMEOUT:
+    errorf ("%s: sshfs did not mount in 20 s", st->image);
+    return EXIT_ERROR;
+  default:                      /* said */
+    return EXIT_ERROR;
   }
 }
 

@@ -37,6 +37,50 @@ done
 dd if="$tmp/mbr.img" of="$tmp/p5.raw" bs=1M skip=6 count=40 status=none
 raw_mount "$tmp/mbr.qcow2" "$tmp/p5.raw" --partition 5
 
+# --partition N serves exactly the range libblkid found (qemount info's
+# start and size): the state records it, nbdkit's offset filter is given
+# it, and DIR/disk is those bytes of the image.  MBR and GPT, first and
+# later partitions; the GPT partitions hold random bytes, so a range off
+# by any amount differs.
+truncate -s 8M "$tmp/gpt.img"
+head -c 8M /dev/urandom | dd of="$tmp/gpt.img" conv=notrunc status=none
+sfdisk -q "$tmp/gpt.img" <<EOF2
+label: gpt
+start=2048, size=2048, type=linux
+start=4096, size=3072, type=linux
+start=8192, size=6144, type=linux
+EOF2
+# check_range IMAGE RAW N: RAW is IMAGE as a raw disk.
+check_range ()
+{
+  local image=$1 raw=$2 n=$3 start size state pid cmd
+  start=$(qemount info --json "$image" | jq ".partitions[] | select(.number == $n) | .start")
+  size=$(qemount info --json "$image" | jq ".partitions[] | select(.number == $n) | .size")
+  [ -n "$start" ] && [ -n "$size" ] || fail "$image: no partition $n in qemount info"
+  qemount mount --raw "$image" "$mnt" --partition "$n" ||
+    fail "$(basename "$image") --partition $n: mount failed"
+  state=$(qemount list --json | jq -r --arg d "$mnt" '.[] | select(.mountpoint == $d) | .state_dir')
+  grep -qx "partition_start=$start" "$state/state" &&
+    grep -qx "partition_size=$size" "$state/state" ||
+    fail "$(basename "$image") --partition $n: the state does not record start $start and size $size: $(cat "$state/state")"
+  pid=$(qemount list --json | jq -r --arg d "$mnt" '.[] | select(.mountpoint == $d) | .nbdkit_pid')
+  cmd=" $(tr '\0' ' ' < "/proc/$pid/cmdline")"
+  case "$cmd" in
+    *" --filter=offset "*" offset=$start range=$size "*) ;;
+    *) fail "$(basename "$image") --partition $n: nbdkit runs as:$cmd" ;;
+  esac
+  dd if="$raw" of="$tmp/part.raw" bs=512 skip=$((start / 512)) \
+    count=$((size / 512)) status=none
+  cmp "$mnt/disk" "$tmp/part.raw" ||
+    fail "$(basename "$image") --partition $n: DIR/disk is not bytes $start to $((start + size)) of the image"
+  qemount umount "$mnt" || fail "umount failed"
+  assert_clean "$mnt" "$pid"
+}
+check_range "$tmp/mbr.img" "$tmp/mbr.img" 1
+check_range "$tmp/mbr.qcow2" "$tmp/mbr.img" 5
+check_range "$tmp/gpt.img" "$tmp/gpt.img" 1
+check_range "$tmp/gpt.img" "$tmp/gpt.img" 3
+
 # --uid/--gid: the file belongs to them.
 if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1; then
   qemount mount --raw --uid nobody --gid "$(id -g nobody)" "$tmp/mbr.img" "$mnt"
@@ -86,4 +130,4 @@ else
   [ -z "$(ls -A "$tmp/nmnt")" ] || fail "--raw as nobody: DIR not empty after umount"
   [ -z "$(ls -A "$tmp/run-nobody")" ] || fail "--raw as nobody: state left"
 fi
-echo "PASS: --raw for raw, qcow2, ploop, a partition, qsnap streams, --uid/--gid"
+echo "PASS: --raw for raw, qcow2, ploop, a partition (the range libblkid found), qsnap streams, --uid/--gid"
