@@ -25,7 +25,11 @@
 #include "ploop.h"
 
 const struct image_ops *const image_formats[] = {
-  &qcow2_ops, &ploop_ops, &qsnap_ops, &raw_ops, NULL
+  &qcow2_ops,
+  &ploop_ops,
+  &qsnap_ops,
+  &raw_ops,                     /* last: it matches anything */
+  NULL
 };
 
 const struct image_library *
@@ -248,8 +252,9 @@ static const struct image_ops *
 find_format (const char *path, int fd, const char *format)
 {
   uint8_t buf[IMAGE_PROBE_SIZE];
+  char known[256];
   ssize_t len;
-  size_t i;
+  size_t i, n;
 
   if (format != NULL && strcmp (format, "auto") != 0) {
     for (i = 0; image_formats[i] != NULL; ++i)
@@ -258,8 +263,10 @@ find_format (const char *path, int fd, const char *format)
     /* Names other tools use for the same formats. */
     if (strcmp (format, "parallels") == 0)
       return &ploop_ops;
-    image_error ("%s: unknown format '%s' (known: raw, qcow2, ploop, qsnap)",
-                 path, format);
+    for (i = 0, n = 0; image_formats[i] != NULL && n < sizeof known; ++i)
+      n += snprintf (known + n, sizeof known - n, "%s%s",
+                     i ? ", " : "", image_formats[i]->name);
+    image_error ("%s: unknown format '%s' (known: %s)", path, format, known);
     errno = EINVAL;
     return NULL;
   }

@@ -1,6 +1,6 @@
 /* nbdkit qemount plugin: serves any image the image layer decodes
- * (raw, qcow2, ploop and ploop DiskDescriptor.xml chains) as plain blocks,
- * writable through a copy-on-write overlay.
+ * (image_formats in lib/image.c) as plain blocks, writable through a
+ * copy-on-write overlay.
  *
  * Only nbdkit glue lives here; the decoders are in lib/.  The image is
  * opened once, before the first connection, and shared by all of them:
