@@ -28,6 +28,7 @@ const struct image_ops *const image_formats[] = {
   &qcow2_ops,
   &ploop_ops,
   &qsnap_ops,
+  &vdi_ops,
   &raw_ops,                     /* last: it matches anything */
   NULL
 };
@@ -135,6 +136,24 @@ image_warning (const char *fs, ...)
   va_start (args, fs);
   emit (warning_handler, fs, args);
   va_end (args);
+}
+
+void
+image_uuid_string (const uint8_t uuid[16], bool guid, char str[37])
+{
+  /* Byte order of the text, by position in the stored bytes. */
+  static const uint8_t in_order[16] = {
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 };
+  static const uint8_t guid_order[16] = {
+    3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15 };
+  const uint8_t *order = guid ? guid_order : in_order;
+  char *p = str;
+
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10)
+      *p++ = '-';
+    p += sprintf (p, "%02x", uuid[order[i]]);
+  }
 }
 
 /* Files. */

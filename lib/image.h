@@ -140,6 +140,7 @@ struct image {
 };
 
 extern const struct image_ops raw_ops, qcow2_ops, ploop_ops, qsnap_ops;
+extern const struct image_ops vdi_ops;
 
 /* All formats, probe order; raw is last and matches anything. */
 extern const struct image_ops *const image_formats[];
@@ -234,6 +235,12 @@ int image_list_streams (struct image *img, char ***names, size_t *n);
  */
 int image_write_file (int fd, const void *buf, size_t count,
                       uint64_t offset);
+
+/* For messages: uuid as 36 characters and a NUL.  guid: the first three
+ * fields are stored little-endian (Microsoft GUIDs, VirtualBox UUIDs),
+ * and are shown as those tools show them; else the bytes in order.
+ */
+void image_uuid_string (const uint8_t uuid[16], bool guid, char str[37]);
 
 /* Size of the open file (regular file or block device). */
 int image_file_size (int fd, const char *path, uint64_t *size);

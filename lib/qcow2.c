@@ -294,6 +294,7 @@ backing_format (struct image *img, const struct extensions *ext,
     { "qcow2", "qcow2" },
     { "raw", "raw" },
     { "parallels", "ploop" },
+    { "vdi", "vdi" },
   };
   char name[64], known[128];
   size_t i, len = 0;

@@ -1,13 +1,13 @@
 #!/usr/bin/python3
-"""Write malformed qcow2 and ploop images, each breaking one rule.
+"""Write malformed images of every format, each breaking one rule.
 
   malformed.py OUTDIR
 
 Writes OUTDIR/CASES: one line per image, tab-separated:
   file name, "open" or "read" (where the error must show), and the text
   the error message must contain.
-Each image starts from a valid one (qcow2 from qemu-img, ploop built
-here) and has one field changed, so that a decoder accepting it is
+Each image starts from a valid one (qcow2 and vdi from qemu-img, ploop
+built here) and has one field changed, so that a decoder accepting it is
 wrong about exactly that rule.
 """
 
@@ -194,6 +194,79 @@ case("descriptor-broken.xml",
      "open", "invalid XML")
 case("descriptor-no-storage.xml",
      b"<?xml version='1.0'?><Parallels_disk_image/>", "open", "no StorageData")
+
+# vdi ------------------------------------------------------------------
+
+def valid_vdi():
+    """A 4 MiB dynamic VDI (1 MiB blocks) with blocks 0 and 2 stored."""
+    raw = os.path.join(OUT, "src.raw")
+    path = os.path.join(OUT, "valid.vdi")
+    with open(raw, "wb") as f:
+        f.write(bytes(range(256)) * 256 + bytes(2 * 1024 * 1024 - 65536) +
+                b"\x5a" * 65536 + bytes(2 * 1024 * 1024 - 65536))
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "vdi", raw, path],
+                   check=True)
+    data = bytearray(open(path, "rb").read())
+    os.unlink(raw)
+    os.unlink(path)
+    return data
+
+
+def le32(data, off, v):
+    struct.pack_into("<I", data, off, v)
+
+
+def le64(data, off, v):
+    struct.pack_into("<Q", data, off, v)
+
+
+v = valid_vdi()
+vmap = struct.unpack_from("<I", v, 0x154)[0]
+case("vdi-truncated-header.vdi", v[:0x100], "open", "too short for a VDI header")
+d = bytearray(v); le32(d, 0x44, 0x00020000)
+case("vdi-version-2.0.vdi", d, "open", "VDI version 2.0 is not supported")
+d = bytearray(v); le32(d, 0x4c, 7)
+case("vdi-bad-type.vdi", d, "open", "unknown VDI image type 7")
+d = bytearray(v); le32(d, 0x4c, 3)
+case("vdi-undo.vdi", d, "open", "undo images")
+d = bytearray(v); le32(d, 0x48, 0x100)
+case("vdi-header-size.vdi", d, "open", "header size 256 is too small")
+d = bytearray(v); le32(d, 0x178, 0)
+case("vdi-zero-block-size.vdi", d, "open", "invalid block size 0")
+d = bytearray(v); le32(d, 0x178, 3000)
+case("vdi-odd-block-size.vdi", d, "open", "invalid block size 3000")
+d = bytearray(v); le32(d, 0x17c, 100)
+case("vdi-odd-extra.vdi", d, "open", "invalid block extra data size")
+d = bytearray(v); le32(d, 0x180, 0xffffffff)
+case("vdi-huge-map.vdi", d, "open", "too large")
+d = bytearray(v); le64(d, 0x170, 1 << 60)
+case("vdi-size-exceeds-map.vdi", d, "open", "does not fit the block map")
+d = bytearray(v); le32(d, 0x184, 5)
+case("vdi-allocated-lies.vdi", d, "open", "blocks are allocated")
+d = bytearray(v); le32(d, 0x154, 1 << 31)
+case("vdi-map-past-eof.vdi", d, "open", "extends past the end of the file")
+d = bytearray(v); le32(d, 0x154, 0x100)
+case("vdi-map-in-header.vdi", d, "open", "overlaps the header")
+d = bytearray(v); le32(d, 0x158, vmap)
+case("vdi-data-overlaps-map.vdi", d, "open", "overlaps the block map")
+d = bytearray(v); le32(d, vmap, 100000)
+case("vdi-entry-past-eof.vdi", d, "open", "block map entry 0 points past the end")
+d = bytearray(v); le32(d, vmap + 4, struct.unpack_from("<I", d, vmap)[0])
+case("vdi-duplicate-entry.vdi", d, "open", "point at the same stored block")
+d = bytearray(v); d[0x188:0x198] = bytes(16)
+case("vdi-null-uuid.vdi", d, "open", "UUID is null")
+d = bytearray(v); le32(d, 0x4c, 4)
+case("vdi-diff-null-parent.vdi", d, "open", "null parent UUID")
+d = bytearray(v); le32(d, 0x4c, 4); d[0x1a8:0x1b8] = b"\x77" * 16
+case("vdi-missing-parent.vdi", d, "open", "parent image {77777777-7777-7777-7777-777777777777} not found")
+# Two differencing images, each the other's parent.
+a = bytearray(v); le32(a, 0x4c, 4); a[0x188:0x198] = b"\xa1" * 16
+b = bytearray(a); b[0x188:0x198] = b"\xb2" * 16
+a[0x1a8:0x1b8] = b"\xb2" * 16
+b[0x1a8:0x1b8] = b"\xa1" * 16
+case("vdi-loop-a.vdi", a, "open", "backing chain loop")
+case("vdi-loop-b.vdi", b, "none", "")
+
 
 with open(os.path.join(OUT, "CASES"), "w") as f:
     for name, when, message in CASES:
