@@ -29,6 +29,7 @@ const struct image_ops *const image_formats[] = {
   &ploop_ops,
   &qsnap_ops,
   &vdi_ops,
+  &vhd_ops,                     /* after those with a magic at offset 0 */
   &raw_ops,                     /* last: it matches anything */
   NULL
 };
@@ -282,6 +283,8 @@ find_format (const char *path, int fd, const char *format)
     /* Names other tools use for the same formats. */
     if (strcmp (format, "parallels") == 0)
       return &ploop_ops;
+    if (strcmp (format, "vpc") == 0)
+      return &vhd_ops;
     for (i = 0, n = 0; image_formats[i] != NULL && n < sizeof known; ++i)
       n += snprintf (known + n, sizeof known - n, "%s%s",
                      i ? ", " : "", image_formats[i]->name);

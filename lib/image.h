@@ -82,9 +82,10 @@ struct image_ops {
 
   /* True if the file is this format, judged by its first bytes, buf
    * (len < IMAGE_PROBE_SIZE only for short files).  A format whose
-   * signature is not at a fixed place (a ploop DiskDescriptor.xml) may
-   * read more of fd, within a bound of its own; the others must not look
-   * at anything past len.
+   * signature is not at a fixed place (a ploop DiskDescriptor.xml) or
+   * not at the start (a fixed VHD's footer at the end) may read more of
+   * fd, within a bound of its own; the others must not look at anything
+   * past len.
    */
   bool (*probe) (int fd, const uint8_t *buf, size_t len);
 
@@ -141,6 +142,7 @@ struct image {
 
 extern const struct image_ops raw_ops, qcow2_ops, ploop_ops, qsnap_ops;
 extern const struct image_ops vdi_ops;
+extern const struct image_ops vhd_ops;
 
 /* All formats, probe order; raw is last and matches anything. */
 extern const struct image_ops *const image_formats[];

@@ -295,6 +295,7 @@ backing_format (struct image *img, const struct extensions *ext,
     { "raw", "raw" },
     { "parallels", "ploop" },
     { "vdi", "vdi" },
+    { "vpc", "vhd" },
   };
   char name[64], known[128];
   size_t i, len = 0;

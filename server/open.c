@@ -23,7 +23,8 @@
 bool
 format_is_known (const char *format)
 {
-  if (strcmp (format, "auto") == 0 || strcmp (format, "parallels") == 0)
+  if (strcmp (format, "auto") == 0 || strcmp (format, "parallels") == 0 ||
+      strcmp (format, "vpc") == 0)
     return true;
   for (size_t i = 0; image_formats[i] != NULL; ++i)
     if (strcmp (image_formats[i]->name, format) == 0)
@@ -69,7 +70,6 @@ static const struct {
   { 0, "KDMV", 4, "a VMDK image" },
   { 0, "# Disk DescriptorFile", 21, "a VMDK descriptor" },
   { 0, "vhdxfile", 8, "a VHDX image" },
-  { 0, "conectix", 8, "a VHD image" },
   { 0, "QED\0", 4, "a QED image" },
   { 0, "\xfd" "7zXZ\0", 6, "xz-compressed (decompress it first)" },
   { 0, "\x1f\x8b", 2, "gzip-compressed (decompress it first)" },

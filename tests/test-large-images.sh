@@ -16,6 +16,7 @@ export expected qemu_map
 n=0
 while read -r image format; do
   qemu_format=$format
+  [ "$format" = vhd ] && qemu_format=vpc
   expected="$tmp/expected.raw"
   qemu_map="$tmp/map.json"
   rm -f "$expected"
