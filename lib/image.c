@@ -26,7 +26,13 @@
 #include "ploop.h"
 
 const struct image_ops *const image_formats[] = {
-  &qcow2_ops, &ploop_ops, &qsnap_ops, &raw_ops, NULL
+  &qcow2_ops,
+  &ploop_ops,
+  &qsnap_ops,
+  &vdi_ops,
+  &vhd_ops,                     /* after those with a magic at offset 0 */
+  &raw_ops,                     /* last: it matches anything */
+  NULL
 };
 
 const struct image_library *
@@ -132,6 +138,24 @@ image_warning (const char *fs, ...)
   va_start (args, fs);
   emit (warning_handler, fs, args);
   va_end (args);
+}
+
+void
+image_uuid_string (const uint8_t uuid[16], bool guid, char str[37])
+{
+  /* Byte order of the text, by position in the stored bytes. */
+  static const uint8_t in_order[16] = {
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 };
+  static const uint8_t guid_order[16] = {
+    3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15 };
+  const uint8_t *order = guid ? guid_order : in_order;
+  char *p = str;
+
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10)
+      *p++ = '-';
+    p += sprintf (p, "%02x", uuid[order[i]]);
+  }
 }
 
 /* Files. */
@@ -294,8 +318,9 @@ static const struct image_ops *
 find_format (const char *path, int fd, const char *format)
 {
   uint8_t buf[IMAGE_PROBE_SIZE];
+  char known[256];
   ssize_t len;
-  size_t i;
+  size_t i, n;
 
   if (format != NULL && strcmp (format, "auto") != 0) {
     for (i = 0; image_formats[i] != NULL; ++i)
@@ -304,8 +329,12 @@ find_format (const char *path, int fd, const char *format)
     /* Names other tools use for the same formats. */
     if (strcmp (format, "parallels") == 0)
       return &ploop_ops;
-    image_error ("%s: unknown format '%s' (known: raw, qcow2, ploop, qsnap)",
-                 path, format);
+    if (strcmp (format, "vpc") == 0)
+      return &vhd_ops;
+    for (i = 0, n = 0; image_formats[i] != NULL && n < sizeof known; ++i)
+      n += snprintf (known + n, sizeof known - n, "%s%s",
+                     i ? ", " : "", image_formats[i]->name);
+    image_error ("%s: unknown format '%s' (known: %s)", path, format, known);
     errno = EINVAL;
     return NULL;
   }

@@ -83,9 +83,10 @@ struct image_ops {
 
   /* True if the file is this format, judged by its first bytes, buf
    * (len < IMAGE_PROBE_SIZE only for short files).  A format whose
-   * signature is not at a fixed place (a ploop DiskDescriptor.xml) may
-   * read more of fd, within a bound of its own; the others must not look
-   * at anything past len.
+   * signature is not at a fixed place (a ploop DiskDescriptor.xml) or
+   * not at the start (a fixed VHD's footer at the end) may read more of
+   * fd, within a bound of its own; the others must not look at anything
+   * past len.
    */
   bool (*probe) (int fd, const uint8_t *buf, size_t len);
 
@@ -141,6 +142,8 @@ struct image {
 };
 
 extern const struct image_ops raw_ops, qcow2_ops, ploop_ops, qsnap_ops;
+extern const struct image_ops vdi_ops;
+extern const struct image_ops vhd_ops;
 
 /* All formats, probe order; raw is last and matches anything. */
 extern const struct image_ops *const image_formats[];
@@ -246,6 +249,12 @@ int image_write_file (int fd, const void *buf, size_t count,
  * close-on-exec.  -1 after image_error().
  */
 int image_open_file (const char *path, int flags);
+
+/* For messages: uuid as 36 characters and a NUL.  guid: the first three
+ * fields are stored little-endian (Microsoft GUIDs, VirtualBox UUIDs),
+ * and are shown as those tools show them; else the bytes in order.
+ */
+void image_uuid_string (const uint8_t uuid[16], bool guid, char str[37]);
 
 /* Size of the open file (regular file or block device). */
 int image_file_size (int fd, const char *path, uint64_t *size);

@@ -4,7 +4,7 @@
  * unknown format, refused).
  *
  * The image layer matches any file as raw, so an image in a format it
- * does not decode (VMDK, VDI...) would be served as a meaningless raw
+ * does not decode (VMDK, VHDX...) would be served as a meaningless raw
  * disk.  Unless the user forced a format, we look for the magic of the
  * common ones and say what the file is instead.
  */
@@ -24,7 +24,8 @@
 bool
 format_is_known (const char *format)
 {
-  if (strcmp (format, "auto") == 0 || strcmp (format, "parallels") == 0)
+  if (strcmp (format, "auto") == 0 || strcmp (format, "parallels") == 0 ||
+      strcmp (format, "vpc") == 0)
     return true;
   for (size_t i = 0; image_formats[i] != NULL; ++i)
     if (strcmp (image_formats[i]->name, format) == 0)
@@ -69,9 +70,7 @@ static const struct {
 } foreign[] = {
   { 0, "KDMV", 4, "a VMDK image" },
   { 0, "# Disk DescriptorFile", 21, "a VMDK descriptor" },
-  { 0x40, "\x7f\x10\xda\xbe", 4, "a VirtualBox VDI image" },
   { 0, "vhdxfile", 8, "a VHDX image" },
-  { 0, "conectix", 8, "a VHD image" },
   { 0, "QED\0", 4, "a QED image" },
   { 0, "\xfd" "7zXZ\0", 6, "xz-compressed (decompress it first)" },
   { 0, "\x1f\x8b", 2, "gzip-compressed (decompress it first)" },

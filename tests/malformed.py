@@ -1,14 +1,14 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: BSD-3-Clause
-"""Write malformed qcow2 and ploop images, each breaking one rule.
+"""Write malformed images of every format, each breaking one rule.
 
   malformed.py OUTDIR
 
 Writes OUTDIR/CASES: one line per image, tab-separated:
   file name, "open" or "read" (where the error must show), and the text
   the error message must contain.
-Each image starts from a valid one (qcow2 from qemu-img, ploop built
-here) and has one field changed, so that a decoder accepting it is
+Each image starts from a valid one (qcow2, vdi and vhd from qemu-img,
+ploop built here) and has one field changed, so that a decoder accepting it is
 wrong about exactly that rule.
 """
 
@@ -195,6 +195,197 @@ case("descriptor-broken.xml",
      "open", "invalid XML")
 case("descriptor-no-storage.xml",
      b"<?xml version='1.0'?><Parallels_disk_image/>", "open", "no StorageData")
+
+# vdi ------------------------------------------------------------------
+
+def valid_vdi():
+    """A 4 MiB dynamic VDI (1 MiB blocks) with blocks 0 and 2 stored."""
+    raw = os.path.join(OUT, "src.raw")
+    path = os.path.join(OUT, "valid.vdi")
+    with open(raw, "wb") as f:
+        f.write(bytes(range(256)) * 256 + bytes(2 * 1024 * 1024 - 65536) +
+                b"\x5a" * 65536 + bytes(2 * 1024 * 1024 - 65536))
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "vdi", raw, path],
+                   check=True)
+    data = bytearray(open(path, "rb").read())
+    os.unlink(raw)
+    os.unlink(path)
+    return data
+
+
+def le32(data, off, v):
+    struct.pack_into("<I", data, off, v)
+
+
+def le64(data, off, v):
+    struct.pack_into("<Q", data, off, v)
+
+
+v = valid_vdi()
+vmap = struct.unpack_from("<I", v, 0x154)[0]
+case("vdi-truncated-header.vdi", v[:0x100], "open", "too short for a VDI header")
+d = bytearray(v); le32(d, 0x44, 0x00020000)
+case("vdi-version-2.0.vdi", d, "open", "VDI version 2.0 is not supported")
+d = bytearray(v); le32(d, 0x4c, 7)
+case("vdi-bad-type.vdi", d, "open", "unknown VDI image type 7")
+d = bytearray(v); le32(d, 0x4c, 3)
+case("vdi-undo.vdi", d, "open", "undo images")
+d = bytearray(v); le32(d, 0x48, 0x100)
+case("vdi-header-size.vdi", d, "open", "header size 256 is too small")
+d = bytearray(v); le32(d, 0x178, 0)
+case("vdi-zero-block-size.vdi", d, "open", "invalid block size 0")
+d = bytearray(v); le32(d, 0x178, 3000)
+case("vdi-odd-block-size.vdi", d, "open", "invalid block size 3000")
+d = bytearray(v); le32(d, 0x17c, 100)
+case("vdi-odd-extra.vdi", d, "open", "invalid block extra data size")
+d = bytearray(v); le32(d, 0x180, 0xffffffff)
+case("vdi-huge-map.vdi", d, "open", "too large")
+d = bytearray(v); le64(d, 0x170, 1 << 60)
+case("vdi-size-exceeds-map.vdi", d, "open", "does not fit the block map")
+d = bytearray(v); le32(d, 0x184, 5)
+case("vdi-allocated-lies.vdi", d, "open", "blocks are allocated")
+d = bytearray(v); le32(d, 0x154, 1 << 31)
+case("vdi-map-past-eof.vdi", d, "open", "extends past the end of the file")
+d = bytearray(v); le32(d, 0x154, 0x100)
+case("vdi-map-in-header.vdi", d, "open", "overlaps the header")
+d = bytearray(v); le32(d, 0x158, vmap)
+case("vdi-data-overlaps-map.vdi", d, "open", "overlaps the block map")
+d = bytearray(v); le32(d, vmap, 100000)
+case("vdi-entry-past-eof.vdi", d, "open", "block map entry 0 points past the end")
+d = bytearray(v); le32(d, vmap + 4, struct.unpack_from("<I", d, vmap)[0])
+case("vdi-duplicate-entry.vdi", d, "open", "point at the same stored block")
+d = bytearray(v); d[0x188:0x198] = bytes(16)
+case("vdi-null-uuid.vdi", d, "open", "UUID is null")
+d = bytearray(v); le32(d, 0x4c, 4)
+case("vdi-diff-null-parent.vdi", d, "open", "null parent UUID")
+d = bytearray(v); le32(d, 0x4c, 4); d[0x1a8:0x1b8] = b"\x77" * 16
+case("vdi-missing-parent.vdi", d, "open", "parent image {77777777-7777-7777-7777-777777777777} not found")
+# Two differencing images, each the other's parent.
+a = bytearray(v); le32(a, 0x4c, 4); a[0x188:0x198] = b"\xa1" * 16
+b = bytearray(a); b[0x188:0x198] = b"\xb2" * 16
+a[0x1a8:0x1b8] = b"\xb2" * 16
+b[0x1a8:0x1b8] = b"\xa1" * 16
+case("vdi-loop-a.vdi", a, "open", "backing chain loop")
+case("vdi-loop-b.vdi", b, "none", "")
+
+
+# vhd ------------------------------------------------------------------
+
+def valid_vhd(fixed=False):
+    """A 4 MiB VHD made by qemu-img: dynamic (2 MiB blocks, both stored)
+    or fixed."""
+    raw = os.path.join(OUT, "src.raw")
+    path = os.path.join(OUT, "valid.vhd")
+    with open(raw, "wb") as f:
+        f.write((bytes(range(256)) * 8 + bytes(2048)) * 1024)
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "vpc", "-o",
+                    "force_size=on,subformat=" + ("fixed" if fixed
+                                                  else "dynamic"),
+                    raw, path], check=True)
+    data = bytearray(open(path, "rb").read())
+    os.unlink(raw)
+    os.unlink(path)
+    return data
+
+
+def vhd_sum(buf, field):
+    b = bytearray(buf)
+    b[field:field + 4] = bytes(4)
+    return ~sum(b) & 0xffffffff
+
+
+def vhd_fix(d, copy=True, end=True, header=True):
+    """Recompute the checksums of d's footers and dynamic header."""
+    if copy and d[:8] == b"conectix":
+        be32(d, 64, vhd_sum(d[:512], 64))
+    if end:
+        n = len(d) - 512
+        be32(d, n + 64, vhd_sum(d[n:], 64))
+    if header and d[512:520] == b"cxsparse":
+        be32(d, 512 + 36, vhd_sum(d[512:1536], 36))
+    return d
+
+
+def vhd_footers(d, off, fmt, v):
+    """Set a field in both footers."""
+    for base in (0, len(d) - 512):
+        struct.pack_into(fmt, d, base + off, v)
+
+
+h = valid_vhd()
+bat = struct.unpack_from(">Q", h, 512 + 16)[0]
+block0 = struct.unpack_from(">I", h, bat)[0]
+d = bytearray(h); d[64] ^= 1
+case("vhd-copy-checksum.vhd", d, "open", "footer at offset 0 has a wrong checksum")
+fx = valid_vhd(fixed=True)
+d = bytearray(fx); d[-512 + 64] ^= 1
+case("vhd-footer-checksum.vhd", d, "open", "VHD footer checksum is wrong")
+d = bytearray(fx); be64(d, len(d) - 512 + 48, 1 << 40); vhd_fix(d)
+case("vhd-fixed-too-large.vhd", d, "open", "does not fit the file before its footer")
+d = bytearray(h); vhd_footers(d, 60, ">I", 7); vhd_fix(d)
+case("vhd-bad-type.vhd", d, "open", "unknown VHD disk type 7")
+d = bytearray(h); be64(d, len(d) - 512 + 48, 8 << 20); vhd_fix(d)
+case("vhd-copies-disagree.vhd", d, "open", "its copy at offset 0 disagree")
+d = bytearray(h); d[512 + 36] ^= 1
+case("vhd-header-checksum.vhd", d, "open", "dynamic header checksum is wrong")
+d = bytearray(h); vhd_footers(d, 16, ">Q", 1 << 40); vhd_fix(d)
+case("vhd-header-past-eof.vhd", d, "open", "dynamic header offset 1099511627776 is outside the file")
+d = bytearray(h); d[512:520] = b"cxspars_"; vhd_fix(d)
+case("vhd-no-header.vhd", d, "open", "no VHD dynamic header")
+d = bytearray(h); be32(d, 512 + 24, 0x00020000); vhd_fix(d)
+case("vhd-header-version.vhd", d, "open", "dynamic header version 0x00020000")
+d = bytearray(h); be32(d, 512 + 32, 0); vhd_fix(d)
+case("vhd-zero-block-size.vhd", d, "open", "invalid block size 0")
+d = bytearray(h); be32(d, 512 + 32, 3000); vhd_fix(d)
+case("vhd-odd-block-size.vhd", d, "open", "invalid block size 3000")
+d = bytearray(h); be32(d, 512 + 28, 0xffffffff); vhd_fix(d)
+case("vhd-huge-bat.vhd", d, "open", "too large")
+d = bytearray(h); be32(d, 512 + 28, 1); vhd_fix(d)
+case("vhd-bat-too-small.vhd", d, "open", "needs 2 BAT entries but the BAT has 1")
+d = bytearray(h); vhd_footers(d, 48, ">Q", 1 << 50); vhd_fix(d)
+case("vhd-size-exceeds-bat.vhd", d, "open", "BAT entries but the BAT has 2")
+d = bytearray(h); be64(d, 512 + 16, 1 << 40); vhd_fix(d)
+case("vhd-bat-past-eof.vhd", d, "open", "extends past the end of the file")
+d = bytearray(h); be64(d, 512 + 16, 1024); vhd_fix(d)
+case("vhd-bat-in-header.vhd", d, "open", "overlaps the footer copy or the dynamic header")
+d = bytearray(h); be32(d, bat, 0x7fffffff)
+case("vhd-entry-past-eof.vhd", d, "open", "BAT entry 0 points past the end")
+d = bytearray(h); be32(d, bat, bat // 512)
+case("vhd-entry-in-bat.vhd", d, "open", "BAT entry 0 points into the BAT")
+d = bytearray(h); be32(d, bat, 1)
+case("vhd-entry-in-header.vhd", d, "open", "BAT entry 0 points into the dynamic header")
+d = bytearray(h); be32(d, bat + 4, block0)
+case("vhd-duplicate-entry.vhd", d, "open", "two BAT entries map overlapping blocks")
+d = bytearray(h); be32(d, bat + 4, block0 + 1)
+case("vhd-overlapping-entries.vhd", d, "open", "two BAT entries map overlapping blocks")
+
+
+def vhd_diff(d, parent_uuid, locator=None, where=bat + 256):
+    """d made a differencing disk on parent_uuid, naming locator (W2ru)."""
+    vhd_footers(d, 60, ">I", 4)
+    d[512 + 40:512 + 56] = parent_uuid
+    if locator is not None:
+        raw = locator.encode("utf-16-le")
+        d[where:where + len(raw)] = raw
+        struct.pack_into(">4sIIIQ", d, 512 + 576, b"W2ru", 1, len(raw), 0,
+                         where)
+    return vhd_fix(d)
+
+
+d = vhd_diff(bytearray(h), b"\x99" * 16, ".\\vhd-gone.vhd")
+case("vhd-missing-parent.vhd", d, "open", "parent {99999999-9999-9999-9999-999999999999} of this differencing disk not found")
+d = vhd_diff(bytearray(h), b"\x99" * 16, ".\\x.vhd", where=1 << 40)
+case("vhd-locator-past-eof.vhd", d, "open", "parent locator 0 lies past the end of the file")
+d = vhd_diff(bytearray(h), b"\x99" * 16, ".\\x.vhd", where=block0 * 512 + 1024)
+case("vhd-locator-in-block.vhd", d, "open", "BAT entry 0 points into the parent locator")
+# Two differencing disks, each the other's parent.
+a = bytearray(h); vhd_footers(a, 68, "16s", b"\xa1" * 16)
+b = bytearray(h); vhd_footers(b, 68, "16s", b"\xb2" * 16)
+a = vhd_diff(a, b"\xb2" * 16, "vhd-loop-b.vhd")
+b = vhd_diff(b, b"\xa1" * 16, "vhd-loop-a.vhd")
+case("vhd-loop-a.vhd", a, "open", "backing chain loop")
+case("vhd-loop-b.vhd", b, "none", "")
+
 
 with open(os.path.join(OUT, "CASES"), "w") as f:
     for name, when, message in CASES:

@@ -24,6 +24,21 @@ while read -r image format expected; do
         qemu-img map -U -f "$qemu_format" --output=json "$IMAGES/$image" >"$qemu_map"
         compared=$((compared + 1))
       esac ;;
+    vhd)
+      # Only vhd/ holds images QEMU reads as we do (see
+      # scripts/gen-test-images).
+      case "$image" in vhd/*)
+        qemu_map="$tmp/map.json"
+        qemu-img map -U -f vpc --output=json "$IMAGES/$image" >"$qemu_map"
+        compared=$((compared + 1))
+      esac ;;
+    vdi)
+      # Only vdi/ holds images QEMU reads (see scripts/gen-test-images).
+      case "$image" in vdi/*)
+        qemu_map="$tmp/map.json"
+        qemu-img map -U -f vdi --output=json "$IMAGES/$image" >"$qemu_map"
+        compared=$((compared + 1))
+      esac ;;
   esac
   qemount_nbdkit -r --run "$PYTHON $top_srcdir/tests/nbd-check.py extents \"\$uri\" \"\$expected\" \${qemu_map:+--qemu-map \"\$qemu_map\"}" -- \
     file="$IMAGES/$image" </dev/null ||

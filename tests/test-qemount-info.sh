@@ -123,7 +123,7 @@ done
 expect 3 "$tmp/missing: No such file or directory" qemount info "$tmp/missing"
 printf 'KDMV' > "$tmp/fake.vmdk"
 expect 5 "unknown format: the file is a VMDK image" qemount info "$tmp/fake.vmdk"
-expect 5 "unknown format 'vdi'" qemount info --format vdi "$tmp/mbr.img"
+expect 5 "unknown format 'qed'" qemount info --format qed "$tmp/mbr.img"
 qemount info --format raw "$tmp/fake.vmdk" >/dev/null || fail "--format raw refused"
 printf 'QFI\373\0\0\0\3' > "$tmp/bad.qcow2"
 truncate -s 64K "$tmp/bad.qcow2"
