@@ -23,9 +23,15 @@
 #include "decompress.h"
 #include "image.h"
 #include "ploop.h"
+#include "vhdx.h"
 
 const struct image_ops *const image_formats[] = {
-  &qcow2_ops, &ploop_ops, &qsnap_ops, &raw_ops, NULL
+  &qcow2_ops,
+  &ploop_ops,
+  &qsnap_ops,
+  &vhdx_ops,
+  &raw_ops,                     /* last: it matches anything */
+  NULL
 };
 
 const struct image_library *
@@ -36,6 +42,7 @@ image_libraries (void)
     { "zstd", decompress_zstd_version },
     { "libdeflate", decompress_deflate_version },
     { "lz4", decompress_lz4_version },
+    { "isal", vhdx_isal_version },
     { NULL, NULL },
   };
 
@@ -258,8 +265,8 @@ find_format (const char *path, int fd, const char *format)
     /* Names other tools use for the same formats. */
     if (strcmp (format, "parallels") == 0)
       return &ploop_ops;
-    image_error ("%s: unknown format '%s' (known: raw, qcow2, ploop, qsnap)",
-                 path, format);
+    image_error ("%s: unknown format '%s' (known: raw, qcow2, ploop, qsnap, "
+                 "vhdx)", path, format);
     errno = EINVAL;
     return NULL;
   }

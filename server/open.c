@@ -69,7 +69,6 @@ static const struct {
   { 0, "KDMV", 4, "a VMDK image" },
   { 0, "# Disk DescriptorFile", 21, "a VMDK descriptor" },
   { 0x40, "\x7f\x10\xda\xbe", 4, "a VirtualBox VDI image" },
-  { 0, "vhdxfile", 8, "a VHDX image" },
   { 0, "conectix", 8, "a VHD image" },
   { 0, "QED\0", 4, "a QED image" },
   { 0, "\xfd" "7zXZ\0", 6, "xz-compressed (decompress it first)" },
