@@ -291,10 +291,13 @@ backing_format (struct image *img, const struct extensions *ext,
                 const char **format)
 {
   static const struct { const char *qemu, *ours; } names[] = {
-    { "qcow2", "qcow2" }, { "raw", "raw" }, { "parallels", "ploop" },
+    { "qcow2", "qcow2" },
+    { "raw", "raw" },
+    { "parallels", "ploop" },
+    { "vhdx", "vhdx" },
   };
-  char name[64];
-  size_t i;
+  char name[64], known[128];
+  size_t i, len = 0;
 
   *format = NULL;
   if (ext->backing_format == NULL)
@@ -309,9 +312,11 @@ backing_format (struct image *img, const struct extensions *ext,
   }
   /* Probing instead could serve e.g. a vmdk as raw: refuse. */
   sanitize (ext->backing_format, ext->backing_format_len, name, sizeof name);
+  for (i = 0; i < sizeof names / sizeof names[0] && len < sizeof known; ++i)
+    len += snprintf (known + len, sizeof known - len, "%s%s", i ? ", " : "",
+                     names[i].qemu);
   return OPEN_ERROR (ENOTSUP, "%s: backing file format '%s' is not "
-                     "supported (qcow2, raw and parallels are)",
-                     img->path, name);
+                     "supported (supported: %s)", img->path, name, known);
 }
 
 static int
