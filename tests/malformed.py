@@ -365,6 +365,7 @@ LOG = MiB
 logged = bytearray(bytes(range(1, 256)) * (3 * MiB // 255 + 1))[:3 * MiB]
 logged[MiB // 2:MiB // 2 + 32768] = bytes(32768)    # for a zero descriptor
 lw = vhdx("lw.vhdx", bytes(logged) + bytes(MiB), "--log", "wrap")
+case("vhdx-log-ok.vhdx", lw, "none", "")
 d = bytearray(lw); d[LOG + 252 * 4096 + 200] ^= 1
 case("vhdx-log-no-tail.vhdx", d, "open", "which holds no valid entry")
 d = bytearray(lw); d[LOG + 255 * 4096 + 200] ^= 1
