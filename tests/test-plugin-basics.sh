@@ -48,6 +48,10 @@ check_info '.exports[0].can_multi_conn == true'
 check_info '.exports[0].block_size_preferred == 65536'
 check_info '.exports[0].block_size_minimum == 1'
 check_info '[.exports[0].contexts[] | select(. == "base:allocation")] | length == 1'
+# Larger blocks (a VHDX's 32 MiB) are not what a client should ask for.
+qemu-img create -q -f vhdx -o block_size=32M "$tmp/disk.vhdx" 64M
+qemount_nbdkit -r --run 'nbdinfo --json "$uri" > "$tmp/info.json"' -- "$tmp/disk.vhdx" </dev/null
+check_info '.exports[0].block_size_preferred == 2097152'
 
 # Without -r: writable through an overlay, with flush, trim, zero, FUA,
 # still multi-conn; the overlay's 4 KiB blocks are the preferred size.
