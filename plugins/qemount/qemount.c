@@ -1,6 +1,6 @@
 /* nbdkit qemount plugin: serves any image the image layer decodes
- * (raw, qcow2, ploop and ploop DiskDescriptor.xml chains) as plain blocks,
- * writable through a copy-on-write overlay.
+ * (raw, qcow2, ploop and ploop DiskDescriptor.xml chains, qsnap, vhdx) as
+ * plain blocks, writable through a copy-on-write overlay.
  *
  * Only nbdkit glue lives here; the decoders are in lib/.  The image is
  * opened once, before the first connection, and shared by all of them:
@@ -158,7 +158,7 @@ qemount_config_complete (void)
 
 #define qemount_config_help \
   "file=<IMAGE>      (required) Image file or block device.\n" \
-  "format=auto|raw|qcow2|ploop|qsnap\n" \
+  "format=auto|raw|qcow2|ploop|qsnap|vhdx\n" \
   "                  Format (default: probed from the magic bytes).\n" \
   "backing=yes|no|samedir\n" \
   "                  Follow backing files / lower deltas anywhere, never,\n" \
@@ -436,7 +436,7 @@ qemount_extents (void *handle, uint32_t count, uint64_t offset,
 
 static struct nbdkit_plugin plugin = {
   .name              = "qemount",
-  .longname          = "qemount image decoder (raw, qcow2, ploop, qsnap)",
+  .longname          = "qemount image decoder (raw, qcow2, ploop, qsnap, vhdx)",
   .version           = PACKAGE_VERSION,
   .load              = qemount_load,
   .unload            = qemount_unload,
