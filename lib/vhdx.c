@@ -620,17 +620,44 @@ check_block (struct image *img, struct vhdx *v, const struct area *areas,
   return 0;
 }
 
+/* Whether BAT entry i (checked by read_bat) has a block stored in the
+ * file, and if so its sort key: the file offset in MiB shifted left by
+ * one, the low bit set for a sector bitmap block.  Sector bitmaps count
+ * in differencing images only, payload entries only for blocks of the
+ * disk (a differencing image's last chunk may have more entries).
+ */
+static bool
+stored_block (const struct vhdx *v, uint64_t i, uint64_t *key)
+{
+  const uint64_t e = v->bat[i], state = e & STATE_MASK;
+  const bool sb = i % (v->chunk_ratio + 1) == v->chunk_ratio;
+
+  if (sb ? !v->has_parent || state != SB_PRESENT
+      : state < PAYLOAD_FULLY_PRESENT ||
+        i - i / (v->chunk_ratio + 1) >= v->blocks)
+    return false;
+  *key = entry_offset (e) / VHDX_MiB << 1 | sb;
+  return true;
+}
+
 /* No two blocks may share bytes of the file: a duplicate mapping would
- * show one guest range's data at another.  keys are file offsets in MiB
- * shifted left by one, the low bit set for sector bitmap blocks.
+ * show one guest range's data at another.  n blocks are stored.
  */
 static int
-check_overlaps (struct image *img, struct vhdx *v, uint64_t *keys, size_t n)
+check_overlaps (struct image *img, struct vhdx *v, size_t n)
 {
   const uint64_t block_mib = v->block_size / VHDX_MiB;
-  uint64_t end = 0, end_key = 0, offset, first = 0, second = 0;
-  size_t i;
+  uint64_t *keys, end = 0, end_key = 0, key, offset, first = 0, second = 0;
+  size_t i = 0;
+  int r = 0;
 
+  /* Only the stored blocks: a huge BAT of holes costs no more memory. */
+  keys = malloc (n * sizeof *keys + 1);
+  if (keys == NULL)
+    return OPEN_ERROR (ENOMEM, "%s: %m", img->path);
+  for (uint64_t j = 0; j < v->bat_entries; ++j)
+    if (stored_block (v, j, &key))
+      keys[i++] = key;
   qsort (keys, n, sizeof *keys, compare_u64);
   for (i = 0; i < n; ++i) {
     uint64_t start = keys[i] >> 1;
@@ -641,26 +668,25 @@ check_overlaps (struct image *img, struct vhdx *v, uint64_t *keys, size_t n)
     end_key = keys[i];
   }
   if (i == n)
-    return 0;
+    goto out;
 
   /* Name the two entries. */
   offset = keys[i] >> 1;
   for (uint64_t j = 0; j < v->bat_entries; ++j) {
-    uint64_t e = v->bat[j], state = e & STATE_MASK;
-    bool sb = j % (v->chunk_ratio + 1) == v->chunk_ratio;
-    uint64_t key = (entry_offset (e) / VHDX_MiB) << 1 | sb;
-
-    if (sb ? !v->has_parent || state != SB_PRESENT
-        : state < PAYLOAD_FULLY_PRESENT)
+    if (!stored_block (v, j, &key))
       continue;
     if (key == end_key && first == 0)
       first = j + 1;
     else if (key == keys[i] && second == 0)
       second = j + 1;
   }
-  return OPEN_ERROR (EINVAL, "%s: BAT entries %" PRIu64 " and %" PRIu64
-                     " map overlapping blocks (file offset %" PRIu64 ")",
-                     img->path, first - 1, second - 1, offset * VHDX_MiB);
+  r = OPEN_ERROR (EINVAL, "%s: BAT entries %" PRIu64 " and %" PRIu64
+                  " map overlapping blocks (file offset %" PRIu64 ")",
+                  img->path, first - 1, second - 1, offset * VHDX_MiB);
+
+ out:
+  free (keys);
+  return r;
 }
 
 /* Read the BAT and check every entry a read can meet. */
@@ -669,9 +695,8 @@ read_bat (struct image *img, struct vhdx *v, const struct area *bat,
           const struct area *areas, size_t nareas)
 {
   const uint64_t cr = v->chunk_ratio;
-  uint64_t *keys = NULL, chunks, b;
+  uint64_t chunks, b;
   size_t n = 0;
-  int r = -1;
 
   /* The BAT must hold an entry for every block (and, for differencing
    * images, the sector bitmap entry of every chunk): a size the header
@@ -688,14 +713,11 @@ read_bat (struct image *img, struct vhdx *v, const struct area *bat,
                        img->path, v->bat_entries, bat->length / 8);
 
   v->bat = malloc (v->bat_entries * 8 + 8);
-  keys = malloc (v->bat_entries * 8 + 8);
-  if (v->bat == NULL || keys == NULL) {
-    OPEN_ERROR (ENOMEM, "%s: %m", img->path);
-    goto out;
-  }
+  if (v->bat == NULL)
+    return OPEN_ERROR (ENOMEM, "%s: %m", img->path);
   if (vhdx_read (img, v->log, v->bat, v->bat_entries * 8, bat->offset,
                  "BAT") == -1)
-    goto out;
+    return -1;
   for (uint64_t i = 0; i < v->bat_entries; ++i)
     v->bat[i] = le64toh (v->bat[i]);
 
@@ -710,27 +732,24 @@ read_bat (struct image *img, struct vhdx *v, const struct area *bat,
     case PAYLOAD_UNMAPPED:
       continue;                 /* the offset is reserved */
     case PAYLOAD_PARTIALLY_PRESENT:
-      if (!v->has_parent) {
-        OPEN_ERROR (EINVAL, "%s: BAT entry %" PRIu64 " is partially present, "
-                    "which only differencing images allow", img->path, index);
-        goto out;
-      }
-      if ((v->bat[bitmap_index (v, b / cr)] & STATE_MASK) != SB_PRESENT) {
-        OPEN_ERROR (EINVAL, "%s: BAT entry %" PRIu64 " is partially present "
-                    "but its chunk has no sector bitmap", img->path, index);
-        goto out;
-      }
+      if (!v->has_parent)
+        return OPEN_ERROR (EINVAL, "%s: BAT entry %" PRIu64 " is partially "
+                           "present, which only differencing images allow",
+                           img->path, index);
+      if ((v->bat[bitmap_index (v, b / cr)] & STATE_MASK) != SB_PRESENT)
+        return OPEN_ERROR (EINVAL, "%s: BAT entry %" PRIu64 " is partially "
+                           "present but its chunk has no sector bitmap",
+                           img->path, index);
       /* fall through */
     case PAYLOAD_FULLY_PRESENT:
       if (check_block (img, v, areas, nareas, index, offset, v->block_size,
                        false) == -1)
-        goto out;
-      keys[n++] = offset / VHDX_MiB << 1;
+        return -1;
+      n++;
       break;
     default:
-      OPEN_ERROR (EINVAL, "%s: BAT entry %" PRIu64 " has the reserved state %"
-                  PRIu64, img->path, index, e & STATE_MASK);
-      goto out;
+      return OPEN_ERROR (EINVAL, "%s: BAT entry %" PRIu64 " has the reserved "
+                         "state %" PRIu64, img->path, index, e & STATE_MASK);
     }
   }
 
@@ -747,21 +766,16 @@ read_bat (struct image *img, struct vhdx *v, const struct area *bat,
     case SB_PRESENT:
       if (check_block (img, v, areas, nareas, index, entry_offset (e),
                        VHDX_MiB, true) == -1)
-        goto out;
-      keys[n++] = entry_offset (e) / VHDX_MiB << 1 | 1;
+        return -1;
+      n++;
       break;
     default:
-      OPEN_ERROR (EINVAL, "%s: BAT entry %" PRIu64 " (a sector bitmap) has "
-                  "the reserved state %" PRIu64, img->path, index,
-                  e & STATE_MASK);
-      goto out;
+      return OPEN_ERROR (EINVAL, "%s: BAT entry %" PRIu64 " (a sector "
+                         "bitmap) has the reserved state %" PRIu64,
+                         img->path, index, e & STATE_MASK);
     }
   }
-  r = check_overlaps (img, v, keys, n);
-
- out:
-  free (keys);
-  return r;
+  return check_overlaps (img, v, n);
 }
 
 /* Parent locator. */
