@@ -298,8 +298,72 @@ compare_areas (const void *a, const void *b)
   return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* Read the region table (the first copy whose checksum holds), check
- * each region and add it to areas; find the BAT and the metadata region.
+/* The first copy of the region table whose checksum holds, into t. */
+static int
+read_region_table (struct image *img, struct vhdx *v, uint8_t *t)
+{
+  static const uint64_t copies[] = {
+    REGION_TABLE_OFFSET_1, REGION_TABLE_OFFSET_2,
+  };
+
+  for (size_t i = 0; i < sizeof copies / sizeof copies[0]; ++i) {
+    if (vhdx_read (img, v->log, t, REGION_TABLE_SIZE, copies[i],
+                   "region table") == -1)
+      return -1;
+    if (load_le32 (t) == SIG_REGI &&
+        load_le32 (t + 4) == vhdx_checksum (t, REGION_TABLE_SIZE))
+      return 0;
+  }
+  return OPEN_ERROR (EINVAL, "%s: neither copy of the region table is valid "
+                     "(bad signature or checksum)", img->path);
+}
+
+/* Check region table entry e and describe it in a; it may be the BAT
+ * or the metadata region (each only once) or one this reader does not
+ * know, which must not be required.
+ */
+static int
+check_region (struct image *img, const struct vhdx *v, const uint8_t *e,
+              struct area *a, struct area *bat, struct area *metadata)
+{
+  const uint64_t offset = load_le64 (e + 16);
+  const uint32_t length = load_le32 (e + 24);
+  const bool required = load_le32 (e + 28) & 1;
+  const bool is_bat = memcmp (e, bat_region, VHDX_GUID_SIZE) == 0;
+  char guid[VHDX_GUID_STRLEN];
+
+  vhdx_format_guid (e, guid);
+  if (offset < HEADER_SECTION || offset % VHDX_MiB != 0 ||
+      length % VHDX_MiB != 0 || length == 0)
+    return OPEN_ERROR (EINVAL, "%s: region %s (offset %" PRIu64 ", %" PRIu32
+                       " bytes) is not a whole number of MiB past the "
+                       "headers", img->path, guid, offset, length);
+  if (offset > v->end || length > v->end - offset)
+    return OPEN_ERROR (EINVAL, "%s: region %s (offset %" PRIu64 ", %" PRIu32
+                       " bytes) extends past the end of the file", img->path,
+                       guid, offset, length);
+  *a = (struct area) { .offset = offset, .length = length };
+  if (is_bat || memcmp (e, metadata_region, VHDX_GUID_SIZE) == 0) {
+    struct area *known = is_bat ? bat : metadata;
+
+    if (known->length != 0)
+      return OPEN_ERROR (EINVAL, "%s: region %s appears twice in the region "
+                         "table", img->path, guid);
+    snprintf (a->what, sizeof a->what, "%s region",
+              is_bat ? "BAT" : "metadata");
+    *known = *a;
+  }
+  else if (required)
+    return OPEN_ERROR (ENOTSUP, "%s: unknown required region %s: the image "
+                       "needs a feature this reader does not have",
+                       img->path, guid);
+  else
+    snprintf (a->what, sizeof a->what, "region %s", guid);
+  return 0;
+}
+
+/* Read the region table, add every region to areas and find the BAT and
+ * the metadata region.
  */
 static int
 read_regions (struct image *img, struct vhdx *v, struct area *areas,
@@ -311,21 +375,8 @@ read_regions (struct image *img, struct vhdx *v, struct area *areas,
 
   if (t == NULL)
     return OPEN_ERROR (ENOMEM, "%s: %m", img->path);
-  if (vhdx_read (img, v->log, t, REGION_TABLE_SIZE, REGION_TABLE_OFFSET_1,
-                 "region table") == -1)
+  if (read_region_table (img, v, t) == -1)
     goto out;
-  if (load_le32 (t) != SIG_REGI ||
-      load_le32 (t + 4) != vhdx_checksum (t, REGION_TABLE_SIZE)) {
-    if (vhdx_read (img, v->log, t, REGION_TABLE_SIZE, REGION_TABLE_OFFSET_2,
-                   "region table") == -1)
-      goto out;
-    if (load_le32 (t) != SIG_REGI ||
-        load_le32 (t + 4) != vhdx_checksum (t, REGION_TABLE_SIZE)) {
-      OPEN_ERROR (EINVAL, "%s: neither copy of the region table is valid "
-                  "(bad signature or checksum)", img->path);
-      goto out;
-    }
-  }
   count = load_le32 (t + 8);
   if (count > MAX_TABLE_ENTRIES) {
     OPEN_ERROR (EINVAL, "%s: region table has %" PRIu32 " entries (at most "
@@ -333,57 +384,10 @@ read_regions (struct image *img, struct vhdx *v, struct area *areas,
     goto out;
   }
   bat->length = metadata->length = 0;
-  for (uint32_t i = 0; i < count; ++i) {
-    const uint8_t *e = t + 16 + 32 * i;
-    const uint64_t offset = load_le64 (e + 16);
-    const uint32_t length = load_le32 (e + 24);
-    const bool required = load_le32 (e + 28) & 1;
-    char guid[VHDX_GUID_STRLEN];
-    struct area *a = &areas[*nareas];
-
-    vhdx_format_guid (e, guid);
-    if (offset < HEADER_SECTION || offset % VHDX_MiB != 0 ||
-        length % VHDX_MiB != 0 || length == 0) {
-      OPEN_ERROR (EINVAL, "%s: region %s (offset %" PRIu64 ", %" PRIu32
-                  " bytes) is not a whole number of MiB past the headers",
-                  img->path, guid, offset, length);
+  for (uint32_t i = 0; i < count; ++i, ++*nareas)
+    if (check_region (img, v, t + 16 + 32 * i, &areas[*nareas], bat,
+                      metadata) == -1)
       goto out;
-    }
-    if (offset > v->end || length > v->end - offset) {
-      OPEN_ERROR (EINVAL, "%s: region %s (offset %" PRIu64 ", %" PRIu32
-                  " bytes) extends past the end of the file", img->path,
-                  guid, offset, length);
-      goto out;
-    }
-    *a = (struct area) { .offset = offset, .length = length };
-    if (memcmp (e, bat_region, VHDX_GUID_SIZE) == 0) {
-      if (bat->length != 0)
-        goto duplicate;
-      snprintf (a->what, sizeof a->what, "BAT region");
-      *bat = *a;
-    }
-    else if (memcmp (e, metadata_region, VHDX_GUID_SIZE) == 0) {
-      if (metadata->length != 0)
-        goto duplicate;
-      snprintf (a->what, sizeof a->what, "metadata region");
-      *metadata = *a;
-    }
-    else if (required) {
-      OPEN_ERROR (ENOTSUP, "%s: unknown required region %s: the image "
-                  "needs a feature this reader does not have", img->path,
-                  guid);
-      goto out;
-    }
-    else
-      snprintf (a->what, sizeof a->what, "region %s", guid);
-    ++*nareas;
-    continue;
-
-  duplicate:
-    OPEN_ERROR (EINVAL, "%s: region %s appears twice in the region table",
-                img->path, guid);
-    goto out;
-  }
   if (bat->length == 0 || metadata->length == 0) {
     OPEN_ERROR (EINVAL, "%s: the region table has no %s region", img->path,
                 bat->length == 0 ? "BAT" : "metadata");
@@ -781,7 +785,8 @@ read_bat (struct image *img, struct vhdx *v, const struct area *bat,
 /* Parent locator. */
 
 /* UTF-16LE text of len bytes to a new UTF-8 string, or NULL (EINVAL
- * for text that is not UTF-16 or holds a NUL).
+ * for text that is not UTF-16 or holds control characters, which no
+ * key, GUID or path has and which would go into messages).
  */
 static char *
 utf16_to_utf8 (const uint8_t *s, size_t len)
@@ -806,7 +811,7 @@ utf16_to_utf8 (const uint8_t *s, size_t len)
         i += 2;
       }
     }
-    if (c == 0 || (c >= 0xd800 && c < 0xe000)) {
+    if (c < 0x20 || c == 0x7f || (c >= 0xd800 && c < 0xe000)) {
       free (out);
       errno = EINVAL;
       return NULL;
@@ -976,10 +981,13 @@ open_parent (struct image *img, const struct params *p,
     goto out;
   }
   if (l.relative_path == NULL) {
-    OPEN_ERROR (ENOTSUP, "%s: the parent locator has no relative_path%s%s%s",
-                img->path, l.absolute_win32_path ? " (its absolute_win32_path '"
-                : "", l.absolute_win32_path ? l.absolute_win32_path : "",
-                l.absolute_win32_path ? "' is a Windows path)" : "");
+    if (l.absolute_win32_path)
+      OPEN_ERROR (ENOTSUP, "%s: the parent locator has no relative_path (its "
+                  "absolute_win32_path '%s' is a Windows path)", img->path,
+                  l.absolute_win32_path);
+    else
+      OPEN_ERROR (EINVAL, "%s: the parent locator has no relative_path",
+                  img->path);
     goto out;
   }
   /* Windows separates with backslashes. */
