@@ -24,11 +24,13 @@
 #include "decompress.h"
 #include "image.h"
 #include "ploop.h"
+#include "vhdx.h"
 
 const struct image_ops *const image_formats[] = {
   &qcow2_ops,
   &ploop_ops,
   &qsnap_ops,
+  &vhdx_ops,
   &vdi_ops,
   &vhd_ops,                     /* after those with a magic at offset 0 */
   &raw_ops,                     /* last: it matches anything */
@@ -43,6 +45,7 @@ image_libraries (void)
     { "zstd", decompress_zstd_version },
     { "libdeflate", decompress_deflate_version },
     { "lz4", decompress_lz4_version },
+    { "isal", vhdx_isal_version },
     { NULL, NULL },
   };
 

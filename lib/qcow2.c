@@ -297,6 +297,7 @@ backing_format (struct image *img, const struct extensions *ext,
     { "parallels", "ploop" },
     { "vdi", "vdi" },
     { "vpc", "vhd" },
+    { "vhdx", "vhdx" },
   };
   char name[64], known[128];
   size_t i, len = 0;

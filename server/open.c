@@ -70,7 +70,6 @@ static const struct {
 } foreign[] = {
   { 0, "KDMV", 4, "a VMDK image" },
   { 0, "# Disk DescriptorFile", 21, "a VMDK descriptor" },
-  { 0, "vhdxfile", 8, "a VHDX image" },
   { 0, "QED\0", 4, "a QED image" },
   { 0, "\xfd" "7zXZ\0", 6, "xz-compressed (decompress it first)" },
   { 0, "\x1f\x8b", 2, "gzip-compressed (decompress it first)" },

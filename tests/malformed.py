@@ -8,7 +8,7 @@ Writes OUTDIR/CASES: one line per image, tab-separated:
   file name, "open" or "read" (where the error must show), and the text
   the error message must contain.
 Each image starts from a valid one (qcow2, vdi and vhd from qemu-img,
-ploop built here) and has one field changed, so that a decoder accepting it is
+ploop built here, VHDX from scripts/mkvhdx.py) and has one field changed, so that a decoder accepting it is
 wrong about exactly that rule.
 """
 
@@ -385,6 +385,197 @@ a = vhd_diff(a, b"\xb2" * 16, "vhd-loop-b.vhd")
 b = vhd_diff(b, b"\xa1" * 16, "vhd-loop-a.vhd")
 case("vhd-loop-a.vhd", a, "open", "backing chain loop")
 case("vhd-loop-b.vhd", b, "none", "")
+
+
+# VHDX -----------------------------------------------------------------
+
+def load_mkvhdx():
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                        "scripts", "mkvhdx.py")
+    spec = importlib.util.spec_from_file_location("mkvhdx", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mkvhdx = load_mkvhdx()
+MiB = 1 << 20
+
+
+def vhdx(name, src=None, *options):
+    """An image written by scripts/mkvhdx.py (1 MiB blocks): BAT at 2 MiB,
+    metadata at 3 MiB, data from 4 MiB; by default a 4 MiB disk with two
+    stored blocks."""
+    raw = os.path.join(OUT, "vhdx-src.raw")
+    with open(raw, "wb") as f:
+        f.write(src if src is not None else
+                b"\xab" * MiB + bytes(range(256)) * 4096 + bytes(2 * MiB))
+    path = os.path.join(OUT, name)
+    subprocess.run([sys.executable, mkvhdx.__file__, "--block-size",
+                    str(MiB)] + list(options) + [raw, path], check=True)
+    os.unlink(raw)
+    data = bytearray(open(path, "rb").read())
+    os.unlink(path)
+    return data
+
+
+def vhdx_headers(d, change):
+    for off in (64 * 1024, 128 * 1024):
+        h = d[off:off + 4096]
+        change(h)
+        mkvhdx.set_checksum(h)
+        d[off:off + 4096] = h
+
+
+def vhdx_region_tables(d, change):
+    for off in (192 * 1024, 256 * 1024):
+        t = d[off:off + 65536]
+        change(t)
+        mkvhdx.set_checksum(t)
+        d[off:off + 65536] = t
+
+
+BAT, MD = 2 * MiB, 3 * MiB
+# Metadata items, from 64 KiB into the region, 8-byte aligned: file
+# parameters, virtual size, page 83 data, logical sector size, physical
+# sector size, parent locator.
+ITEMS = MD + 65536
+LOCATOR = ITEMS + 48
+
+v = vhdx("v.vhdx")
+case("vhdx-truncated.vhdx", v[:300 * 1024], "open", "too short")
+d = bytearray(v); d[64 * 1024 + 100] ^= 1; d[128 * 1024 + 100] ^= 1
+case("vhdx-bad-headers.vhdx", d, "open", "neither VHDX header is valid")
+d = bytearray(v); vhdx_headers(d, lambda h: struct.pack_into("<H", h, 66, 2))
+case("vhdx-version-2.vhdx", d, "open", "VHDX version 2")
+d = bytearray(v); vhdx_headers(d, lambda h: struct.pack_into("<Q", h, 72, MiB + 4096))
+case("vhdx-log-unaligned.vhdx", d, "open", "not aligned to 1 MiB")
+d = bytearray(v); d[192 * 1024 + 100] ^= 1; d[256 * 1024 + 100] ^= 1
+case("vhdx-bad-region-tables.vhdx", d, "open", "neither copy of the region table")
+def unknown_region(t):
+    struct.pack_into("<I", t, 8, 3)
+    struct.pack_into("<16sQII", t, 16 + 64, b"\x42" * 16, len(v), MiB, 1)
+d = bytearray(v) + bytes(MiB); vhdx_region_tables(d, unknown_region)
+case("vhdx-unknown-required-region.vhdx", d, "open", "unknown required region")
+d = bytearray(v); vhdx_region_tables(d, lambda t: struct.pack_into("<Q", t, 16 + 32 + 16, BAT))
+case("vhdx-regions-overlap.vhdx", d, "open", "overlap")
+d = bytearray(v); vhdx_region_tables(d, lambda t: struct.pack_into("<Q", t, 16 + 16, 1 << 40))
+case("vhdx-region-past-eof.vhdx", d, "open", "extends past the end of the file")
+d = bytearray(v); vhdx_region_tables(d, lambda t: struct.pack_into("<I", t, 8, 5000))
+case("vhdx-too-many-regions.vhdx", d, "open", "at most 2047")
+d = bytearray(v); d[MD:MD + 8] = b"metadatb"
+case("vhdx-bad-metadata-signature.vhdx", d, "open", "metadata table")
+# The BAT of a 64 TiB disk does not fit a 1 MiB region (CVE-2014-0148).
+d = bytearray(v); struct.pack_into("<Q", d, ITEMS + 8, 64 << 40)
+case("vhdx-bat-too-small.vhdx", d, "open", "the BAT needs")
+d = bytearray(v); struct.pack_into("<Q", d, ITEMS + 8, (64 << 40) + 512)
+case("vhdx-huge-size.vhdx", d, "open", "invalid virtual disk size")
+d = bytearray(v); struct.pack_into("<Q", d, ITEMS + 8, 4 * MiB + 100)
+case("vhdx-size-not-sectors.vhdx", d, "open", "invalid virtual disk size")
+d = bytearray(v); struct.pack_into("<I", d, ITEMS, 0)
+case("vhdx-zero-block-size.vhdx", d, "open", "invalid block size")
+d = bytearray(v); struct.pack_into("<I", d, ITEMS, 3 * MiB)
+case("vhdx-odd-block-size.vhdx", d, "open", "invalid block size")
+d = bytearray(v); struct.pack_into("<I", d, ITEMS + 32, 1000)
+case("vhdx-bad-sector-size.vhdx", d, "open", "invalid logical sector size")
+d = bytearray(v); struct.pack_into("<I", d, MD + 32 + 32 + 20, 4)
+case("vhdx-short-item.vhdx", d, "open", "'virtual disk size' has 4 bytes")
+d = bytearray(v); struct.pack_into("<I", d, MD + 32 + 32 + 16, 2 * MiB)
+case("vhdx-item-outside.vhdx", d, "open", "is not inside the metadata region")
+d = bytearray(v); d[MD + 32 + 32:MD + 32 + 48] = b"\x42" * 16
+struct.pack_into("<I", d, MD + 32 + 32 + 24, 0)
+case("vhdx-no-virtual-size.vhdx", d, "open", "has no 'virtual disk size' item")
+d = bytearray(v); d[MD + 32 + 64:MD + 32 + 80] = b"\x42" * 16
+case("vhdx-unknown-required-item.vhdx", d, "open", "unknown required metadata item")
+d = bytearray(v); d[MD + 32 + 32:MD + 32 + 48] = d[MD + 32:MD + 48]
+case("vhdx-item-twice.vhdx", d, "open", "appears twice")
+d = bytearray(v); struct.pack_into("<Q", d, BAT, (1 << 40) | 6)
+case("vhdx-bat-past-eof.vhdx", d, "open", "BAT entry 0 points past the end of the file")
+d = bytearray(v); struct.pack_into("<Q", d, BAT, MD | 6)
+case("vhdx-bat-into-metadata.vhdx", d, "open", "BAT entry 0 points into the metadata region")
+d = bytearray(v); struct.pack_into("<Q", d, BAT, 6)
+case("vhdx-bat-into-headers.vhdx", d, "open", "points into the header section")
+d = bytearray(v); struct.pack_into("<Q", d, BAT + 8, struct.unpack_from("<Q", d, BAT)[0])
+case("vhdx-bat-duplicate.vhdx", d, "open", "BAT entries 0 and 1 map overlapping blocks")
+d = bytearray(v); struct.pack_into("<Q", d, BAT + 16, 4)
+case("vhdx-bat-reserved-state.vhdx", d, "open", "reserved state 4")
+d = bytearray(v); struct.pack_into("<Q", d, BAT, struct.unpack_from("<Q", d, BAT)[0] | 7)
+case("vhdx-partial-not-differencing.vhdx", d, "open", "only differencing images allow")
+
+# Differencing images: the parent is vhdx-parent.vhdx in the same
+# directory.  Disk of 4 MiB: the child stores half of block 0 (partially
+# present, sector bitmap), and block 1.
+parent_src = b"\x11" * (4 * MiB)
+child_src = b"\x11" * (MiB // 2) + b"\x22" * (MiB // 2) + b"\x33" * MiB + b"\x11" * (2 * MiB)
+p = vhdx("vhdx-parent.vhdx", parent_src)
+case("vhdx-parent.vhdx", p, "none", "")
+praw = os.path.join(OUT, "vhdx-parent.raw")
+with open(praw, "wb") as f:
+    f.write(parent_src)
+def child(name, *options):
+    return vhdx(name, child_src, "--parent", os.path.join(OUT, "vhdx-parent.vhdx"),
+                "--parent-raw", praw, *options)
+c = child("c.vhdx")
+case("vhdx-child-ok.vhdx", c, "none", "")
+case("vhdx-parent-linkage.vhdx",
+     child("x.vhdx", "--linkage", "{01234567-89ab-cdef-0123-456789abcdef}"),
+     "open", "is not the image this one was made from")
+case("vhdx-parent-bad-linkage.vhdx", child("x.vhdx", "--linkage", "{0123}"),
+     "open", "parent_linkage is not a GUID")
+case("vhdx-parent-missing.vhdx", child("x.vhdx", "--relative-path", "gone.vhdx"),
+     "open", "backing file 'gone.vhdx'")
+case("vhdx-parent-escapes.vhdx",
+     child("x.vhdx", "--relative-path", "..\\..\\..\\..\\..\\..\\etc\\passwd"),
+     "open", "outside the image's directory")
+case("vhdx-parent-no-relative-path.vhdx", child("x.vhdx", "--relative-path", ""),
+     "open", "has no relative_path (its absolute_win32_path 'C:\\VMs\\vhdx-parent.vhdx'")
+case("vhdx-parent-loop.vhdx",
+     child("x.vhdx", "--relative-path", "vhdx-parent-loop.vhdx"),
+     "open", "backing chain loop")
+d = bytearray(c); d[MD + 32 + 5 * 32:MD + 32 + 5 * 32 + 16] = b"\x42" * 16
+struct.pack_into("<I", d, MD + 32 + 5 * 32 + 24, 0)
+case("vhdx-parent-no-locator.vhdx", d, "open", "without a parent locator")
+d = bytearray(c); d[LOCATOR:LOCATOR + 4] = b"\x42" * 4
+case("vhdx-parent-locator-type.vhdx", d, "open", "unknown parent locator type")
+d = bytearray(c); struct.pack_into("<H", d, LOCATOR + 18, 60000)
+case("vhdx-parent-locator-count.vhdx", d, "open", "entries do not fit")
+# The sector bitmap entry of chunk 0 is after 4096 payload entries.
+SB0 = BAT + 8 * 4096
+d = bytearray(c); struct.pack_into("<Q", d, SB0, 0)
+case("vhdx-partial-no-bitmap.vhdx", d, "open", "has no sector bitmap")
+d = bytearray(c); struct.pack_into("<Q", d, SB0, (1 << 40) | 6)
+case("vhdx-bitmap-past-eof.vhdx", d, "open", "BAT entry 4096 points past the end")
+d = bytearray(c); struct.pack_into("<Q", d, SB0, struct.unpack_from("<Q", d, BAT)[0] & ~7 | 6)
+case("vhdx-bitmap-overlaps-block.vhdx", d, "open", "map overlapping blocks")
+
+# Logs.  The "wrap" log's active sequence starts at the entry at log
+# sector 252 (sequence 11); a torn one before it leaves no tail to
+# start from, which must be refused, not ignored.
+LOG = MiB
+logged = bytearray(bytes(range(1, 256)) * (3 * MiB // 255 + 1))[:3 * MiB]
+logged[MiB // 2:MiB // 2 + 32768] = bytes(32768)    # for a zero descriptor
+lw = vhdx("lw.vhdx", bytes(logged) + bytes(MiB), "--log", "wrap")
+case("vhdx-log-ok.vhdx", lw, "none", "")
+d = bytearray(lw); d[LOG + 252 * 4096 + 200] ^= 1
+case("vhdx-log-no-tail.vhdx", d, "open", "which holds no valid entry")
+d = bytearray(lw); d[LOG + 255 * 4096 + 200] ^= 1
+case("vhdx-log-broken.vhdx", d, "open", "missing or out of sequence")
+def entry_at(d, sector, seq, tail, descriptors, flushed=None):
+    secs = mkvhdx.log_entry(seq, tail, bytes(d[64 * 1024 + 48:64 * 1024 + 64])
+                            if d[64 * 1024 + 48:64 * 1024 + 64] != bytes(16)
+                            else bytes(d[128 * 1024 + 48:128 * 1024 + 64]),
+                            flushed if flushed is not None else len(d), descriptors)
+    for i, s in enumerate(secs):
+        d[LOG + (sector + i) * 4096:LOG + (sector + i + 1) * 4096] = s
+d = bytearray(lw); entry_at(d, 100, 50, 100 * 4096, [("data", 64 * 1024, bytes(4096))])
+case("vhdx-log-into-headers.vhdx", d, "open", "writes into the file's headers")
+d = bytearray(lw); entry_at(d, 100, 50, 100 * 4096, [("zero", LOG, 4096)])
+case("vhdx-log-into-log.vhdx", d, "open", "writes into the log itself")
+d = bytearray(lw); entry_at(d, 100, 50, 100 * 4096, [("zero", 8 * MiB, 4096)], 1 << 40)
+case("vhdx-log-truncated.vhdx", d, "open", "(truncated image?)")
+d = bytearray(lw); entry_at(d, 100, 50, 100 * 4096, [("zero", (1 << 63) - 4096, 1 << 20)])
+case("vhdx-log-huge-write.vhdx", d, "open", "writes past any possible file size")
 
 
 with open(os.path.join(OUT, "CASES"), "w") as f:

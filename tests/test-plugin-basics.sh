@@ -7,8 +7,8 @@ requires nbdinfo
 requires qemu-img
 
 out=$(qemount_nbdkit --dump-plugin </dev/null)
-grep -qx 'qemount_formats=qcow2,ploop,qsnap,vdi,vhd,raw' <<<"$out" || fail "--dump-plugin: no qemount_formats line: $out"
-for lib in libxml2 zstd libdeflate lz4; do
+grep -qx 'qemount_formats=qcow2,ploop,qsnap,vhdx,vdi,vhd,raw' <<<"$out" || fail "--dump-plugin: no qemount_formats line: $out"
+for lib in libxml2 zstd libdeflate lz4 isal; do
   grep -Eq "^qemount_${lib}_version=[0-9]" <<<"$out" || fail "--dump-plugin: no $lib version"
 done
 grep -qx 'thread_model=parallel' <<<"$out" || fail "thread model is not parallel"
@@ -49,6 +49,10 @@ check_info '.exports[0].can_multi_conn == true'
 check_info '.exports[0].block_size_preferred == 65536'
 check_info '.exports[0].block_size_minimum == 1'
 check_info '[.exports[0].contexts[] | select(. == "base:allocation")] | length == 1'
+# Larger blocks (a VHDX's 32 MiB) are not what a client should ask for.
+qemu-img create -q -f vhdx -o block_size=32M "$tmp/disk.vhdx" 64M
+qemount_nbdkit -r --run 'nbdinfo --json "$uri" > "$tmp/info.json"' -- "$tmp/disk.vhdx" </dev/null
+check_info '.exports[0].block_size_preferred == 2097152'
 
 # Without -r: writable through an overlay, with flush, trim, zero, FUA,
 # still multi-conn; the overlay's 4 KiB blocks are the preferred size.

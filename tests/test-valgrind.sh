@@ -24,7 +24,8 @@ grind ()                        # grind RUN-COMMAND PLUGIN-ARGS...
 }
 read_all='nbdinfo --map "$uri" >/dev/null && nbdcopy "$uri" null:'
 for image in qcow2/comp-zstd-c64k.qcow2 qcow2/comp-zlib-c4k.qcow2 qcow2/extl2-c64k.qcow2 \
-             qcow2-chain/top.qcow2 ploop/v1-c4k-shuffled.hdd ploop-chain/DiskDescriptor.xml; do
+             qcow2-chain/top.qcow2 ploop/v1-c4k-shuffled.hdd ploop-chain/DiskDescriptor.xml \
+             vhdx/mk-log-wrap.vhdx vhdx-chain/grandchild.vhdx; do
   grind "$read_all" -r file="$IMAGES/$image"
 done
 grind "$read_all" -r file="$tmp/s.qsnap" cache=1M
