@@ -127,28 +127,34 @@ state_create (void)
 }
 
 /* Only the creator makes the lock file: a reader must not bring it
- * back while teardown removes the directory.
+ * back while teardown removes the directory.  The creator locks it under
+ * another name and then renames it into place, so that no other qemount
+ * can open and lock it in between and take a set-up that has just begun
+ * for a stale one.
  */
 static int
 lock_state (struct mount_state *st, bool wait, bool create)
 {
   char *path = state_path (st, STATE_LOCK);
+  char *made = create ? xasprintf ("%s.new", path) : NULL;
 
   if (st->lock_fd == -1)
-    st->lock_fd = open (path, O_RDWR | O_CLOEXEC | O_NOFOLLOW |
+    st->lock_fd = open (made ? made : path, O_RDWR | O_CLOEXEC | O_NOFOLLOW |
                         (create ? O_CREAT | O_EXCL : 0), 0600);
-  free (path);
-  if (st->lock_fd == -1)
-    return -1;
-  if (flock (st->lock_fd, LOCK_EX | (wait ? 0 : LOCK_NB)) == -1) {
+  if (st->lock_fd >= 0 &&
+      (flock (st->lock_fd, LOCK_EX | (wait ? 0 : LOCK_NB)) == -1 ||
+       (made && rename (made, path) == -1))) {
     int saved = errno;
 
     close (st->lock_fd);
     st->lock_fd = -1;
+    if (made)
+      unlink (made);
     errno = saved;
-    return -1;
   }
-  return 0;
+  free (path);
+  free (made);
+  return st->lock_fd == -1 ? -1 : 0;
 }
 
 /* Lock a state for setting up or tearing down.  Fails (errno

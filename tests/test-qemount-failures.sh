@@ -107,6 +107,20 @@ case "$s1 $s2" in
   "0 16"|"0 11"|"16 0"|"11 0") ;;
   *) fail "two mounts at once on $mnt exited $s1 and $s2: $(cat "$tmp/err1" "$tmp/err2")" ;;
 esac
+# Mounts starting at once on different directories all succeed: one
+# that is cleaning stale states must not take another's state, created a
+# moment ago, for a broken set-up.
+pids=()
+for i in 1 2 3 4 5 6; do
+  mkdir "$tmp/many$i"
+  qemount mount "$tmp/mbr.img" "$tmp/many$i" 2>"$tmp/many$i.err" & pids+=($!)
+done
+for i in 1 2 3 4 5 6; do
+  wait "${pids[i - 1]}" || fail "one of six mounts at once failed: $(cat "$tmp/many$i.err")"
+done
+for i in 1 2 3 4 5 6; do
+  qemount umount "$tmp/many$i" || fail "umount $tmp/many$i failed"
+done
 [ "$(grep -c " $mnt " /proc/self/mountinfo)" = 1 ] ||
   fail "not exactly one mount on $mnt: $(grep " $mnt " /proc/self/mountinfo)"
 qemount umount "$mnt"
