@@ -19,33 +19,23 @@ while read -r image format expected; do
     qemu_map="$IMAGES/$image.map.json"
     compared=$((compared + 1))
   else
-    case "$format" in
-      qcow2|ploop|raw)
-        # qemu reads v1 and v2 ploop images alike (as "parallels"), but
-        # not DiskDescriptor.xml chains.
-        case "$image" in *.xml) ;; *)
-          qemu_format=$format
-          [ "$format" = ploop ] && qemu_format=parallels
-          qemu_map="$tmp/map.json"
-          qemu-img map -U -f "$qemu_format" --output=json "$IMAGES/$image" >"$qemu_map"
-          compared=$((compared + 1))
-        esac ;;
-      vhd)
-        # Only vhd/ holds images QEMU reads as we do (see
-        # scripts/gen-test-images).
-        case "$image" in vhd/*)
-          qemu_map="$tmp/map.json"
-          qemu-img map -U -f vpc --output=json "$IMAGES/$image" >"$qemu_map"
-          compared=$((compared + 1))
-        esac ;;
-      vdi)
-        # Only vdi/ holds images QEMU reads (see scripts/gen-test-images).
-        case "$image" in vdi/*)
-          qemu_map="$tmp/map.json"
-          qemu-img map -U -f vdi --output=json "$IMAGES/$image" >"$qemu_map"
-          compared=$((compared + 1))
-        esac ;;
+    # The images QEMU reads as we do, and its name for their format: not
+    # ploop DiskDescriptor.xml chains (v1 and v2 deltas it reads alike),
+    # and of VHD and VDI only those in vhd/ and vdi/ (see
+    # scripts/gen-test-images).
+    qemu_format=""
+    case "$format:$image" in
+      *:*.xml) ;;
+      qcow2:*|raw:*) qemu_format=$format ;;
+      ploop:*) qemu_format=parallels ;;
+      vhd:vhd/*) qemu_format=vpc ;;
+      vdi:vdi/*) qemu_format=vdi ;;
     esac
+    if [ -n "$qemu_format" ]; then
+      qemu_map="$tmp/map.json"
+      qemu-img map -U -f "$qemu_format" --output=json "$IMAGES/$image" >"$qemu_map"
+      compared=$((compared + 1))
+    fi
   fi
   qemount_nbdkit -r --run "$PYTHON $top_srcdir/tests/nbd-check.py extents \"\$uri\" \"\$expected\" \${qemu_map:+--qemu-map \"\$qemu_map\"}" -- \
     file="$IMAGES/$image" </dev/null ||
