@@ -794,38 +794,64 @@ extents_layer (struct image *img, uint64_t offset, uint64_t length,
   return r == -1 ? -1 : 0;
 }
 
-static int
-count_allocated (void *opaque, uint64_t offset, uint64_t length,
-                 uint32_t flags)
-{
-  uint64_t *next = opaque;
+/* image_walk_extents: how far fn has been told, for the progress check. */
+struct walk {
+  image_extent_fn fn;
+  void *opaque;
+  uint64_t reached;
+};
 
-  next[0] = offset + length;
-  if (!(flags & (IMAGE_EXTENT_HOLE | IMAGE_EXTENT_BACKING)))
-    next[1] += length;
-  return 0;
+static int
+walk_extent (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
+{
+  struct walk *w = opaque;
+  int r = w->fn (w->opaque, offset, length, flags);
+
+  if (r == 0)
+    w->reached = offset + length;
+  return r;
 }
 
 int
-image_allocated_bytes (struct image *img, uint64_t *bytes)
+image_walk_extents (struct image *img, bool layer_only, image_extent_fn fn,
+                    void *opaque)
 {
-  uint64_t progress[2] = { 0, 0 };   /* reached, allocated */
+  struct walk w = { .fn = fn, .opaque = opaque };
 
-  while (progress[0] < img->size) {
-    uint64_t before = progress[0];
+  while (w.reached < img->size) {
+    uint64_t before = w.reached;
+    int r = layer_only ?
+      image_layer_extents (img, before, img->size - before, walk_extent, &w) :
+      image_extents (img, before, img->size - before, walk_extent, &w);
 
-    if (image_layer_extents (img, before, img->size - before,
-                             count_allocated, progress) == -1)
+    if (r == -1)
       return -1;
-    if (progress[0] <= before) {
+    if (w.reached <= before) {
       image_error ("%s: extents made no progress at offset %" PRIu64,
                    img->path, before);
       errno = EIO;
       return -1;
     }
   }
-  *bytes = progress[1];
   return 0;
+}
+
+static int
+count_allocated (void *opaque, uint64_t offset, uint64_t length,
+                 uint32_t flags)
+{
+  uint64_t *allocated = opaque;
+
+  if (!(flags & (IMAGE_EXTENT_HOLE | IMAGE_EXTENT_BACKING)))
+    *allocated += length;
+  return 0;
+}
+
+int
+image_allocated_bytes (struct image *img, uint64_t *bytes)
+{
+  *bytes = 0;
+  return image_walk_extents (img, true, count_allocated, bytes);
 }
 
 /* The extent flags of a run of one layer. */

@@ -198,6 +198,14 @@ int image_extents (struct image *img, uint64_t offset, uint64_t length,
 int image_layer_extents (struct image *img, uint64_t offset,
                          uint64_t length, image_extent_fn fn, void *opaque);
 
+/* Call fn for the extents of the whole disk, in order, however many
+ * requests that takes (layer_only: img's own layer, IMAGE_EXTENT_BACKING
+ * not resolved); fn returns 0 to go on, -1 to fail.  A request that
+ * makes no progress is an error.
+ */
+int image_walk_extents (struct image *img, bool layer_only,
+                        image_extent_fn fn, void *opaque);
+
 /* Bytes stored in this layer alone (not its backing): data and
  * allocated zero clusters, for "qemount info".
  */

@@ -199,20 +199,9 @@ static int
 print_map (struct print *p)
 {
   struct map_hash m = { .print = p };
-  uint64_t offset = 0;
 
-  while (offset < p->base->size) {
-    if (image_extents (p->base, offset, p->base->size - offset,
-                       map_hash_extent, &m) == -1)
-      return -1;
-    if (m.start + m.length <= offset) {
-      image_error ("%s: extents made no progress at offset %" PRIu64,
-                   p->base->path, offset);
-      errno = EIO;
-      return -1;
-    }
-    offset = m.start + m.length;
-  }
+  if (image_walk_extents (p->base, false, map_hash_extent, &m) == -1)
+    return -1;
   map_hash_run (&m);
   return 0;
 }
