@@ -137,6 +137,9 @@ struct image {
   uint32_t block_size;          /* natural granularity (cluster size) */
   bool dirty;                   /* left open/in use by its last writer */
   uint32_t version;             /* of the format (qcow2 2/3, ploop 1/2), 0 if none */
+  const char *subformat;        /* the variant, in the words of the format's
+                                   own tools ("dynamic", "streamOptimized"),
+                                   a static string; NULL if it has none */
   struct image *backing;        /* lower layer or NULL */
   void *priv;                   /* the format's state */
 };

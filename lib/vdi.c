@@ -163,7 +163,14 @@ check_header (struct image *img, const struct vdi_header *h,
                        "least %d bytes)", img->path, h->header_size,
                        VDI_V1_HEADER_SIZE);
   switch (h->type) {
-  case VDI_TYPE_NORMAL: case VDI_TYPE_FIXED: case VDI_TYPE_DIFF:
+  case VDI_TYPE_NORMAL:
+    img->subformat = "dynamic";
+    break;
+  case VDI_TYPE_FIXED:
+    img->subformat = "static";
+    break;
+  case VDI_TYPE_DIFF:
+    img->subformat = "differencing";
     break;
   case VDI_TYPE_UNDO:
     return OPEN_ERROR ("%s: VDI undo images (type 3) are not supported",

@@ -755,6 +755,7 @@ vhd_parse (struct image *img, struct vhd *v,
 
   switch (f.type) {
   case TYPE_FIXED:
+    img->subformat = "fixed";
     /* The disk's bytes come first, the footer after them. */
     if (img->size > file_size - end_len)
       return OPEN_ERROR ("%s: fixed VHD of %" PRIu64 " bytes does not fit "
@@ -764,6 +765,7 @@ vhd_parse (struct image *img, struct vhd *v,
     return 0;
   case TYPE_DYNAMIC:
   case TYPE_DIFFERENCING:
+    img->subformat = f.type == TYPE_DYNAMIC ? "dynamic" : "differencing";
     return read_dynamic (img, v, &f, file_size, end_len, opts, depth);
   default:
     return OPEN_ERROR ("%s: unknown VHD disk type %" PRIu32, img->path,

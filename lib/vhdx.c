@@ -114,6 +114,7 @@ struct area {
 /* What the metadata items say. */
 struct params {
   uint32_t block_size;
+  bool leave_blocks_allocated;  /* a fixed image */
   bool has_parent;
   uint64_t virtual_size;
   uint32_t logical_sector, physical_sector;
@@ -516,6 +517,7 @@ read_metadata (struct image *img, struct vhdx *v, const struct area *md,
     goto out;
   }
   p->block_size = load_le32 (fp);
+  p->leave_blocks_allocated = load_le32 (fp + 4) & 1;
   p->has_parent = load_le32 (fp + 4) & 2;
   p->virtual_size = load_le64 (vs);
   p->logical_sector = load_le32 (ls);
@@ -1079,6 +1081,8 @@ vhdx_parse (struct image *img, struct vhdx *v,
   v->block_bits = __builtin_ctz (p.block_size);
   v->sector_bits = __builtin_ctz (p.logical_sector);
   v->has_parent = p.has_parent;
+  img->subformat = p.has_parent ? "differencing"
+    : p.leave_blocks_allocated ? "fixed" : "dynamic";
   /* 2^23 sectors per bitmap block; a whole number of blocks, since
    * blocks are at most 2^28 bytes and sectors at least 2^9.
    */

@@ -51,6 +51,8 @@ json_layer (FILE *fp, const struct layer_info *l, const char *indent)
   const struct image *img = l->img;
 
   json_member (fp, indent, "format", img->ops->name);
+  fprintf (fp, ",\n%s", indent);
+  json_member (fp, "", "subformat", img->subformat);
   fprintf (fp, ",\n%s\"version\": ", indent);
   if (img->version)
     fprintf (fp, "%" PRIu32, img->version);
@@ -149,11 +151,12 @@ print_human (FILE *fp, const char *path, const struct layer_info *layers,
   bool clusters = img->ops != &raw_ops;
 
   fprintf (fp, FIELD "%s\n", "image:", path);
+  fprintf (fp, FIELD "%s", "format:", img->ops->name);
+  if (img->subformat)
+    fprintf (fp, " %s", img->subformat);
   if (img->version)
-    fprintf (fp, FIELD "%s (version %" PRIu32 ")\n", "format:",
-             img->ops->name, img->version);
-  else
-    fprintf (fp, FIELD "%s\n", "format:", img->ops->name);
+    fprintf (fp, " (version %" PRIu32 ")", img->version);
+  fputc ('\n', fp);
   print_size_field (fp, "virtual size:", img->size);
   print_size_field (fp, clusters ? "cluster size:" : "block size:",
                     img->block_size);
@@ -178,6 +181,8 @@ print_human (FILE *fp, const char *path, const struct layer_info *layers,
 
     format_size (alloc, sizeof alloc, layers[i].allocated);
     fprintf (fp, "  %zu. %s  (%s", i + 1, l->path, l->ops->name);
+    if (l->subformat)
+      fprintf (fp, " %s", l->subformat);
     if (l->version)
       fprintf (fp, " v%" PRIu32, l->version);
     fprintf (fp, ", %s allocated%s)\n", alloc, l->dirty ? ", dirty" : "");

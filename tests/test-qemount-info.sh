@@ -21,6 +21,7 @@ json ()
 # The fields every image has, with their types.
 for image in "$tmp"/{mbr,gpt}.{img,qcow2,hdd} "$tmp/whole.img"; do
   json "$image" '(.image | type == "string") and (.format | type == "string")
+    and (.subformat | type == "string" or type == "null")
     and (.version | type == "number" or type == "null")
     and (.virtual_size | type == "number") and (.block_size | type == "number")
     and (.allocated_bytes | type == "number") and (.dirty | type == "boolean")
@@ -125,6 +126,23 @@ printf 'KDMV' > "$tmp/fake.vmdk"
 expect 5 "unknown format: the file is a VMDK image" qemount info "$tmp/fake.vmdk"
 expect 5 "unknown format 'qed'" qemount info --format qed "$tmp/mbr.img"
 qemount info --format raw "$tmp/fake.vmdk" >/dev/null || fail "--format raw refused"
+# The subformat, in the words of the tools that write it: QEMU's
+# subformat options here (a variant a format does not have is null).
+while read -r format options subformat line; do
+  qemu-img create -q -f "$format" -o "$options" "$tmp/sub.$format" 8M
+  json "$tmp/sub.$format" ".subformat == $subformat"
+  qemount info "$tmp/sub.$format" | grep -qx "format: *$line" ||
+    fail "$format $options: the human output does not say 'format: $line'"
+done <<'EOF'
+vpc subformat=fixed "fixed" vhd fixed
+vpc subformat=dynamic "dynamic" vhd dynamic
+vdi static=on "static" vdi static
+vdi static=off "dynamic" vdi dynamic
+vhdx subformat=fixed "fixed" vhdx fixed (version 1)
+vhdx subformat=dynamic "dynamic" vhdx dynamic (version 1)
+qcow2 compat=1.1 null qcow2 (version 3)
+EOF
+
 printf 'QFI\373\0\0\0\3' > "$tmp/bad.qcow2"
 truncate -s 64K "$tmp/bad.qcow2"
 expect 6 "bad.qcow2" qemount info "$tmp/bad.qcow2"
