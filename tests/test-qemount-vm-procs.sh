@@ -119,7 +119,7 @@ cat > "$tmp/qbin/qemu-system-x86_64" <<EOF
 #!/bin/bash
 for a; do [ "\${prev-}" = -pidfile ] && dir=\${a%/*}; prev=\$a; done
 (
-  for i in \$(seq 1500); do
+  for i in \$(seq 6000); do
     grep -qs "qemount-guest: init" "\$dir/console.log" && break
     sleep 0.02
   done
