@@ -304,9 +304,8 @@ dmg_parse (struct image *img, struct dmg *d)
   if (check_coverage (img, d, koly_sectors) == -1)
     return -1;
   if (lzfse > 0)
-    image_warning ("%s: %zu LZFSE-compressed chunks cannot be read (no "
-                   "LZFSE decoder); reading them will fail", img->path,
-                   lzfse);
+    image_warning ("%s: has LZFSE-compressed chunks (%zu), which cannot "
+                   "be read (no LZFSE decoder)", img->path, lzfse);
 
   img->subformat = variant (d);
   img->version = 4;
