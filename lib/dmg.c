@@ -198,6 +198,8 @@ check_coverage (struct image *img, struct dmg *d, uint64_t koly_sectors)
 {
   uint64_t next = 0;
 
+  if (d->n_chunks == 0)
+    return OPEN_ERROR ("%s: the blkx partitions hold no sectors", img->path);
   qsort (d->chunks, d->n_chunks, sizeof *d->chunks, compare_chunks);
   for (size_t i = 0; i < d->n_chunks; ++i) {
     const struct chunk *c = &d->chunks[i];
