@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* Whole-buffer decompression helpers: raw DEFLATE through libdeflate and
- * zstd through libzstd's streaming API.
+/* Whole-buffer decompression helpers: raw and zlib-wrapped DEFLATE
+ * through libdeflate, zstd through libzstd's streaming API, bzip2
+ * through libbz2 and xz through liblzma.
  */
 
 #include <config.h>
@@ -9,7 +10,9 @@
 #include <limits.h>
 #include <stdlib.h>
 
+#include <bzlib.h>
 #include <libdeflate.h>
+#include <lzma.h>
 #include <lz4.h>
 #include <zstd.h>
 
@@ -20,6 +23,7 @@
 struct contexts {
   struct libdeflate_decompressor *deflate;
   ZSTD_DCtx *zstd;
+  lzma_stream xz;               /* LZMA_STREAM_INIT when unused: zeros */
 };
 
 /* Free one thread's decompressors at its exit. */
@@ -31,6 +35,7 @@ free_contexts (void *p)
   if (c->deflate)
     libdeflate_free_decompressor (c->deflate);
   ZSTD_freeDCtx (c->zstd);      /* accepts NULL */
+  lzma_end (&c->xz);            /* accepts a stream never used */
 }
 
 static struct thread_local contexts =
@@ -46,28 +51,87 @@ failed (void)
   return -1;
 }
 
+/* The libdeflate decompressor of this thread, or NULL. */
+static struct libdeflate_decompressor *
+deflate_context (void)
+{
+  struct contexts *c = thread_local_get (&contexts);
+
+  if (c == NULL)
+    return NULL;
+  if (c->deflate == NULL)
+    c->deflate = libdeflate_alloc_decompressor ();
+  return c->deflate;
+}
+
 int
 decompress_deflate_raw (const void *in, size_t in_len,
                         void *out, size_t out_len)
 {
-  struct contexts *c = thread_local_get (&contexts);
+  struct libdeflate_decompressor *d;
   enum libdeflate_result res;
 
-  if (c == NULL)
+  d = deflate_context ();
+  if (d == NULL)
     return failed ();
-  if (c->deflate == NULL) {
-    c->deflate = libdeflate_alloc_decompressor ();
-    if (c->deflate == NULL)
-      return failed ();
-  }
-
   /* A NULL actual_out makes libdeflate insist on exactly out_len bytes
    * (LIBDEFLATE_SHORT_OUTPUT otherwise); it stops at the final block,
    * so whatever follows in the input is ignored.
    */
-  res = libdeflate_deflate_decompress (c->deflate, in, in_len,
-                                       out, out_len, NULL);
+  res = libdeflate_deflate_decompress (d, in, in_len, out, out_len, NULL);
   return res == LIBDEFLATE_SUCCESS ? 0 : failed ();
+}
+
+int
+decompress_zlib (const void *in, size_t in_len, void *out, size_t out_len)
+{
+  struct libdeflate_decompressor *d = deflate_context ();
+
+  if (d == NULL)
+    return failed ();
+  /* As for raw DEFLATE: exactly out_len bytes, the Adler-32 checked. */
+  return libdeflate_zlib_decompress (d, in, in_len, out, out_len, NULL)
+    == LIBDEFLATE_SUCCESS ? 0 : failed ();
+}
+
+int
+decompress_bzip2 (const void *in, size_t in_len, void *out, size_t out_len)
+{
+  unsigned int produced = out_len;
+
+  if (in_len > UINT_MAX || out_len > UINT_MAX)
+    return failed ();
+  /* BZ_OK only at the end of the stream; more output than out_len is
+   * BZ_OUTBUFF_FULL, a truncated stream BZ_UNEXPECTED_EOF.
+   */
+  if (BZ2_bzBuffToBuffDecompress (out, &produced, (char *) in, in_len,
+                                  0, 0) != BZ_OK)
+    return failed ();
+  return produced == out_len ? 0 : failed ();
+}
+
+int
+decompress_xz (const void *in, size_t in_len, void *out, size_t out_len)
+{
+  struct contexts *c = thread_local_get (&contexts);
+  lzma_ret r;
+
+  if (c == NULL ||
+      lzma_auto_decoder (&c->xz, DECOMPRESS_XZ_MEMLIMIT, 0) != LZMA_OK)
+    return failed ();
+  c->xz.next_in = in;
+  c->xz.avail_in = in_len;
+  c->xz.next_out = out;
+  c->xz.avail_out = out_len;
+  /* With LZMA_FINISH the decoder runs until the stream ends, the input
+   * is used up (LZMA_BUF_ERROR), the output is full with the stream not
+   * at its end (LZMA_BUF_ERROR too: more bytes than out_len) or the
+   * data is bad; each call makes progress or says so.
+   */
+  do
+    r = lzma_code (&c->xz, LZMA_FINISH);
+  while (r == LZMA_OK);
+  return r == LZMA_STREAM_END && c->xz.avail_out == 0 ? 0 : failed ();
 }
 
 int
@@ -145,4 +209,16 @@ const char *
 decompress_zstd_version (void)
 {
   return ZSTD_versionString ();
+}
+
+const char *
+decompress_bzip2_version (void)
+{
+  return BZ2_bzlibVersion ();
+}
+
+const char *
+decompress_xz_version (void)
+{
+  return lzma_version_string ();
 }

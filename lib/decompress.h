@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* Whole-buffer decompression helpers shared by the decoders.
  *
- * Both functions decompress into a buffer whose final size is known in
+ * These functions decompress into a buffer whose final size is known in
  * advance (one cluster, one block) and succeed only if exactly out_len
  * bytes were produced.  They return 0, or -1 with errno = EIO and no
  * message: the caller knows the file and offset and reports.
@@ -14,6 +14,7 @@
 #define QEMOUNT_DECOMPRESS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Raw DEFLATE (RFC 1951, no zlib or gzip wrapper).  Input bytes after
  * the final block are ignored.
@@ -32,9 +33,25 @@ int decompress_zstd (const void *in, size_t in_len,
 /* One LZ4 block (not a frame) that must decompress to out_len bytes. */
 int decompress_lz4 (const void *in, size_t in_len, void *out, size_t out_len);
 
+/* DEFLATE in a zlib wrapper (RFC 1950), adler32 checked. */
+int decompress_zlib (const void *in, size_t in_len, void *out, size_t out_len);
+
+/* One bzip2 stream. */
+int decompress_bzip2 (const void *in, size_t in_len,
+                      void *out, size_t out_len);
+
+/* One .xz stream, or a .lzma ("LZMA alone") one; a stream that needs
+ * more than DECOMPRESS_XZ_MEMLIMIT bytes of decoder memory (its
+ * dictionary) is refused.
+ */
+#define DECOMPRESS_XZ_MEMLIMIT (UINT64_C (256) << 20)
+int decompress_xz (const void *in, size_t in_len, void *out, size_t out_len);
+
 /* Library versions, for --dump-plugin. */
 const char *decompress_deflate_version (void);
 const char *decompress_zstd_version (void);
 const char *decompress_lz4_version (void);
+const char *decompress_bzip2_version (void);
+const char *decompress_xz_version (void);
 
 #endif /* QEMOUNT_DECOMPRESS_H */

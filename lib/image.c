@@ -32,6 +32,7 @@ const struct image_ops *const image_formats[] = {
   &qsnap_ops,
   &vhdx_ops,
   &vdi_ops,
+  &dmg_ops,                     /* its trailer is at the end, like vhd's */
   &vhd_ops,                     /* after those with a magic at offset 0 */
   &raw_ops,                     /* last: it matches anything */
   NULL
@@ -45,6 +46,8 @@ image_libraries (void)
     { "zstd", decompress_zstd_version },
     { "libdeflate", decompress_deflate_version },
     { "lz4", decompress_lz4_version },
+    { "bzip2", decompress_bzip2_version },
+    { "xz", decompress_xz_version },
     { "isal", vhdx_isal_version },
     { NULL, NULL },
   };

@@ -71,6 +71,7 @@ static const struct {
   { 0, "KDMV", 4, "a VMDK image" },
   { 0, "# Disk DescriptorFile", 21, "a VMDK descriptor" },
   { 0, "QED\0", 4, "a QED image" },
+  { 0, "encrcdsa", 8, "an encrypted DMG (decrypt it first)" },
   { 0, "\xfd" "7zXZ\0", 6, "xz-compressed (decompress it first)" },
   { 0, "\x1f\x8b", 2, "gzip-compressed (decompress it first)" },
   { 0, "\x28\xb5\x2f\xfd", 4, "zstd-compressed (decompress it first)" },

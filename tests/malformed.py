@@ -8,14 +8,19 @@ Writes OUTDIR/CASES: one line per image, tab-separated:
   file name, "open" or "read" (where the error must show), and the text
   the error message must contain.
 Each image starts from a valid one (qcow2, vdi and vhd from qemu-img,
-ploop built here, VHDX from scripts/mkvhdx.py) and has one field changed, so that a decoder accepting it is
+ploop built here, VHDX from scripts/mkvhdx.py, DMG from tables built
+here with scripts/mkdmg.py's) and has one field changed, so that a decoder accepting it is
 wrong about exactly that rule.
 """
 
+import bz2
+import lzma
 import os
+import plistlib
 import struct
 import subprocess
 import sys
+import zlib
 
 OUT = sys.argv[1]
 CASES = []
@@ -389,17 +394,17 @@ case("vhd-loop-b.vhd", b, "none", "")
 
 # VHDX -----------------------------------------------------------------
 
-def load_mkvhdx():
+def load_script(name):
     import importlib.util
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                        "scripts", "mkvhdx.py")
-    spec = importlib.util.spec_from_file_location("mkvhdx", path)
+                        "scripts", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-mkvhdx = load_mkvhdx()
+mkvhdx = load_script("mkvhdx")
 MiB = 1 << 20
 
 
@@ -576,6 +581,137 @@ d = bytearray(lw); entry_at(d, 100, 50, 100 * 4096, [("zero", 8 * MiB, 4096)], 1
 case("vhdx-log-truncated.vhdx", d, "open", "(truncated image?)")
 d = bytearray(lw); entry_at(d, 100, 50, 100 * 4096, [("zero", (1 << 63) - 4096, 1 << 20)])
 case("vhdx-log-huge-write.vhdx", d, "open", "writes past any possible file size")
+
+
+# DMG ------------------------------------------------------------------
+
+mkdmg = load_script("mkdmg")
+ZLIB, RAW, ZERO, ADC = 0x80000005, 1, 0, 0x80000004
+DMG_DATA = bytes(range(256)) * 32 + b"dmg " * 2048          # 16 KiB
+
+
+def dmg(parts=None, fork=None, koly=None, plist=None):
+    """A UDIF file: the data fork, the plist of parts, the koly trailer.
+    parts: (first sector, sectors, [(type, start, count, offset, length)]);
+    the default is a zlib chunk and a zero chunk in partition 0, a raw
+    chunk in partition 1, 64 sectors in all.  koly: {offset: (fmt, v)}."""
+    z = zlib.compress(DMG_DATA[:8192])
+    if fork is None:
+        fork = z + DMG_DATA
+    if parts is None:
+        parts = [(0, 32, [(ZLIB, 0, 16, 0, len(z)), (ZERO, 16, 16, 0, 0)]),
+                 (32, 32, [(RAW, 0, 32, len(z), 16384)])]
+    if plist is None:
+        blkx = []
+        for i, (first, n, chunks) in enumerate(parts):
+            entries = [(t, 0, st, c, off, ln) for t, st, c, off, ln in chunks]
+            entries.append((0xffffffff, 0, n, 0, 0, 0))
+            blkx.append({"Name": "part %d" % i,
+                         "Data": mkdmg.mish(first, n, i, entries)})
+        plist = plistlib.dumps({"resource-fork": {"blkx": blkx}})
+    k = bytearray(512)
+    struct.pack_into(">4sIII", k, 0, b"koly", 4, 512, 1)
+    struct.pack_into(">QQ", k, 24, 0, len(fork))
+    struct.pack_into(">I", k, 60, 1)
+    struct.pack_into(">QQ", k, 216, len(fork), len(plist))
+    struct.pack_into(">Q", k, 492, sum(n for _, n, _ in parts))
+    for off, (fmt, v) in (koly or {}).items():
+        struct.pack_into(fmt, k, off, v)
+    return fork + plist + bytes(k)
+
+
+def dmg_chunk(chunk, **change):
+    """The default parts with partition 0's first chunk changed."""
+    parts = [(0, 32, [chunk, (ZERO, 16, 16, 0, 0)]),
+             (32, 32, [(RAW, 0, 32, len(zlib.compress(DMG_DATA[:8192])), 16384)])]
+    return dmg(parts, **change)
+
+
+z8k = zlib.compress(DMG_DATA[:8192])
+case("dmg-valid.dmg", dmg(), "none", "")
+case("dmg-koly-sectors.dmg", dmg(koly={492: (">Q", 100)}), "open",
+     "the koly trailer says the disk has 100")
+case("dmg-segments.dmg", dmg(koly={60: (">I", 3)}), "open", "multi-segment")
+case("dmg-fork-past-eof.dmg", dmg(koly={32: (">Q", 1 << 40)}), "open",
+     "the data fork (offset 0, 1099511627776 bytes) is not inside the file")
+case("dmg-plist-past-eof.dmg", dmg(koly={216: (">Q", 1 << 40)}), "open",
+     "the XML property list (offset 1099511627776")
+case("dmg-huge-plist.dmg", dmg(koly={224: (">Q", 1 << 40)}), "open",
+     "XML property list of 1099511627776 bytes is too large")
+case("dmg-no-plist.dmg", dmg(koly={224: (">Q", 0)}), "open",
+     "without an XML property list")
+case("dmg-bad-xml.dmg", dmg(plist=b"<plist><dict><key>resource-fork</dict>"),
+     "open", "invalid XML property list")
+case("dmg-no-blkx.dmg", dmg(plist=plistlib.dumps({"resource-fork": {}})),
+     "open", "no resource-fork/blkx array")
+case("dmg-no-mish.dmg", dmg(plist=plistlib.dumps(
+    {"resource-fork": {"blkx": [{"Data": b"hsim" * 60}]}})), "open",
+     "blkx partition 0 has no mish table")
+good = plistlib.dumps({"resource-fork": {"blkx": [{"Data": b"mish"}]}})
+case("dmg-not-base64.dmg", dmg(plist=good.replace(b"bWlzaA==", b"bWl*aA==")),
+     "open", "Data is not base64")
+m = bytearray(mkdmg.mish(0, 64, 0, [(RAW, 0, 0, 64, 0, 32768)]))
+struct.pack_into(">I", m, 4, 2)
+case("dmg-mish-version.dmg", dmg(plist=plistlib.dumps(
+    {"resource-fork": {"blkx": [{"Data": bytes(m)}]}})), "open",
+     "mish table version 2")
+struct.pack_into(">I", m, 4, 1)
+struct.pack_into(">I", m, 200, 1000)
+case("dmg-mish-count.dmg", dmg(plist=plistlib.dumps(
+    {"resource-fork": {"blkx": [{"Data": bytes(m)}]}})), "open",
+     "lists 1000 chunks but its mish table holds 1")
+case("dmg-partition-huge.dmg",
+     dmg([(1 << 62, 32, [(RAW, 0, 32, 0, 16384)])]), "open",
+     "is beyond any disk size")
+case("dmg-gap.dmg", dmg([(0, 32, [(ZLIB, 0, 16, 0, len(z8k)), (ZERO, 16, 16, 0, 0)]),
+                         (40, 32, [(RAW, 0, 32, len(z8k), 16384)])]), "open",
+     "sectors 32 to 39 are in no chunk")
+case("dmg-overlap.dmg", dmg([(0, 32, [(ZLIB, 0, 16, 0, len(z8k)), (ZERO, 16, 16, 0, 0)]),
+                             (16, 32, [(RAW, 0, 32, len(z8k), 16384)])]), "open",
+     "overlaps another chunk at sector 16")
+case("dmg-chunk-outside-partition.dmg",
+     dmg_chunk((ZLIB, 0, 1 << 62, 0, len(z8k))), "open",
+     "is outside its partition of 32 sectors")
+case("dmg-chunk-past-eof.dmg", dmg_chunk((ZLIB, 0, 16, 1 << 40, len(z8k))),
+     "open", "zlib chunk 0 of partition 0 (offset 1099511627776, ")
+case("dmg-chunk-offset-overflow.dmg",
+     dmg_chunk((ZLIB, 0, 16, (1 << 64) - 16, 100)), "open",
+     "is outside the data fork")
+case("dmg-huge-chunk.dmg", dmg([(0, 1 << 20, [(ZLIB, 0, 1 << 20, 0, len(z8k))])]),
+     "open", "decodes to 536870912 bytes (limit 256 MiB)")
+case("dmg-unknown-type.dmg", dmg_chunk((0x80000009, 0, 16, 0, len(z8k))),
+     "open", "has unknown type 0x80000009")
+case("dmg-raw-size.dmg", dmg([(0, 64, [(RAW, 0, 64, 0, 1000)])]), "open",
+     "raw chunk 0 of partition 0 stores 1000 bytes for 64 sectors")
+case("dmg-stored-zero.dmg", dmg_chunk((ZLIB, 0, 16, 0, 0)), "open",
+     "impossible stored size of 0 bytes")
+case("dmg-lzfse.dmg", dmg_chunk((0x80000007, 0, 16, 0, len(z8k))), "read",
+     "chunk 0 of partition 0 (disk offset 0) is LZFSE-compressed")
+d = bytearray(dmg()); d[10] ^= 0xff
+case("dmg-zlib-corrupt.dmg", d, "read",
+     "cannot decode zlib chunk 0 of partition 0")
+# Stored data decoding to one sector fewer, or one more, than said.
+for name, n in (("short", 15), ("long", 17)):
+    zz = zlib.compress(DMG_DATA[:n * 512])
+    case("dmg-zlib-%s.dmg" % name,
+         dmg([(0, 16, [(ZLIB, 0, 16, 0, len(zz))])], fork=zz), "read",
+         "not exactly the 8192 bytes of its 16 sectors")
+for name, stored in (
+        # A copy from before the start of the output.
+        ("adc-before-start", bytes([0x80 | 3]) + b"abcd" + bytes([0x40 | 60, 0, 9])),
+        # A literal run longer than the input left.
+        ("adc-truncated", bytes([0xff]) + b"x" * 20),
+        # Codes after the output is full.
+        ("adc-too-long", (bytes([0xff]) + bytes(128)) * 64 + bytes([0x80, 1]))):
+    case("dmg-%s.dmg" % name,
+         dmg([(0, 16, [(ADC, 0, 16, 0, len(stored))])], fork=stored), "read",
+         "cannot decode ADC chunk 0 of partition 0")
+for name, t, stored in (("bzip2", 0x80000006, bz2.compress(DMG_DATA[:8192])),
+                        ("lzma", 0x80000008, lzma.compress(DMG_DATA[:8192]))):
+    d = bytearray(stored); d[len(d) // 2] ^= 0x55
+    case("dmg-%s-corrupt.dmg" % name,
+         dmg([(0, 16, [(t, 0, 16, 0, len(d))])], fork=bytes(d)), "read",
+         "cannot decode %s chunk 0 of partition 0" % name.replace("lzma", "LZMA"))
 
 
 with open(os.path.join(OUT, "CASES"), "w") as f:
