@@ -71,6 +71,25 @@ decompress_deflate_raw (const void *in, size_t in_len,
 }
 
 int
+decompress_zlib (const void *in, size_t in_len, void *out, size_t out_len,
+                 size_t *actual)
+{
+  struct contexts *c = thread_local_get (&contexts);
+
+  if (c == NULL)
+    return failed ();
+  if (c->deflate == NULL) {
+    c->deflate = libdeflate_alloc_decompressor ();
+    if (c->deflate == NULL)
+      return failed ();
+  }
+  /* As above; the Adler-32 is checked too. */
+  return libdeflate_zlib_decompress (c->deflate, in, in_len, out, out_len,
+                                     actual) == LIBDEFLATE_SUCCESS ? 0
+    : failed ();
+}
+
+int
 decompress_zstd (const void *in, size_t in_len, void *out, size_t out_len)
 {
   struct contexts *c = thread_local_get (&contexts);

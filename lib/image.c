@@ -32,6 +32,7 @@ const struct image_ops *const image_formats[] = {
   &qsnap_ops,
   &vhdx_ops,
   &vdi_ops,
+  &vmdk_ops,
   &vhd_ops,                     /* after those with a magic at offset 0 */
   &raw_ops,                     /* last: it matches anything */
   NULL

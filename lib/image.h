@@ -158,6 +158,7 @@ extern const struct image_ops raw_ops, qcow2_ops, ploop_ops, qsnap_ops;
 extern const struct image_ops vdi_ops;
 extern const struct image_ops vhd_ops;
 extern const struct image_ops vhdx_ops;
+extern const struct image_ops vmdk_ops;
 
 /* All formats, probe order; raw is last and matches anything. */
 extern const struct image_ops *const image_formats[];
