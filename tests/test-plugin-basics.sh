@@ -7,7 +7,7 @@ requires nbdinfo
 requires qemu-img
 
 out=$(qemount_nbdkit --dump-plugin </dev/null)
-grep -qx 'qemount_formats=qcow2,ploop,qsnap,vhdx,vdi,vhd,raw' <<<"$out" || fail "--dump-plugin: no qemount_formats line: $out"
+grep -qx 'qemount_formats=qcow2,ploop,qsnap,vhdx,vdi,vmdk,vhd,raw' <<<"$out" || fail "--dump-plugin: no qemount_formats line: $out"
 for lib in libxml2 zstd libdeflate lz4 isal; do
   grep -Eq "^qemount_${lib}_version=[0-9]" <<<"$out" || fail "--dump-plugin: no $lib version"
 done
