@@ -83,14 +83,17 @@ decompress_deflate_raw (const void *in, size_t in_len,
 }
 
 int
-decompress_zlib (const void *in, size_t in_len, void *out, size_t out_len)
+decompress_zlib (const void *in, size_t in_len, void *out, size_t out_len,
+                 size_t *actual)
 {
   struct libdeflate_decompressor *d = deflate_context ();
 
   if (d == NULL)
     return failed ();
-  /* As for raw DEFLATE: exactly out_len bytes, the Adler-32 checked. */
-  return libdeflate_zlib_decompress (d, in, in_len, out, out_len, NULL)
+  /* As for raw DEFLATE (with actual, shorter output is accepted); the
+   * Adler-32 is checked too.
+   */
+  return libdeflate_zlib_decompress (d, in, in_len, out, out_len, actual)
     == LIBDEFLATE_SUCCESS ? 0 : failed ();
 }
 

@@ -22,6 +22,14 @@
 int decompress_deflate_raw (const void *in, size_t in_len,
                             void *out, size_t out_len);
 
+/* A zlib stream (RFC 1950: DEFLATE with a header and an Adler-32),
+ * checksum checked; input bytes after it are ignored.  With actual,
+ * output shorter than out_len is accepted and its length stored there
+ * (more than out_len is still an error).
+ */
+int decompress_zlib (const void *in, size_t in_len, void *out,
+                     size_t out_len, size_t *actual);
+
 /* One or more concatenated zstd frames, possibly followed by padding
  * (e.g. zeros up to a sector boundary) which is never looked at once
  * out_len bytes have been produced.
@@ -32,9 +40,6 @@ int decompress_zstd (const void *in, size_t in_len,
 
 /* One LZ4 block (not a frame) that must decompress to out_len bytes. */
 int decompress_lz4 (const void *in, size_t in_len, void *out, size_t out_len);
-
-/* DEFLATE in a zlib wrapper (RFC 1950), adler32 checked. */
-int decompress_zlib (const void *in, size_t in_len, void *out, size_t out_len);
 
 /* One bzip2 stream. */
 int decompress_bzip2 (const void *in, size_t in_len,

@@ -494,7 +494,7 @@ load_chunk (void *opaque, void *buf)
     return -1;
   switch (c->type) {
   case DMG_ADC: r = adc_decode (in, c->length, buf, out_len); break;
-  case DMG_ZLIB: r = decompress_zlib (in, c->length, buf, out_len); break;
+  case DMG_ZLIB: r = decompress_zlib (in, c->length, buf, out_len, NULL); break;
   case DMG_BZIP2: r = decompress_bzip2 (in, c->length, buf, out_len); break;
   default: r = decompress_xz (in, c->length, buf, out_len); break;
   }

@@ -32,6 +32,7 @@ const struct image_ops *const image_formats[] = {
   &qsnap_ops,
   &vhdx_ops,
   &vdi_ops,
+  &vmdk_ops,
   &dmg_ops,                     /* its trailer is at the end, like vhd's */
   &vhd_ops,                     /* after those with a magic at offset 0 */
   &raw_ops,                     /* last: it matches anything */
@@ -452,22 +453,26 @@ image_open_backing (const struct image *parent, const char *backing_name,
                               depth);
 }
 
-struct image *
-image_open_relative (const char *parent_path, const char *backing_name,
-                     const char *format, const struct image_options *opts,
-                     unsigned depth)
+/* The path of the file name (relative to parent_path's directory)
+ * names, if the policy allows it (same_dir: only a regular file in that
+ * directory); what says what it is, for messages.  NULL after
+ * image_error().
+ */
+static char *
+resolve_relative (const char *parent_path, const char *name,
+                  const char *what, bool same_dir)
 {
   char *parent_dir = NULL, *path = NULL, *real = NULL, *real_dir = NULL;
-  struct image *backing = NULL;
+  char *allowed = NULL;
 
-  if (backing_name[0] == '\0') {
-    image_error ("%s: empty backing file name", parent_path);
+  if (name[0] == '\0') {
+    image_error ("%s: empty %s name", parent_path, what);
     errno = EINVAL;
     return NULL;
   }
-  if (looks_like_protocol (backing_name)) {
-    image_error ("%s: backing file '%s' is not a local file; only local "
-                 "files are followed", parent_path, backing_name);
+  if (looks_like_protocol (name)) {
+    image_error ("%s: %s '%s' is not a local file; only local "
+                 "files are followed", parent_path, what, name);
     errno = EPERM;
     return NULL;
   }
@@ -475,9 +480,9 @@ image_open_relative (const char *parent_path, const char *backing_name,
   parent_dir = real_dirname (parent_path);
   if (parent_dir == NULL)
     goto out;
-  if (backing_name[0] == '/')
-    path = strdup (backing_name);
-  else if (asprintf (&path, "%s/%s", parent_dir, backing_name) == -1)
+  if (name[0] == '/')
+    path = strdup (name);
+  else if (asprintf (&path, "%s/%s", parent_dir, name) == -1)
     path = NULL;
   if (path == NULL) {
     image_error ("%s: %m", parent_path);
@@ -486,48 +491,73 @@ image_open_relative (const char *parent_path, const char *backing_name,
 
   real = realpath (path, NULL);
   if (real == NULL) {
-    image_error ("%s: backing file '%s': %m", parent_path, backing_name);
+    image_error ("%s: %s '%s': %m", parent_path, what, name);
     goto out;
   }
-  /* Kernel interfaces are never images, whatever the policy: a backing
+  /* Kernel interfaces are never images, whatever the policy: a file
    * name must not turn a hostile image into a reader of /proc/self/...
    */
   if (strncmp (real, "/proc/", 6) == 0 || strncmp (real, "/sys/", 5) == 0) {
-    image_error ("%s: backing file '%s' resolves to %s, a kernel interface, "
-                 "not an image", parent_path, backing_name, real);
+    image_error ("%s: %s '%s' resolves to %s, a kernel interface, "
+                 "not an image", parent_path, what, name, real);
     errno = EPERM;
     goto out;
   }
 
-  if (opts->backing == BACKING_SAME_DIR) {
+  if (same_dir) {
     struct stat st;
 
     real_dir = real_dirname (real);
     if (real_dir == NULL)
       goto out;
     if (strcmp (real_dir, parent_dir) != 0) {
-      image_error ("%s: backing file '%s' is outside the image's directory "
+      image_error ("%s: %s '%s' is outside the image's directory "
                    "%s; use backing=yes to follow it",
-                   parent_path, backing_name, parent_dir);
+                   parent_path, what, name, parent_dir);
       errno = EPERM;
       goto out;
     }
     if (stat (real, &st) == -1 || !S_ISREG (st.st_mode)) {
-      image_error ("%s: backing file '%s' is not a regular file; use "
-                   "backing=yes to follow it", parent_path, backing_name);
+      image_error ("%s: %s '%s' is not a regular file; use "
+                   "backing=yes to follow it", parent_path, what, name);
       errno = EPERM;
       goto out;
     }
   }
 
-  backing = open_at_depth (path, format, opts, depth);
+  allowed = path;
+  path = NULL;
 
  out:
   free (parent_dir);
   free (path);
   free (real);
   free (real_dir);
+  return allowed;
+}
+
+struct image *
+image_open_relative (const char *parent_path, const char *backing_name,
+                     const char *format, const struct image_options *opts,
+                     unsigned depth)
+{
+  struct image *backing = NULL;
+  char *path;
+
+  path = resolve_relative (parent_path, backing_name, "backing file",
+                           opts->backing == BACKING_SAME_DIR);
+  if (path != NULL)
+    backing = open_at_depth (path, format, opts, depth);
+  free (path);
   return backing;
+}
+
+char *
+image_resolve_relative (const char *parent_path, const char *name,
+                        const char *what, const struct image_options *opts)
+{
+  return resolve_relative (parent_path, name, what,
+                           opts->backing != BACKING_YES);
 }
 
 void
@@ -570,7 +600,8 @@ next_run (struct image *img, struct image_map_state *state, uint64_t offset,
 }
 
 /* Whether run r, which follows run p on the disk, is read in the same
- * step: data stored right after p's, or more zeros or backing.
+ * step: data stored right after p's in the same file, or more zeros or
+ * backing.
  */
 static bool
 runs_merge (const struct image_run *p, const struct image_run *r)
@@ -579,7 +610,7 @@ runs_merge (const struct image_run *p, const struct image_run *r)
     return false;
   switch (r->kind) {
   case IMAGE_RUN_DATA:
-    return p->host + p->length == r->host;
+    return p->file == r->file && p->host + p->length == r->host;
   case IMAGE_RUN_ZERO:
   case IMAGE_RUN_BACKING:
     return true;
@@ -596,6 +627,9 @@ read_run (struct image *img, const struct image_run *r, char *buf,
 {
   switch (r->kind) {
   case IMAGE_RUN_DATA:
+    if (r->file != NULL)
+      return image_read_fd (r->file->fd, r->file->path, buf, r->length,
+                            r->host, "data");
     return image_read_file (img, buf, r->length, r->host, "data");
   case IMAGE_RUN_ZERO:
     memset (buf, 0, r->length);

@@ -62,11 +62,21 @@ enum image_run_kind {
   IMAGE_RUN_DECODED,    /* the format decodes it: ops->read_decoded */
 };
 
+/* A file other than img->fd that holds some of a layer's data (the
+ * extent files a VMDK descriptor names), open as long as the image.
+ */
+struct image_file {
+  int fd;
+  char *path;                   /* for messages */
+};
+
 struct image_run {
   enum image_run_kind kind;
   bool hole;            /* IMAGE_RUN_ZERO with nothing stored behind it */
   uint64_t length;      /* bytes, > 0 */
   uint64_t host;        /* IMAGE_RUN_DATA: file offset of the first byte */
+  const struct image_file *file; /* IMAGE_RUN_DATA: the file holding it;
+                                    NULL: img->fd */
   uint64_t token[3];    /* IMAGE_RUN_DECODED: what read_decoded needs */
 };
 
@@ -149,6 +159,7 @@ extern const struct image_ops vdi_ops;
 extern const struct image_ops vhd_ops;
 extern const struct image_ops vhdx_ops;
 extern const struct image_ops dmg_ops;
+extern const struct image_ops vmdk_ops;
 
 /* All formats, probe order; raw is last and matches anything. */
 extern const struct image_ops *const image_formats[];
@@ -169,6 +180,15 @@ struct image *image_open_relative (const char *parent_path,
                                    const char *name, const char *format,
                                    const struct image_options *opts,
                                    unsigned depth);
+/* The path of a file that is part of an image but not an image itself
+ * (a VMDK extent), named relative to parent_path's directory: allowed
+ * by the same rule as a backing file (under the same-dir and no
+ * policies: in that directory, a regular file).  what names it in
+ * messages ("extent file").  malloc'd, or NULL after image_error().
+ */
+char *image_resolve_relative (const char *parent_path, const char *name,
+                              const char *what,
+                              const struct image_options *opts);
 void image_close (struct image *img);
 
 /* For decoders: allocate the common part (takes ownership of fd) and

@@ -298,6 +298,7 @@ backing_format (struct image *img, const struct extensions *ext,
     { "vdi", "vdi" },
     { "vpc", "vhd" },
     { "vhdx", "vhdx" },
+    { "vmdk", "vmdk" },
   };
   char name[64], known[128];
   size_t i, len = 0;
@@ -313,7 +314,7 @@ backing_format (struct image *img, const struct extensions *ext,
       return 0;
     }
   }
-  /* Probing instead could serve e.g. a vmdk as raw: refuse. */
+  /* Probing instead could serve e.g. a qed as raw: refuse. */
   sanitize (ext->backing_format, ext->backing_format_len, name, sizeof name);
   for (i = 0; i < sizeof names / sizeof names[0] && len < sizeof known; ++i)
     len += snprintf (known + len, sizeof known - len, "%s%s",

@@ -4,7 +4,7 @@
  * unknown format, refused).
  *
  * The image layer matches any file as raw, so an image in a format it
- * does not decode (VMDK, VHDX...) would be served as a meaningless raw
+ * does not decode (QED...) would be served as a meaningless raw
  * disk.  Unless the user forced a format, we look for the magic of the
  * common ones and say what the file is instead.
  */
@@ -68,8 +68,6 @@ static const struct {
   size_t len;
   const char *name;
 } foreign[] = {
-  { 0, "KDMV", 4, "a VMDK image" },
-  { 0, "# Disk DescriptorFile", 21, "a VMDK descriptor" },
   { 0, "QED\0", 4, "a QED image" },
   { 0, "encrcdsa", 8, "an encrypted DMG (decrypt it first)" },
   { 0, "\xfd" "7zXZ\0", 6, "xz-compressed (decompress it first)" },

@@ -714,6 +714,127 @@ for name, t, stored in (("bzip2", 0x80000006, bz2.compress(DMG_DATA[:8192])),
          "cannot decode %s chunk 0 of partition 0" % name.replace("lzma", "LZMA"))
 
 
+
+# vmdk ------------------------------------------------------------------
+import zlib
+
+def valid_vmdk(subformat):
+    """A 4 MiB VMDK (qemu-img) with data in grain 0; its bytes and the
+    sectors of its grain directory, first grain table and grain 0."""
+    raw = os.path.join(OUT, "vmdk-src.raw")
+    path = os.path.join(OUT, "vmdk-valid.vmdk")
+    with open(raw, "wb") as f:
+        f.write(bytes(range(256)) * 256 + b"\0" * (4 * MiB - 65536))
+    subprocess.run(["qemu-img", "convert", "-q", "-O", "vmdk", "-o",
+                    "subformat=" + subformat, raw, path], check=True)
+    data = bytearray(open(path, "rb").read())
+    os.unlink(raw)
+    os.unlink(path)
+    gd = struct.unpack_from("<Q", data, 56)[0]
+    gt = struct.unpack_from("<I", data, gd * 512)[0]
+    grain = struct.unpack_from("<I", data, gt * 512)[0]
+    return data, gd, gt, grain
+
+
+def vmdk_descriptor(d, text):
+    """Replace the embedded descriptor (at sector 1, 20 sectors)."""
+    d[512:512 + 20 * 512] = text.encode().ljust(20 * 512, b"\0")
+
+
+def vmdk_text(cid="11111111", parent_cid="ffffffff", hint=None):
+    t = ("# Disk DescriptorFile\nversion=1\nCID=%s\nparentCID=%s\n"
+         "createType=\"monolithicSparse\"\n" % (cid, parent_cid))
+    if hint:
+        t += "parentFileNameHint=\"%s\"\n" % hint
+    return t + "\n# Extent description\nRW 8192 SPARSE \"x.vmdk\"\n"
+
+
+m, gd, gt, grain = valid_vmdk("monolithicSparse")
+case("vmdk-truncated-header.vmdk", m[:100], "open", "too short for a VMDK sparse extent header")
+d = bytearray(m); le32(d, 4, 4)
+case("vmdk-version-4.vmdk", d, "open", "version 4 is not supported")
+d = bytearray(m); le64(d, 20, 0)
+case("vmdk-zero-grain-size.vmdk", d, "open", "grain size of 0 sectors")
+d = bytearray(m); le64(d, 20, 1 << 40)
+case("vmdk-huge-grain-size.vmdk", d, "open", "grain size of 1099511627776 sectors")
+d = bytearray(m); le64(d, 20, 96)
+case("vmdk-odd-grain-size.vmdk", d, "open", "is not a power of two")
+d = bytearray(m); le64(d, 12, 1 << 62)
+case("vmdk-huge-capacity.vmdk", d, "open", "is zero or too large")
+d = bytearray(m); le64(d, 12, 1 << 50)
+case("vmdk-capacity-past-gd.vmdk", d, "open", "grain directory of 17179869184 entries")
+d = bytearray(m); le32(d, 44, 4096)
+case("vmdk-huge-grain-table.vmdk", d, "open", "4096 entries per grain table")
+d = bytearray(m); le64(d, 56, 1 << 30)
+case("vmdk-gd-past-eof.vmdk", d, "open", "is outside the file")
+d = bytearray(m); le32(d, gd * 512, 0x7fffffff)
+case("vmdk-gt-past-eof.vmdk", d, "open", "grain directory entry 0 points past the end of the file")
+d = bytearray(m); le32(d, gd * 512, gd)
+case("vmdk-gt-into-gd.vmdk", d, "open", "grain directory entry 0 points into the header or the grain directory")
+d = bytearray(m); le32(d, gt * 512, 0x7fffff00)
+case("vmdk-grain-past-eof.vmdk", d, "open", "grain 0 points past the end of the file")
+d = bytearray(m); le32(d, gt * 512, gd)
+case("vmdk-grain-into-gd.vmdk", d, "open", "grain 0 points into the header or the grain directory")
+d = bytearray(m); vmdk_descriptor(d, vmdk_text(hint="vmdk-parent-loop.vmdk"))
+case("vmdk-parent-loop.vmdk", d, "open", "backing chain loop")
+d = bytearray(m); vmdk_descriptor(d, vmdk_text(hint="/etc/passwd"))
+case("vmdk-parent-absolute.vmdk", d, "open", "outside the image's directory")
+d = bytearray(m); vmdk_descriptor(d, vmdk_text(cid="1234"))
+case("vmdk-parent.vmdk", d, "none", "")
+d = bytearray(m); vmdk_descriptor(d, vmdk_text(parent_cid="00004321", hint="vmdk-parent.vmdk"))
+case("vmdk-cid-mismatch.vmdk", d, "open", "its parent %s/vmdk-parent.vmdk has content ID (CID) 00001234, but it was made on a parent with CID 00004321" % OUT)
+d = bytearray(m); vmdk_descriptor(d, vmdk_text(cid="zz"))
+case("vmdk-bad-cid.vmdk", d, "open", "CID is not a 32-bit hexadecimal number")
+
+
+case("vmdk-not-kdmv.bin", b"x" * 1024, "none", "")
+
+
+def vmdk_desc_file(name, extents):
+    case(name, ("# Disk DescriptorFile\nversion=1\nCID=11111111\n"
+                "parentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n"
+                + extents).encode(), "open", "")
+
+
+for name, extent, message in (
+        ("vmdk-extent-dotdot.vmdk", 'RW 8 FLAT "../../../../../../../../etc/passwd" 0',
+         "extent file '../../../../../../../../etc/passwd' is outside the image's directory"),
+        ("vmdk-extent-absolute.vmdk", 'RW 8 FLAT "/etc/passwd" 0',
+         "extent file '/etc/passwd' is outside the image's directory"),
+        ("vmdk-extent-proc.vmdk", 'RW 8 FLAT "/proc/self/environ" 0', "kernel interface"),
+        ("vmdk-sesparse.vmdk", 'RW 8192 SESPARSE "vmdk-parent.vmdk"',
+         "SESPARSE extents (ESXi's snapshot formats) are not supported"),
+        ("vmdk-vmfssparse.vmdk", 'RW 8192 VMFSSPARSE "vmdk-parent.vmdk"',
+         "VMFSSPARSE extents (ESXi's snapshot formats) are not supported"),
+        ("vmdk-unknown-extent.vmdk", 'RW 8192 VMFSRDM "vmdk-parent.vmdk"',
+         "unknown extent type 'VMFSRDM'"),
+        ("vmdk-flat-past-eof.vmdk", 'RW 100000 FLAT "vmdk-parent.vmdk" 0',
+         "is past the end of its file"),
+        ("vmdk-sparse-too-small.vmdk", 'RW 100000 SPARSE "vmdk-parent.vmdk"',
+         "but its file vmdk-parent.vmdk holds only 8192"),
+        ("vmdk-sparse-not-kdmv.vmdk", 'RW 8 SPARSE "vmdk-not-kdmv.bin"',
+         "not a VMDK sparse extent (no KDMV magic)"),
+        ("vmdk-no-extents.vmdk", '', "the descriptor lists no extents"),
+        ("vmdk-bad-extent-size.vmdk", 'RW lots FLAT "vmdk-parent.vmdk" 0',
+         "the extent's size is not a number of sectors")):
+    vmdk_desc_file(name, extent + "\n")
+    CASES[-1] = (name, "open", message)
+
+s, sgd, sgt, sgrain = valid_vmdk("streamOptimized")
+def stream_grain(d, data, lba=0):
+    struct.pack_into("<QI", d, sgrain * 512, lba, len(data))
+    d[sgrain * 512 + 12:sgrain * 512 + 12 + len(data)] = data
+d = bytearray(s); stream_grain(d, zlib.compress(b"\1" * (65536 + 512)))
+case("vmdk-grain-inflates-too-far.vmdk", d, "read", "compressed grain 0 (at sector %d) does not inflate to the grain size of 65536 bytes" % sgrain)
+d = bytearray(s); stream_grain(d, zlib.compress(b"\1" * 1000))
+case("vmdk-grain-inflates-short.vmdk", d, "read", "does not inflate to the grain size")
+d = bytearray(s); stream_grain(d, zlib.compress(b"\1" * 65536), lba=128)
+case("vmdk-grain-wrong-lba.vmdk", d, "read", "its marker says it is the grain at sector 128")
+d = bytearray(s); struct.pack_into("<QI", d, sgrain * 512, 0, 1 << 30)
+case("vmdk-grain-huge-size.vmdk", d, "read", "compressed size 1073741824 is zero, too large")
+d = bytearray(s); le64(d, 56, (1 << 64) - 1)
+case("vmdk-no-footer.vmdk", d, "open", "but there is no footer")
+
 with open(os.path.join(OUT, "CASES"), "w") as f:
     for name, when, message in CASES:
         if when != "none":

@@ -7,7 +7,7 @@ requires nbdinfo
 requires qemu-img
 
 out=$(qemount_nbdkit --dump-plugin </dev/null)
-grep -qx 'qemount_formats=qcow2,ploop,qsnap,vhdx,vdi,dmg,vhd,raw' <<<"$out" || fail "--dump-plugin: no qemount_formats line: $out"
+grep -qx 'qemount_formats=qcow2,ploop,qsnap,vhdx,vdi,vmdk,dmg,vhd,raw' <<<"$out" || fail "--dump-plugin: no qemount_formats line: $out"
 for lib in libxml2 zstd libdeflate lz4 isal bzip2 xz; do
   grep -Eq "^qemount_${lib}_version=[0-9]" <<<"$out" || fail "--dump-plugin: no $lib version"
 done
@@ -30,7 +30,7 @@ expect_error ()
 expect_error "you must supply the file=<IMAGE> parameter"
 expect_error "$tmp/missing.img: No such file or directory" file="$tmp/missing.img"
 truncate -s 1M "$tmp/disk.raw"
-expect_error "unknown format 'vmdk'" file="$tmp/disk.raw" format=vmdk
+expect_error "unknown format 'qed'" file="$tmp/disk.raw" format=qed
 expect_error "unknown parameter 'colour'" file="$tmp/disk.raw" colour=red
 expect_error "backing=maybe: must be yes, no or samedir" file="$tmp/disk.raw" backing=maybe
 

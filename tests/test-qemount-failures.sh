@@ -33,13 +33,13 @@ if command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
 else
   echo "SKIP (one case): no setpriv or no user nobody to be a user who cannot read"
 fi
-printf 'KDMV\1\0\0\0' > "$tmp/fake.vmdk"
-truncate -s 1M "$tmp/fake.vmdk"
-fails 5 "fake.vmdk: unknown format: the file is a VMDK image" mount "$tmp/fake.vmdk" "$mnt"
+printf 'QED\0' > "$tmp/fake.qed"
+truncate -s 1M "$tmp/fake.qed"
+fails 5 "fake.qed: unknown format: the file is a QED image" mount "$tmp/fake.qed" "$mnt"
 printf 'encrcdsa\0\0\0\2' > "$tmp/secret.dmg"
 truncate -s 1M "$tmp/secret.dmg"
 fails 5 "secret.dmg: unknown format: the file is an encrypted DMG" mount "$tmp/secret.dmg" "$mnt"
-fails 5 "unknown format 'vmdk'" mount --format vmdk "$tmp/mbr.img" "$mnt"
+fails 5 "unknown format 'qed'" mount --format qed "$tmp/mbr.img" "$mnt"
 printf 'QFI\373\0\0\0\3' > "$tmp/bad.qcow2"
 truncate -s 64K "$tmp/bad.qcow2"
 fails 6 "bad.qcow2" mount "$tmp/bad.qcow2" "$mnt"

@@ -122,10 +122,10 @@ done
 
 # Failures.
 expect 3 "$tmp/missing: No such file or directory" qemount info "$tmp/missing"
-printf 'KDMV' > "$tmp/fake.vmdk"
-expect 5 "unknown format: the file is a VMDK image" qemount info "$tmp/fake.vmdk"
+printf 'QED\0' > "$tmp/fake.qed"
+expect 5 "unknown format: the file is a QED image" qemount info "$tmp/fake.qed"
 expect 5 "unknown format 'qed'" qemount info --format qed "$tmp/mbr.img"
-qemount info --format raw "$tmp/fake.vmdk" >/dev/null || fail "--format raw refused"
+qemount info --format raw "$tmp/fake.qed" >/dev/null || fail "--format raw refused"
 # The subformat, in the words of the tools that write it: QEMU's
 # subformat options here (a variant a format does not have is null).
 while read -r format options subformat line; do
@@ -141,6 +141,9 @@ vdi static=off "dynamic" vdi dynamic
 vhdx subformat=fixed "fixed" vhdx fixed (version 1)
 vhdx subformat=dynamic "dynamic" vhdx dynamic (version 1)
 qcow2 compat=1.1 null qcow2 (version 3)
+vmdk subformat=monolithicSparse "monolithicSparse" vmdk monolithicSparse (version 1)
+vmdk subformat=streamOptimized "streamOptimized" vmdk streamOptimized (version 3)
+vmdk subformat=twoGbMaxExtentFlat "twoGbMaxExtentFlat" vmdk twoGbMaxExtentFlat
 EOF
 
 printf 'QFI\373\0\0\0\3' > "$tmp/bad.qcow2"
