@@ -402,6 +402,13 @@ open_at_depth (const char *path, const char *format,
   ops = find_format (path, fd, format);
   if (ops == NULL)
     goto err;
+  /* A snapshot is of the image named, not of its backing files. */
+  if (depth == 0 && opts->snapshot != NULL && !ops->snapshots) {
+    image_error ("%s: %s images have no internal snapshots", path,
+                 ops->name);
+    errno = ENXIO;
+    goto err;
+  }
   return ops->open (path, fd, opts, depth);
 
  err:

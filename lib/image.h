@@ -32,6 +32,10 @@ struct image_options {
   bool readonly;                /* must be true: decoders are read-only */
   const char *stream;           /* qsnap: stream to serve (NULL: "disk",
                                    else the first) */
+  const char *snapshot;         /* internal snapshot of the top image to
+                                   serve, by id or name (NULL: its active
+                                   state); one it lacks, or a format
+                                   without them, fails with ENXIO */
 };
 
 /* Extent flags, same meaning and values as NBD's base:allocation. */
@@ -90,6 +94,8 @@ struct image_map_state {
 
 struct image_ops {
   const char *name;             /* "raw", "qcow2", "ploop" */
+  bool snapshots;               /* has internal snapshots: open serves
+                                   opts->snapshot at depth 0 */
 
   /* True if the file is this format, judged by its first bytes, buf
    * (len < IMAGE_PROBE_SIZE only for short files).  A format whose
@@ -270,6 +276,23 @@ struct block_cache *image_block_cache (void);
  * without named streams.
  */
 int image_list_streams (struct image *img, char ***names, size_t *n);
+
+/* An internal snapshot (qcow2), as qemu-img snapshot -l lists it. */
+struct image_snapshot {
+  char *id, *name;              /* UTF-8 without control characters */
+  uint64_t size;                /* virtual size */
+  uint32_t date;                /* when it was taken: seconds since the
+                                   epoch */
+  uint64_t vm_state_size;       /* bytes of saved VM state, 0 if none */
+};
+
+/* The internal snapshots of the image file img is opened from, oldest
+ * first, owned by img; *served is the index of the one img serves, -1
+ * for the active state.  *n = 0 for formats without snapshots.
+ */
+void image_list_snapshots (struct image *img,
+                           const struct image_snapshot **snapshots,
+                           size_t *n, long *served);
 
 /* pwrite(2) of exactly count bytes (retrying short writes); -1 with
  * errno set and no message: the caller knows what it was writing.

@@ -12,8 +12,10 @@
  * checked when they are used, and a bad one fails that read with EIO.
  *
  * Not supported (refused at open): encryption, external data files,
- * unknown incompatible features.  Internal snapshots, bitmaps and
- * refcounts are ignored: only the active L1 table is read.
+ * unknown incompatible features.  Bitmaps and refcounts are ignored.
+ * The snapshot table is read and checked whole at open (qemount info
+ * lists it); an internal snapshot is served by reading its L1 table
+ * instead of the active one, which is all that differs.
  */
 
 #include <config.h>
@@ -39,6 +41,11 @@
 #define MIN_EXTL2_CLUSTER_BITS  14
 #define MAX_L1_BYTES            (UINT32_C (32) << 20)
 #define MAX_BACKING_NAME        1023
+#define SNAPSHOT_ENTRY_HEADER   40
+/* QEMU's limits too: it never writes more. */
+#define MAX_SNAPSHOTS           65536
+#define MAX_SNAPSHOT_EXTRA      1024
+#define MAX_SNAPSHOT_TABLE      (UINT64_C (64) << 20)
 #define SECTOR                  512
 
 /* Header extension types. */
@@ -110,6 +117,13 @@ struct qcow2 {
   uint64_t file_size;           /* at open; the file is not written */
   uint64_t *l1;                 /* L2 table offsets, 0 = unallocated */
   uint32_t l1_size;
+  struct image_snapshot *snapshots;     /* the snapshot table, in order */
+  struct snapshot_l1 {                  /* and where their L1 tables are */
+    uint64_t offset;
+    uint32_t size;
+  } *snapshot_l1;
+  uint32_t n_snapshots;
+  long served;                  /* index of the snapshot served, -1: none */
   uint8_t *header;              /* first cluster, only during open */
   bool cache_lock_ok;
   struct l2_cache cache;
@@ -323,6 +337,247 @@ backing_format (struct image *img, const struct extensions *ext,
                      "supported (%s are)", img->path, name, known);
 }
 
+/* L1 table entries needed to map size bytes. */
+static uint64_t
+l1_entries_for (const struct qcow2 *q, uint64_t size)
+{
+  const uint64_t l2_mask = (UINT64_C (1) << q->l2_bits) - 1;
+  uint64_t clusters = (size >> q->cluster_bits) +
+    ((size & (q->cluster_size - 1)) != 0);
+
+  return (clusters >> q->l2_bits) + ((clusters & l2_mask) != 0);
+}
+
+/* True if the len bytes at s are UTF-8 (RFC 3629: no overlong forms,
+ * surrogates or code points past U+10FFFF) without control characters,
+ * NUL included: snapshot names end up on terminals and in JSON.
+ */
+static bool
+printable_utf8 (const uint8_t *s, size_t len)
+{
+  size_t i = 0, n, k;
+  uint32_t c, min;
+
+  while (i < len) {
+    c = s[i];
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f)
+        return false;
+      i++;
+      continue;
+    }
+    if (c >= 0xc2 && c <= 0xdf)
+      n = 1, c &= 0x1f, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+      n = 2, c &= 0x0f, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+      n = 3, c &= 0x07, min = 0x10000;
+    else
+      return false;
+    if (len - i <= n)
+      return false;
+    for (k = 1; k <= n; ++k) {
+      if ((s[i + k] & 0xc0) != 0x80)
+        return false;
+      c = (c << 6) | (s[i + k] & 0x3f);
+    }
+    /* C1 controls (U+0080 to U+009F) are control characters too. */
+    if (c < min || c < 0xa0 || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+      return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+/* Read and check entry i of the snapshot table at *pos (table is where
+ * the table starts), and move *pos to the next entry (8-byte aligned).
+ * header_size is the virtual size for entries that do not record their
+ * own; var has room for the largest variable part.
+ */
+static int
+read_snapshot (struct image *img, struct qcow2 *q, uint32_t i,
+               uint64_t table, uint64_t *pos, uint64_t header_size,
+               uint8_t *var)
+{
+  struct image_snapshot *s = &q->snapshots[i];
+  uint8_t h[SNAPSHOT_ENTRY_HEADER];
+  const uint8_t *id, *name;
+  uint64_t l1_offset, l1_end, end;
+  uint32_t l1_size, extra_size;
+  uint16_t id_size, name_size;
+
+  if (*pos > q->file_size || q->file_size - *pos < sizeof h)
+    return OPEN_ERROR (EINVAL, "%s: snapshot table entry %" PRIu32
+                       " (offset %" PRIu64 ") is past the end of the file",
+                       img->path, i, *pos);
+  if (image_read_file (img, h, sizeof h, *pos, "snapshot table") == -1)
+    return -1;
+  l1_offset = load_be64 (&h[0]);
+  l1_size = load_be32 (&h[8]);
+  id_size = load_be16 (&h[12]);
+  name_size = load_be16 (&h[14]);
+  s->date = load_be32 (&h[16]);
+  /* 20: nanoseconds of the date, 24: the guest's clock; unused. */
+  s->vm_state_size = load_be32 (&h[32]);
+  extra_size = load_be32 (&h[36]);
+
+  if (extra_size > MAX_SNAPSHOT_EXTRA)
+    return OPEN_ERROR (EINVAL, "%s: snapshot table entry %" PRIu32 " has %"
+                       PRIu32 " bytes of extra data (limit %d)", img->path,
+                       i, extra_size, MAX_SNAPSHOT_EXTRA);
+  /* No overflow: *pos is inside the file, and the rest is small. */
+  end = *pos + sizeof h + extra_size + id_size + name_size;
+  if (end > q->file_size)
+    return OPEN_ERROR (EINVAL, "%s: snapshot table entry %" PRIu32
+                       " (offset %" PRIu64 ") extends past the end of the "
+                       "file", img->path, i, *pos);
+  if (end - table > MAX_SNAPSHOT_TABLE)
+    return OPEN_ERROR (EINVAL, "%s: snapshot table is larger than %" PRIu64
+                       " MiB", img->path, MAX_SNAPSHOT_TABLE >> 20);
+  if (image_read_file (img, var, end - *pos - sizeof h, *pos + sizeof h,
+                       "snapshot table") == -1)
+    return -1;
+  *pos = (end + 7) & ~UINT64_C (7);
+
+  id = var + extra_size;
+  name = id + id_size;
+  if (!printable_utf8 (id, id_size) || !printable_utf8 (name, name_size))
+    return OPEN_ERROR (EINVAL, "%s: snapshot table entry %" PRIu32 ": its "
+                       "%s is not UTF-8 text without control characters",
+                       img->path, i,
+                       printable_utf8 (id, id_size) ? "name" : "id");
+  s->id = strndup ((const char *) id, id_size);
+  s->name = strndup ((const char *) name, name_size);
+  if (s->id == NULL || s->name == NULL)
+    return OPEN_ERROR (ENOMEM, "%s: %m", img->path);
+
+  /* Extra data, as far as it goes: the large VM state size, then the
+   * disk size (older images have neither and the header's size).
+   */
+  if (extra_size >= 8)
+    s->vm_state_size = load_be64 (var);
+  s->size = extra_size >= 16 ? load_be64 (var + 8) : header_size;
+  if (s->size > INT64_MAX)
+    return OPEN_ERROR (EINVAL, "%s: snapshot '%s': virtual size %" PRIu64
+                       " is too large", img->path, s->name, s->size);
+
+  if (l1_size > MAX_L1_BYTES / 8)
+    return OPEN_ERROR (EINVAL, "%s: snapshot '%s': L1 table of %" PRIu32
+                       " entries is too large (limit %" PRIu32 " MiB)",
+                       img->path, s->name, l1_size, MAX_L1_BYTES >> 20);
+  if (l1_entries_for (q, s->size) > l1_size)
+    return OPEN_ERROR (EINVAL, "%s: snapshot '%s': virtual size %" PRIu64
+                       " needs %" PRIu64 " L1 table entries but its L1 "
+                       "table has %" PRIu32, img->path, s->name, s->size,
+                       l1_entries_for (q, s->size), l1_size);
+  if (l1_size > 0) {
+    if (l1_offset & (q->cluster_size - 1))
+      return OPEN_ERROR (EINVAL, "%s: snapshot '%s': L1 table offset %"
+                         PRIu64 " is not cluster aligned", img->path,
+                         s->name, l1_offset);
+    if (l1_offset < q->cluster_size)
+      return OPEN_ERROR (EINVAL, "%s: snapshot '%s': L1 table overlaps "
+                         "the header", img->path, s->name);
+    if (__builtin_add_overflow (l1_offset, (uint64_t) l1_size * 8, &l1_end)
+        || l1_end > q->file_size)
+      return OPEN_ERROR (EINVAL, "%s: snapshot '%s': L1 table (offset %"
+                         PRIu64 ", %" PRIu32 " entries) extends past the "
+                         "end of the file", img->path, s->name, l1_offset,
+                         l1_size);
+  }
+  q->snapshot_l1[i] = (struct snapshot_l1) { l1_offset, l1_size };
+  return 0;
+}
+
+/* Read and check the whole snapshot table: nb entries at offset.  Each
+ * entry is at least its fixed part, so a count the file cannot hold is
+ * refused before anything is allocated.
+ */
+static int
+read_snapshots (struct image *img, struct qcow2 *q, uint32_t nb,
+                uint64_t offset, uint64_t header_size)
+{
+  uint64_t pos = offset;
+  uint8_t *var;
+  uint32_t i;
+  int r = 0;
+
+  if (nb == 0)
+    return 0;
+  if (nb > MAX_SNAPSHOTS)
+    return OPEN_ERROR (EINVAL, "%s: %" PRIu32 " snapshots are too many "
+                       "(limit %d)", img->path, nb, MAX_SNAPSHOTS);
+  if (offset & (q->cluster_size - 1))
+    return OPEN_ERROR (EINVAL, "%s: snapshot table offset %" PRIu64 " is "
+                       "not cluster aligned", img->path, offset);
+  if (offset < q->cluster_size)
+    return OPEN_ERROR (EINVAL, "%s: snapshot table overlaps the header",
+                       img->path);
+  if (offset > q->file_size ||
+      (q->file_size - offset) / SNAPSHOT_ENTRY_HEADER < nb)
+    return OPEN_ERROR (EINVAL, "%s: snapshot table (offset %" PRIu64 ", %"
+                       PRIu32 " entries) extends past the end of the file",
+                       img->path, offset, nb);
+
+  q->snapshots = calloc (nb, sizeof *q->snapshots);
+  q->snapshot_l1 = calloc (nb, sizeof *q->snapshot_l1);
+  var = malloc (MAX_SNAPSHOT_EXTRA + 2 * UINT16_MAX);
+  if (q->snapshots == NULL || q->snapshot_l1 == NULL || var == NULL) {
+    free (var);
+    return OPEN_ERROR (ENOMEM, "%s: %m", img->path);
+  }
+  q->n_snapshots = nb;          /* close frees what was read */
+  for (i = 0; i < nb && r == 0; ++i)
+    r = read_snapshot (img, q, i, offset, &pos, header_size, var);
+  free (var);
+  return r;
+}
+
+/* Serve the snapshot want, found by id first, then by name (as
+ * qemu-img convert -l takes it): its L1 table and size replace the
+ * active ones.
+ */
+static int
+choose_snapshot (struct image *img, struct qcow2 *q, const char *want,
+                 uint64_t *size, uint64_t *l1_offset)
+{
+  char list[512];
+  size_t len = 0;
+  uint32_t i, named = 0;
+  long found = -1;
+
+  for (i = 0; i < q->n_snapshots && found == -1; ++i)
+    if (strcmp (q->snapshots[i].id, want) == 0)
+      found = i;
+  for (i = 0; i < q->n_snapshots && found == -1; ++i)
+    if (strcmp (q->snapshots[i].name, want) == 0 && named++ == 0)
+      found = i;
+  for (; i < q->n_snapshots; ++i)
+    named += strcmp (q->snapshots[i].name, want) == 0;
+  if (named > 1)
+    return OPEN_ERROR (ENXIO, "%s: %" PRIu32 " snapshots are called '%s'; "
+                       "choose one by its id", img->path, named, want);
+
+  if (found == -1) {
+    list[0] = '\0';
+    for (i = 0; i < q->n_snapshots && len < sizeof list; ++i)
+      len += snprintf (list + len, sizeof list - len, "%s'%s' (id %s)",
+                       i ? ", " : "", q->snapshots[i].name,
+                       q->snapshots[i].id);
+    if (len >= sizeof list)
+      strcpy (list + sizeof list - 4, "...");
+    return OPEN_ERROR (ENXIO, "%s: no snapshot called '%s' (%s%s)",
+                       img->path, want, q->n_snapshots ? "it has " :
+                       "it has no snapshots", list);
+  }
+
+  q->served = found;
+  q->l1_size = q->snapshot_l1[found].size;
+  *l1_offset = q->snapshot_l1[found].offset;
+  *size = q->snapshots[found].size;
+  return 0;
+}
+
 static int
 compare_u64 (const void *a, const void *b)
 {
@@ -505,8 +760,9 @@ qcow2_parse (struct image *img, struct qcow2 *q,
   size_t hdr_len, header_length, ext_end;
   struct extensions ext;
   uint64_t backing_offset, size, l1_offset, rt_offset, rt_bytes;
-  uint64_t incompat = 0, clusters, l1_needed, l1_bytes, l1_end;
+  uint64_t incompat = 0, l1_needed, l1_bytes, l1_end, snapshots_offset;
   uint32_t backing_size, cluster_bits, crypt, rt_clusters, l2_tables, i;
+  uint32_t nb_snapshots;
 
   if (image_file_size (img->fd, img->path, &q->file_size) == -1)
     return -1;
@@ -535,6 +791,8 @@ qcow2_parse (struct image *img, struct qcow2 *q,
   l1_offset = load_be64 (&h[40]);
   rt_offset = load_be64 (&h[48]);
   rt_clusters = load_be32 (&h[56]);
+  nb_snapshots = load_be32 (&h[60]);
+  snapshots_offset = load_be64 (&h[64]);
 
   if (cluster_bits < MIN_CLUSTER_BITS || cluster_bits > MAX_CLUSTER_BITS)
     return OPEN_ERROR (EINVAL, "%s: invalid cluster_bits %" PRIu32
@@ -622,13 +880,19 @@ qcow2_parse (struct image *img, struct qcow2 *q,
   q->compressed_offset_mask = (UINT64_C (1) << q->compressed_shift) - 1;
   q->compressed_sectors_mask = (UINT64_C (1) << (cluster_bits - 8)) - 1;
 
-  /* Virtual size and the L1 table that must cover it. */
   if (size > INT64_MAX)
     return OPEN_ERROR (EINVAL, "%s: virtual size %" PRIu64 " is too large",
                        img->path, size);
-  clusters = (size >> cluster_bits) + ((size & (q->cluster_size - 1)) != 0);
-  l1_needed = (clusters >> q->l2_bits) +
-    ((clusters & ((UINT64_C (1) << q->l2_bits) - 1)) != 0);
+  q->served = -1;
+  if (read_snapshots (img, q, nb_snapshots, snapshots_offset, size) == -1)
+    return -1;
+  /* Backing files are always read in their active state. */
+  if (depth == 0 && opts->snapshot != NULL &&
+      choose_snapshot (img, q, opts->snapshot, &size, &l1_offset) == -1)
+    return -1;
+
+  /* The virtual size served and the L1 table that must cover it. */
+  l1_needed = l1_entries_for (q, size);
   if (q->l1_size > MAX_L1_BYTES / 8)
     return OPEN_ERROR (EINVAL, "%s: L1 table of %" PRIu32 " entries is too "
                        "large (limit %" PRIu32 " MiB)", img->path,
@@ -741,6 +1005,29 @@ qcow2_close (struct image *img)
   free (q->cache.data);
   free (q->l1);
   free (q->header);
+  for (uint32_t i = 0; i < q->n_snapshots; ++i) {
+    free (q->snapshots[i].id);
+    free (q->snapshots[i].name);
+  }
+  free (q->snapshots);
+  free (q->snapshot_l1);
+}
+
+void
+image_list_snapshots (struct image *img,
+                      const struct image_snapshot **snapshots, size_t *n,
+                      long *served)
+{
+  const struct qcow2 *q = img->priv;
+
+  *snapshots = NULL;
+  *n = 0;
+  *served = -1;
+  if (img->ops != &qcow2_ops)
+    return;
+  *snapshots = q->snapshots;
+  *n = q->n_snapshots;
+  *served = q->served;
 }
 
 /* L2 cache. */
@@ -1134,6 +1421,7 @@ qcow2_read_decoded (struct image *img, const struct image_run *run,
 
 const struct image_ops qcow2_ops = {
   .name = "qcow2",
+  .snapshots = true,
   .probe = qcow2_probe,
   .open = qcow2_open,
   .map = qcow2_map,

@@ -104,6 +104,8 @@ start_nbdkit (struct mount_state *st, const char *backing)
   if (st->format)
     argv_push_printf (&argv, "format=%s", st->format);
   argv_push_printf (&argv, "backing=%s", backing);
+  if (st->snapshot)
+    argv_push_printf (&argv, "snapshot=%s", st->snapshot);
   if (st->overlay && strcmp (st->overlay, "ephemeral") != 0) {
     argv_push_printf (&argv, "overlay=%s", st->overlay);
     if (st->readonly)

@@ -58,6 +58,14 @@ parse_disk_option (int c, const char *arg, struct disk_options *d)
     }
     d->backing = arg;
     return 1;
+  case OPT_DISK_SNAPSHOT:
+    /* The state file has one value a line. */
+    if (strchr (arg, '\n')) {
+      errorf ("--snapshot: names with a newline are not supported");
+      return -1;
+    }
+    d->req.snapshot = arg;
+    return 1;
   case OPT_DISK_LV:
     if (!lv_name_ok (arg)) {
       errorf ("--lv %s: must be VG/LV, names of letters, digits and "
@@ -124,6 +132,7 @@ prepare (struct preparation *p)
   }
   p->st->image = image;
   p->st->format = d->req.format ? xstrdup (d->req.format) : NULL;
+  p->st->snapshot = d->req.snapshot ? xstrdup (d->req.snapshot) : NULL;
   p->st->partition = p->choice.partition;
   p->st->part_start = p->choice.start;
   p->st->part_size = p->choice.size;

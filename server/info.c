@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "qemount.h"
 
@@ -19,17 +20,38 @@ info_usage (FILE *fp)
   fprintf (fp,
            "usage: qemount info IMAGE [--json] [--format FORMAT]"
            " [--backing yes|no|samedir]\n"
+           "                    [--snapshot NAME]\n"
            "\n"
            "Show the image's format, version, virtual size, cluster size,\n"
-           "allocated bytes, streams, backing chain, dirty flag, partitions\n"
-           "and the filesystem in each.  --json prints the same as one JSON\n"
-           "object.\n");
+           "allocated bytes, streams, internal snapshots, backing chain,\n"
+           "dirty flag, partitions and the filesystem in each (of the\n"
+           "snapshot NAME with --snapshot).  --json prints the same as one\n"
+           "JSON object.\n");
 }
 
 struct layer_info {
   const struct image *img;
   uint64_t allocated;
 };
+
+/* The internal snapshots of the image file. */
+struct snapshots {
+  const struct image_snapshot *list;
+  size_t n;
+  long served;                  /* index, -1: the active state */
+};
+
+/* A snapshot's date, UTC, in ISO 8601 (json) or as qemu-img shows it. */
+static void
+format_date (char *buf, size_t len, uint32_t date, bool json)
+{
+  const time_t t = date;
+  struct tm tm;
+
+  gmtime_r (&t, &tm);
+  strftime (buf, len, json ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d %H:%M:%S",
+            &tm);
+}
 
 static void
 json_filesystem (FILE *fp, const struct filesystem *fs)
@@ -67,7 +89,7 @@ json_layer (FILE *fp, const struct layer_info *l, const char *indent)
 static void
 print_json (FILE *fp, const char *path, const struct layer_info *layers,
             size_t n_layers, char **streams, size_t n_streams,
-            const struct disk_layout *d)
+            const struct snapshots *snaps, const struct disk_layout *d)
 {
   json_member (fp, "{\n  ", "image", path);
   fputs (",\n", fp);
@@ -78,7 +100,20 @@ print_json (FILE *fp, const char *path, const struct layer_info *layers,
     fputs (i ? ", " : "", fp);
     json_string (fp, streams[i]);
   }
-  fputs ("],\n  \"chain\": [", fp);
+  fputs ("],\n  \"snapshots\": [", fp);
+  for (size_t i = 0; i < snaps->n; ++i) {
+    const struct image_snapshot *s = &snaps->list[i];
+    char date[32];
+
+    format_date (date, sizeof date, s->date, true);
+    json_member (fp, i ? ",\n    {" : "\n    {", "id", s->id);
+    json_member (fp, ", ", "name", s->name);
+    fprintf (fp, ", \"virtual_size\": %" PRIu64, s->size);
+    json_member (fp, ", ", "date", date);
+    fprintf (fp, ", \"vm_state_size\": %" PRIu64 ", \"served\": %s}",
+             s->vm_state_size, (long) i == snaps->served ? "true" : "false");
+  }
+  fputs (snaps->n ? "\n  ],\n  \"chain\": [" : "],\n  \"chain\": [", fp);
   for (size_t i = 0; i < n_layers; ++i) {
     fputs (i ? ",\n    {\n" : "\n    {\n", fp);
     json_member (fp, "      ", "path", layers[i].img->path);
@@ -142,10 +177,42 @@ print_filesystem (FILE *fp, const struct filesystem *fs)
   fputc ('\n', fp);
 }
 
+/* The snapshot table, as qemu-img info shows it. */
+static void
+print_snapshots (FILE *fp, const struct snapshots *snaps)
+{
+  int id_width = 2, name_width = 4;
+
+  fprintf (fp, FIELD "%zu%s\n", "snapshots:", snaps->n,
+           snaps->served == -1 ? " (the active state is shown here)" : "");
+  for (size_t i = 0; i < snaps->n; ++i) {
+    int id_len = strlen (snaps->list[i].id);
+    int name_len = strlen (snaps->list[i].name);
+
+    if (id_len > id_width)
+      id_width = id_len < 16 ? id_len : 16;
+    if (name_len > name_width)
+      name_width = name_len < 32 ? name_len : 32;
+  }
+  fprintf (fp, "  %-*s  %-*s  %12s  %12s  %s\n", id_width, "ID",
+           name_width, "NAME", "VIRTUAL SIZE", "VM STATE", "DATE (UTC)");
+  for (size_t i = 0; i < snaps->n; ++i) {
+    const struct image_snapshot *s = &snaps->list[i];
+    char size[32], vm[32], date[32];
+
+    format_size (size, sizeof size, s->size);
+    format_size (vm, sizeof vm, s->vm_state_size);
+    format_date (date, sizeof date, s->date, false);
+    fprintf (fp, "  %-*s  %-*s  %12s  %12s  %s%s\n", id_width, s->id,
+             name_width, s->name, size, vm, date,
+             (long) i == snaps->served ? "  (shown here)" : "");
+  }
+}
+
 static void
 print_human (FILE *fp, const char *path, const struct layer_info *layers,
              size_t n_layers, char **streams, size_t n_streams,
-             const struct disk_layout *d)
+             const struct snapshots *snaps, const struct disk_layout *d)
 {
   const struct image *img = layers[0].img;
   bool clusters = img->ops != &raw_ops;
@@ -171,6 +238,8 @@ print_human (FILE *fp, const char *path, const struct layer_info *layers,
                i ? "" : " (shown here)");
     fputc ('\n', fp);
   }
+  if (snaps->n)
+    print_snapshots (fp, snaps);
   if (n_layers == 1)
     fprintf (fp, FIELD "1 image\n", "chain:");
   else
@@ -217,6 +286,7 @@ info_main (int argc, char *argv[])
   struct image *img;
   size_t n_layers = 0, n_streams;
   char **streams;
+  struct snapshots snaps;
   bool json = false;
   int c, status;
 
@@ -259,12 +329,13 @@ info_main (int argc, char *argv[])
   }
 
   image_list_streams (img, &streams, &n_streams);
+  image_list_snapshots (img, &snaps.list, &snaps.n, &snaps.served);
   if (json)
     print_json (stdout, d.req.path, layers, n_layers, streams, n_streams,
-                &layout);
+                &snaps, &layout);
   else
     print_human (stdout, d.req.path, layers, n_layers, streams, n_streams,
-                 &layout);
+                 &snaps, &layout);
 
   free_disk_layout (&layout);
   image_close (img);

@@ -56,9 +56,10 @@ mount_usage (FILE *fp)
 "                     [--rw] [--overlay PATH] [--fstype T]\n"
 "                     [--uid U --gid G] [--foreground]\n"
 "                     [--format FORMAT] [--backing yes|no|samedir]\n"
-"                     [--lv VG/LV] [--key-file FILE|-]\n"
+"                     [--snapshot NAME] [--lv VG/LV] [--key-file FILE|-]\n"
 "       qemount mount IMAGE DIR --raw [--partition N] [--rw]\n"
 "                     [--overlay PATH] [--uid U --gid G] [--foreground]\n"
+"                     [--snapshot NAME]\n"
 "\n"
 "Mount the filesystem in the disk image IMAGE on DIR, read-only\n"
 "unless --rw (writes go to a copy-on-write overlay, never to IMAGE; it\n"
@@ -70,7 +71,9 @@ mount_usage (FILE *fp)
 "(qemount guest build), without root; --via auto (the default) does so\n"
 "when the host kernel cannot.  LVM, md RAID1 and LUKS containers are\n"
 "opened in the helper VM: --lv chooses a logical volume, --key-file\n"
-"gives the LUKS passphrase (else it is asked for on the terminal).\n");
+"gives the LUKS passphrase (else it is asked for on the terminal).\n"
+"--snapshot mounts a qcow2 internal snapshot instead of the image's\n"
+"current state; with --rw, only with --overlay PATH.\n");
 }
 
 /* A user or group: a number, or a name. */
@@ -167,6 +170,14 @@ parse_options (int argc, char *argv[], struct mount_options *o)
     errorf ("--raw exports the disk itself: --%s does not apply",
             o->disk.fstype ? "fstype" : via_given ? "via" :
             o->disk.lv ? "lv" : "key-file");
+    return EXIT_USAGE;
+  }
+  /* The plugin serves a snapshot read-only without overlay=: writes
+   * to a snapshot that vanish at umount are more likely a mistake.
+   */
+  if (o->rw && o->disk.req.snapshot && o->overlay == NULL) {
+    errorf ("--rw with --snapshot needs --overlay PATH: a snapshot is "
+            "served read-only");
     return EXIT_USAGE;
   }
   if ((o->uid == -1) != (o->gid == -1)) {

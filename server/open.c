@@ -96,6 +96,7 @@ open_image (const struct image_request *req, int *status)
 {
   struct image_options opts = {
     .format = req->format, .backing = req->backing, .readonly = true,
+    .snapshot = req->snapshot,
   };
   struct image *img;
   const char *what;
@@ -124,7 +125,8 @@ open_image (const struct image_request *req, int *status)
   img = image_open (req->path, &opts);
   if (img == NULL) {
     /* A file further down the chain may be missing or unreadable. */
-    *status = errno == ENOENT ? EXIT_NO_IMAGE :
+    *status = req->snapshot && errno == ENXIO ? EXIT_NO_SNAPSHOT :
+      errno == ENOENT ? EXIT_NO_IMAGE :
       errno == EACCES ? EXIT_UNREADABLE : EXIT_BAD_IMAGE;
     return NULL;
   }

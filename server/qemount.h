@@ -45,6 +45,7 @@ enum {
   EXIT_NOT_MOUNTED = 15,        /* umount: DIR is not a qemount mount */
   EXIT_BUSY = 16,               /* DIR is in use, or being set up */
   EXIT_NO_KEY = 17,             /* LUKS: no passphrase, or a wrong one */
+  EXIT_NO_SNAPSHOT = 18,        /* --snapshot NAME: no such snapshot */
   EXIT_INTERRUPTED = 130,       /* SIGINT/SIGTERM/SIGHUP during mount */
 };
 
@@ -105,12 +106,14 @@ struct image_request {
   const char *format;           /* NULL: probe */
   enum backing_policy backing;
   const char *overlay;          /* NULL, or read as changed by this one */
+  const char *snapshot;         /* NULL: the active state */
 };
 bool format_is_known (const char *format);
 
 /* disk-options.c: the options qemount mount and extract share. */
 struct disk_options {
-  struct image_request req;     /* --format, --backing (and the path) */
+  struct image_request req;     /* --format, --backing, --snapshot (and
+                                   the path) */
   const char *backing;          /* --backing as given, for nbdkit */
   int partition;                /* --partition N; 0: chosen */
   const char *fstype;           /* --fstype T */
@@ -119,12 +122,13 @@ struct disk_options {
 };
 enum {
   OPT_DISK_ACCEL = 0x300, OPT_DISK_FORMAT, OPT_DISK_BACKING, OPT_DISK_LV,
-  OPT_DISK_KEY_FILE,
+  OPT_DISK_KEY_FILE, OPT_DISK_SNAPSHOT,
 };
 /* How to open the image: qemount info takes these too. */
 #define IMAGE_LONG_OPTIONS                                        \
   { "format", required_argument, NULL, OPT_DISK_FORMAT },         \
-  { "backing", required_argument, NULL, OPT_DISK_BACKING }
+  { "backing", required_argument, NULL, OPT_DISK_BACKING },      \
+  { "snapshot", required_argument, NULL, OPT_DISK_SNAPSHOT }
 #define DISK_LONG_OPTIONS                                         \
   IMAGE_LONG_OPTIONS,                                             \
   { "partition", required_argument, NULL, 'p' },                  \
@@ -211,6 +215,7 @@ struct mount_state {
   int lock_fd;                  /* flock()ed while set up or torn down */
   bool raw;                     /* --raw: DIR/disk, no kernel mount */
   char *image, *mountpoint, *format, *fstype, *overlay;
+  char *snapshot;               /* internal snapshot served, or NULL */
   int partition;                /* 0: the whole disk */
   /* Where libblkid found the partition: nbdkit serves exactly that
    * (its offset filter), so the two cannot disagree on where it is.

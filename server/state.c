@@ -227,6 +227,7 @@ state_save (const struct mount_state *st)
   put (fp, "mountpoint", st->mountpoint);
   put (fp, "raw", st->raw ? "yes" : "no");
   put (fp, "format", st->format);
+  put (fp, "snapshot", st->snapshot);
   snprintf (partition, sizeof partition, "%d", st->partition);
   put (fp, "partition", partition);
   if (st->partition > 0) {
@@ -321,6 +322,7 @@ state_load (const char *dir)
     else if (strcmp (line, "raw") == 0)
       st->raw = strcmp (value, "yes") == 0;
     else if (strcmp (line, "format") == 0) field = &st->format;
+    else if (strcmp (line, "snapshot") == 0) field = &st->snapshot;
     else if (strcmp (line, "partition") == 0)
       st->partition = atoi (value);
     else if (strcmp (line, "partition_start") == 0)
@@ -413,6 +415,7 @@ state_free (struct mount_state *st)
   free (st->image);
   free (st->mountpoint);
   free (st->format);
+  free (st->snapshot);
   free (st->fstype);
   free (st->overlay);
   free (st->loop);

@@ -35,8 +35,9 @@ def case(name, data, when, message):
 
 # qcow2 ----------------------------------------------------------------
 
-def valid_qcow2(extra_opts="", compress=False):
-    """A 4 MiB qcow2 with data in cluster 0; returns its bytes and layout."""
+def valid_qcow2(extra_opts="", compress=False, snapshot=False):
+    """A 4 MiB qcow2 with data in cluster 0 (and an internal snapshot of
+    it, "s1"); returns its bytes and layout."""
     raw = os.path.join(OUT, "src.raw")
     path = os.path.join(OUT, "valid.qcow2")
     with open(raw, "wb") as f:
@@ -46,6 +47,8 @@ def valid_qcow2(extra_opts="", compress=False):
     if compress:
         cmd.append("-c")
     subprocess.run(cmd + [raw, path], check=True)
+    if snapshot:
+        subprocess.run(["qemu-img", "snapshot", "-c", "s1", path], check=True)
     data = bytearray(open(path, "rb").read())
     os.unlink(raw)
     os.unlink(path)
@@ -99,6 +102,46 @@ for codec in ("zlib", "zstd"):
     host = entry & ((1 << x) - 1)
     qc[host:host + 64] = b"\xff" * 64
     case("qcow2-bad-%s-cluster.qcow2" % codec, qc, "read", "compressed")
+
+# The snapshot table: header nb_snapshots at 60, its offset at 64; an
+# entry is l1_table_offset, l1_size, id and name sizes, dates, VM state
+# size, extra data size (40 bytes), then the extra data (QEMU 7.2 writes
+# 24 bytes: large VM state size, disk size, icount), the id and the name.
+qs, _, _ = valid_qcow2(snapshot=True)
+st = struct.unpack_from(">Q", qs, 64)[0]
+extra = struct.unpack_from(">I", qs, st + 36)[0]
+name_at = st + 40 + extra + struct.unpack_from(">H", qs, st + 12)[0]
+d = bytearray(qs); be64(d, 64, 1 << 40)
+case("qcow2-snapshot-table-past-eof.qcow2", d, "open",
+     "snapshot table (offset 1099511627776, 1 entries) extends past the end")
+d = bytearray(qs); be64(d, 64, 0)
+case("qcow2-snapshot-table-in-header.qcow2", d, "open",
+     "snapshot table overlaps the header")
+d = bytearray(qs); be32(d, 60, 0xffffffff)
+case("qcow2-huge-nb-snapshots.qcow2", d, "open", "snapshots are too many")
+d = bytearray(qs); be32(d, 60, 65536)
+case("qcow2-nb-snapshots-past-eof.qcow2", d, "open",
+     "65536 entries) extends past the end")
+d = bytearray(qs); be64(d, st, 1 << 40)
+case("qcow2-snapshot-l1-past-eof.qcow2", d, "open",
+     "snapshot 's1': L1 table (offset 1099511627776")
+d = bytearray(qs); be64(d, st, 0)
+case("qcow2-snapshot-l1-in-header.qcow2", d, "open",
+     "snapshot 's1': L1 table overlaps the header")
+d = bytearray(qs); be64(d, st + 40 + 8, 1 << 50)
+case("qcow2-snapshot-size-exceeds-l1.qcow2", d, "open",
+     "snapshot 's1': virtual size 1125899906842624 needs")
+d = bytearray(qs); be32(d, st + 36, 1 << 20)
+case("qcow2-snapshot-huge-extra.qcow2", d, "open", "bytes of extra data")
+d = bytearray(qs); d[name_at + 1] = 0
+case("qcow2-snapshot-name-nul.qcow2", d, "open",
+     "its name is not UTF-8 text")
+d = bytearray(qs); d[name_at] = 0xc0
+case("qcow2-snapshot-name-not-utf8.qcow2", d, "open",
+     "its name is not UTF-8 text")
+d = bytearray(qs); d[name_at] = 0x1b
+case("qcow2-snapshot-name-escape.qcow2", d, "open",
+     "its name is not UTF-8 text")
 
 
 # ploop ----------------------------------------------------------------

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount-read: decode an image with the image layer alone, no server.
  *
- *   qemount-read [-f FORMAT] [-b yes|no|samedir] [-m] IMAGE
+ *   qemount-read [-f FORMAT] [-b yes|no|samedir] [-s SNAPSHOT] [-m] IMAGE
  *
  * Writes the disk contents to stdout, or with -m its extents as
  * "offset length flags" lines.  Tests use it to run the decoders
@@ -81,13 +81,14 @@ main (int argc, char *argv[])
   struct image *img;
   int c, r;
 
-  while ((c = getopt (argc, argv, "f:b:m")) != -1) {
+  while ((c = getopt (argc, argv, "f:b:s:m")) != -1) {
     switch (c) {
     case 'f': opts.format = optarg; break;
     case 'b':
       opts.backing = strcmp (optarg, "yes") == 0 ? BACKING_YES :
         strcmp (optarg, "no") == 0 ? BACKING_NO : BACKING_SAME_DIR;
       break;
+    case 's': opts.snapshot = optarg; break;
     case 'm': map = true; break;
     default: goto usage;
     }
@@ -106,6 +107,6 @@ main (int argc, char *argv[])
 
  usage:
   fprintf (stderr, "usage: qemount-read [-f FORMAT] [-b yes|no|samedir] "
-           "[-m] IMAGE\n");
+           "[-s SNAPSHOT] [-m] IMAGE\n");
   exit (2);
 }

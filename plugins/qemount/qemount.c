@@ -26,6 +26,7 @@
 static char *filename;
 static char *format;
 static char *overlay;
+static char *snapshot;
 static bool overlay_readonly;
 static enum backing_policy backing = BACKING_SAME_DIR;
 
@@ -86,6 +87,7 @@ qemount_unload (void)
   free (filename);
   free (format);
   free (overlay);
+  free (snapshot);
 }
 
 /* Parse one key=value from the command line. */
@@ -102,6 +104,14 @@ qemount_config (const char *key, const char *value)
     free (format);
     format = strdup (value);
     if (format == NULL) {
+      nbdkit_error ("strdup: %m");
+      return -1;
+    }
+  }
+  else if (strcmp (key, "snapshot") == 0) {
+    free (snapshot);
+    snapshot = strdup (value);
+    if (snapshot == NULL) {
       nbdkit_error ("strdup: %m");
       return -1;
     }
@@ -164,6 +174,8 @@ qemount_config_complete (void)
   "backing=yes|no|samedir\n" \
   "                  Follow backing files / lower deltas anywhere, never,\n" \
   "                  or only in the image's directory (default).\n" \
+  "snapshot=<NAME>   Serve this internal snapshot (qcow2: by id or\n" \
+  "                  name), read-only unless overlay= is given.\n" \
   "overlay=<PATH>    Writes go to this copy-on-write overlay (created if\n" \
   "                  missing); without it a writable export gets a\n" \
   "                  temporary one, deleted on exit.  The image itself\n" \
@@ -184,6 +196,7 @@ qemount_get_ready (void)
 {
   struct image_options opts = {
     .format = format, .backing = backing, .readonly = true,
+    .snapshot = snapshot,
   };
   struct image *first;
   char **names;
@@ -262,7 +275,9 @@ qemount_dump_plugin (void)
 
 /* The handle is the image this connection reads and writes.  The first
  * writable connection to an export without overlay= puts an ephemeral
- * overlay on it, which later connections to that export share.
+ * overlay on it, which later connections to that export share; not on
+ * a snapshot, which is served read-only (writes that would vanish at
+ * exit are more likely a mistake than meant).
  */
 static void *
 qemount_open (int readonly)
@@ -283,14 +298,14 @@ qemount_open (int readonly)
   }
 
   pthread_mutex_lock (&exports_lock);
-  if (!readonly && !image_writable (e->img)) {
+  if (!readonly && !image_writable (e->img) && snapshot == NULL) {
     struct image *ephemeral = overlay_open (e->img, NULL, false);
     if (ephemeral)
       e->img = ephemeral;
   }
   img = e->img;
   pthread_mutex_unlock (&exports_lock);
-  if (!readonly && !image_writable (img))
+  if (!readonly && !image_writable (img) && snapshot == NULL)
     return NULL;                /* overlay_open reported why */
   return img;
 }

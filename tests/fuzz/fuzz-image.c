@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* libFuzzer harness: open the input as an image of one format (FORMAT,
  * set at build time: qcow2, ploop, qsnap, or auto to fuzz probing too),
- * walk all its extents and read it all, as nbdkit would serve it.
+ * walk all its extents and read it all, as nbdkit would serve it; the
+ * same for its first internal snapshot, if it has any.
  *
  * The input is put in a memfd and opened by its /proc path, so the
  * decoders run exactly as in production (pread on an fd).  Backing files
@@ -36,26 +37,10 @@ count_extent (void *opaque, uint64_t offset, uint64_t length, uint32_t flags)
   return 0;
 }
 
-int
-LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+/* Serve img as nbdkit would: every extent, then the data. */
+static void
+serve (struct image *img)
 {
-  struct image_options opts = {
-    .format = FORMAT, .backing = BACKING_NO, .readonly = true,
-  };
-  char path[64];
-  struct image *img;
-  int fd;
-
-  image_set_message_handlers (quiet, quiet);
-  fd = memfd_create ("fuzz", MFD_CLOEXEC);
-  if (fd == -1 || write (fd, data, size) != (ssize_t) size)
-    abort ();
-  snprintf (path, sizeof path, "/proc/self/fd/%d", fd);
-  img = image_open (path, &opts);
-  close (fd);
-  if (img == NULL)
-    return 0;
-
   for (uint64_t offset = 0; offset < img->size; ) {
     uint64_t next = offset;
     if (image_extents (img, offset, img->size - offset, count_extent,
@@ -74,6 +59,42 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   if (img->size > limit)
     image_pread (img, buf, 4096 < img->size ? 4096 : img->size,
                  img->size - (4096 < img->size ? 4096 : img->size));
-  image_close (img);
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  struct image_options opts = {
+    .format = FORMAT, .backing = BACKING_NO, .readonly = true,
+  };
+  const struct image_snapshot *snapshots;
+  size_t n_snapshots;
+  long served;
+  char path[64];
+  struct image *img;
+  int fd;
+
+  image_set_message_handlers (quiet, quiet);
+  fd = memfd_create ("fuzz", MFD_CLOEXEC);
+  if (fd == -1 || write (fd, data, size) != (ssize_t) size)
+    abort ();
+  snprintf (path, sizeof path, "/proc/self/fd/%d", fd);
+  img = image_open (path, &opts);
+  if (img != NULL) {
+    serve (img);
+    image_list_snapshots (img, &snapshots, &n_snapshots, &served);
+    if (n_snapshots > 0) {
+      struct image *snap;
+
+      opts.snapshot = snapshots[0].id;
+      snap = image_open (path, &opts);
+      if (snap != NULL) {
+        serve (snap);
+        image_close (snap);
+      }
+    }
+    image_close (img);
+  }
+  close (fd);
   return 0;
 }
