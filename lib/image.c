@@ -31,6 +31,7 @@ const struct image_ops *const image_formats[] = {
   &ploop_ops,
   &qsnap_ops,
   &vhdx_ops,
+  &ewf_ops,
   &vdi_ops,
   &vhd_ops,                     /* after those with a magic at offset 0 */
   &raw_ops,                     /* last: it matches anything */
@@ -46,6 +47,7 @@ image_libraries (void)
     { "libdeflate", decompress_deflate_version },
     { "lz4", decompress_lz4_version },
     { "isal", vhdx_isal_version },
+    { "libewf", ewf_libewf_version },
     { NULL, NULL },
   };
 
@@ -454,17 +456,32 @@ image_open_relative (const char *parent_path, const char *backing_name,
                      const char *format, const struct image_options *opts,
                      unsigned depth)
 {
-  char *parent_dir = NULL, *path = NULL, *real = NULL, *real_dir = NULL;
-  struct image *backing = NULL;
+  char *path = image_resolve_relative (parent_path, backing_name,
+                                       "backing file", opts);
+  struct image *backing;
 
-  if (backing_name[0] == '\0') {
-    image_error ("%s: empty backing file name", parent_path);
+  if (path == NULL)
+    return NULL;
+  backing = open_at_depth (path, format, opts, depth);
+  free (path);
+  return backing;
+}
+
+char *
+image_resolve_relative (const char *parent_path, const char *name,
+                        const char *what, const struct image_options *opts)
+{
+  char *parent_dir = NULL, *path = NULL, *real = NULL, *real_dir = NULL;
+  bool ok = false;
+
+  if (name[0] == '\0') {
+    image_error ("%s: empty %s name", parent_path, what);
     errno = EINVAL;
     return NULL;
   }
-  if (looks_like_protocol (backing_name)) {
-    image_error ("%s: backing file '%s' is not a local file; only local "
-                 "files are followed", parent_path, backing_name);
+  if (looks_like_protocol (name)) {
+    image_error ("%s: %s '%s' is not a local file; only local files are "
+                 "followed", parent_path, what, name);
     errno = EPERM;
     return NULL;
   }
@@ -472,9 +489,9 @@ image_open_relative (const char *parent_path, const char *backing_name,
   parent_dir = real_dirname (parent_path);
   if (parent_dir == NULL)
     goto out;
-  if (backing_name[0] == '/')
-    path = strdup (backing_name);
-  else if (asprintf (&path, "%s/%s", parent_dir, backing_name) == -1)
+  if (name[0] == '/')
+    path = strdup (name);
+  else if (asprintf (&path, "%s/%s", parent_dir, name) == -1)
     path = NULL;
   if (path == NULL) {
     image_error ("%s: %m", parent_path);
@@ -483,15 +500,15 @@ image_open_relative (const char *parent_path, const char *backing_name,
 
   real = realpath (path, NULL);
   if (real == NULL) {
-    image_error ("%s: backing file '%s': %m", parent_path, backing_name);
+    image_error ("%s: %s '%s': %m", parent_path, what, name);
     goto out;
   }
   /* Kernel interfaces are never images, whatever the policy: a backing
    * name must not turn a hostile image into a reader of /proc/self/...
    */
   if (strncmp (real, "/proc/", 6) == 0 || strncmp (real, "/sys/", 5) == 0) {
-    image_error ("%s: backing file '%s' resolves to %s, a kernel interface, "
-                 "not an image", parent_path, backing_name, real);
+    image_error ("%s: %s '%s' resolves to %s, a kernel interface, not an "
+                 "image", parent_path, what, name, real);
     errno = EPERM;
     goto out;
   }
@@ -503,28 +520,30 @@ image_open_relative (const char *parent_path, const char *backing_name,
     if (real_dir == NULL)
       goto out;
     if (strcmp (real_dir, parent_dir) != 0) {
-      image_error ("%s: backing file '%s' is outside the image's directory "
-                   "%s; use backing=yes to follow it",
-                   parent_path, backing_name, parent_dir);
+      image_error ("%s: %s '%s' is outside the image's directory %s; use "
+                   "backing=yes to follow it",
+                   parent_path, what, name, parent_dir);
       errno = EPERM;
       goto out;
     }
     if (stat (real, &st) == -1 || !S_ISREG (st.st_mode)) {
-      image_error ("%s: backing file '%s' is not a regular file; use "
-                   "backing=yes to follow it", parent_path, backing_name);
+      image_error ("%s: %s '%s' is not a regular file; use backing=yes to "
+                   "follow it", parent_path, what, name);
       errno = EPERM;
       goto out;
     }
   }
-
-  backing = open_at_depth (path, format, opts, depth);
+  ok = true;
 
  out:
   free (parent_dir);
-  free (path);
   free (real);
   free (real_dir);
-  return backing;
+  if (!ok) {
+    free (path);
+    return NULL;
+  }
+  return path;
 }
 
 void

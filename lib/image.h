@@ -129,6 +129,15 @@ struct image_ops {
   int (*flush) (struct image *img);
 };
 
+/* A digest of the whole disk stored in the image by the tool that made
+ * it (EWF's MD5 and SHA1), for qemount info --verify.
+ */
+struct image_digest {
+  const char *algorithm;        /* "MD5", "SHA1" */
+  size_t size;                  /* bytes of value used */
+  uint8_t value[64];
+};
+
 struct image {
   const struct image_ops *ops;
   char *path;                   /* as given, for messages */
@@ -140,6 +149,8 @@ struct image {
   const char *subformat;        /* the variant, in the words of the format's
                                    own tools ("dynamic", "streamOptimized"),
                                    a static string; NULL if it has none */
+  const struct image_digest *digests;   /* of this layer's disk, owned */
+  size_t n_digests;             /* by the decoder; 0 if it stores none */
   struct image *backing;        /* lower layer or NULL */
   void *priv;                   /* the format's state */
 };
@@ -148,6 +159,8 @@ extern const struct image_ops raw_ops, qcow2_ops, ploop_ops, qsnap_ops;
 extern const struct image_ops vdi_ops;
 extern const struct image_ops vhd_ops;
 extern const struct image_ops vhdx_ops;
+extern const struct image_ops ewf_ops;
+const char *ewf_libewf_version (void);
 
 /* All formats, probe order; raw is last and matches anything. */
 extern const struct image_ops *const image_formats[];
@@ -168,6 +181,14 @@ struct image *image_open_relative (const char *parent_path,
                                    const char *name, const char *format,
                                    const struct image_options *opts,
                                    unsigned depth);
+/* The path to open for a file that belongs to the image at parent_path
+ * (a backing file, an EWF segment), named relative to its directory,
+ * after the checks of opts->backing (what: "backing file", for
+ * messages); malloc'd, or NULL after image_error().
+ */
+char *image_resolve_relative (const char *parent_path, const char *name,
+                              const char *what,
+                              const struct image_options *opts);
 void image_close (struct image *img);
 
 /* For decoders: allocate the common part (takes ownership of fd) and
