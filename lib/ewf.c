@@ -32,6 +32,7 @@
 
 #include <config.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libgen.h>
@@ -311,6 +312,31 @@ static const struct {
   { "SHA1", 20, libewf_handle_get_sha1_hash },
 };
 
+/* A digest kept only as text among the hash values (ewfx's xhash
+ * section): 1 and value if it is there and well-formed hex, else 0.
+ */
+static int
+hash_value (libewf_handle_t *h, const char *algorithm, uint8_t *value,
+            size_t size, libewf_error_t **le)
+{
+  char text[129];
+  int r;
+
+  r = libewf_handle_get_utf8_hash_value (h, (const uint8_t *) algorithm,
+                                         strlen (algorithm),
+                                         (uint8_t *) text, sizeof text, le);
+  if (r != 1)
+    return r;
+  if (strlen (text) != 2 * size)
+    return 0;
+  for (size_t i = 0; i < size; ++i)
+    if (sscanf (&text[2 * i], "%2hhx", &value[i]) != 1 ||
+        !isxdigit ((unsigned char) text[2 * i]) ||
+        !isxdigit ((unsigned char) text[2 * i + 1]))
+      return 0;
+  return 1;
+}
+
 /* Sizes and digests from the first handle, checked. */
 static int
 read_media (struct image *img, struct ewf *e, libewf_handle_t *h)
@@ -352,6 +378,8 @@ read_media (struct image *img, struct ewf *e, libewf_handle_t *h)
     struct image_digest *d = &e->digests[img->n_digests];
 
     r = stored[i].get (h, d->value, stored[i].size, &le);
+    if (r == 0)
+      r = hash_value (h, stored[i].algorithm, d->value, stored[i].size, &le);
     if (r == -1)
       return OPEN_ERROR ("%s: libewf cannot read the stored %s: %s",
                          img->path, stored[i].algorithm,
