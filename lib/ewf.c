@@ -55,16 +55,18 @@ static const uint8_t lef2[8] = { 'L', 'E', 'F', '2', 0x0d, 0x0a, 0x81, 0 };
 /* EWF1 file header: signature, 1, segment number (u16 LE), 0. */
 #define FILE_HEADER_SIZE    13
 
-/* Handles reading at once.  nbdkit runs 16 threads by default; more
- * handles than cores buy nothing, and each costs its chunk cache, its
- * copy of the chunk tables and up to MAX_OPEN_FILES descriptors.
+/* Handles reading at once: nbdkit runs 16 threads by default, and more
+ * handles than cores buy nothing while each costs its chunk cache, its
+ * copy of the chunk tables and a descriptor per segment file.  libewf
+ * can keep fewer files open (set_maximum_number_of_open_handles), but
+ * 20140813 gets it wrong: opening fails when the limit is above the
+ * number of files, and with a limit below it reads record false checksum
+ * errors.  So every handle keeps all its files open, and the pool
+ * shrinks for big sets, down to one handle, to stay within about
+ * MAX_FILES descriptors.
  */
 #define POOL_SIZE           4
-
-/* Segment files one handle keeps open (libewf closes the least recently
- * used beyond that): a 2 TB disk in 1.4 GB segments has some 1500.
- */
-#define MAX_OPEN_FILES      32
+#define MAX_FILES           512
 
 enum slot_state { SLOT_EMPTY, SLOT_IDLE, SLOT_BUSY };
 
@@ -79,6 +81,7 @@ struct ewf {
   uint32_t bytes_per_sector;
   pthread_mutex_t lock;         /* for slots */
   pthread_cond_t slot_freed;
+  unsigned pool_size;           /* slots used, <= POOL_SIZE */
   struct slot slots[POOL_SIZE];
   struct image_digest digests[2];
 };
@@ -204,14 +207,7 @@ open_handle (struct image *img, struct ewf *e)
   libewf_error_t *le = NULL;
   char msg[1024];
 
-  /* The limit only where it bites: libewf 20140813's pool of files
-   * fails the open ("invalid element to remove") when the limit is above
-   * the number of files.
-   */
   if (libewf_handle_initialize (&h, &le) != 1 ||
-      (e->n_segments > MAX_OPEN_FILES &&
-       libewf_handle_set_maximum_number_of_open_handles (h, MAX_OPEN_FILES,
-                                                         &le) != 1) ||
       libewf_handle_open (h, e->segments, e->n_segments, LIBEWF_OPEN_READ,
                           &le) != 1) {
     image_error ("%s: libewf cannot open the EWF image: %s", img->path,
@@ -242,13 +238,13 @@ get_slot (struct image *img, struct ewf *e)
   for (;;) {
     struct slot *empty = NULL;
 
-    for (s = e->slots; s < e->slots + POOL_SIZE; ++s) {
+    for (s = e->slots; s < e->slots + e->pool_size; ++s) {
       if (s->state == SLOT_IDLE)
         break;
       if (s->state == SLOT_EMPTY && empty == NULL)
         empty = s;
     }
-    if (s < e->slots + POOL_SIZE) {
+    if (s < e->slots + e->pool_size) {
       s->state = SLOT_BUSY;
       pthread_mutex_unlock (&e->lock);
       return s;
@@ -427,6 +423,11 @@ ewf_open (const char *path, int fd, const struct image_options *opts,
 
   if (find_segments (img, e, opts, header[9] | header[10] << 8) == -1)
     goto err;
+  e->pool_size = MAX_FILES / e->n_segments;
+  if (e->pool_size > POOL_SIZE)
+    e->pool_size = POOL_SIZE;
+  if (e->pool_size == 0)
+    e->pool_size = 1;
   h = open_handle (img, e);
   if (h == NULL) {
     errno = EINVAL;
