@@ -31,6 +31,7 @@ const struct image_ops *const image_formats[] = {
   &ploop_ops,
   &qsnap_ops,
   &vhdx_ops,
+  &ewf_ops,
   &vdi_ops,
   &vmdk_ops,
   &dmg_ops,                     /* its trailer is at the end, like vhd's */
@@ -50,6 +51,7 @@ image_libraries (void)
     { "bzip2", decompress_bzip2_version },
     { "xz", decompress_xz_version },
     { "isal", vhdx_isal_version },
+    { "libewf", ewf_libewf_version },
     { NULL, NULL },
   };
 
@@ -537,7 +539,6 @@ resolve_relative (const char *parent_path, const char *name,
 
  out:
   free (parent_dir);
-  free (path);
   free (real);
   free (real_dir);
   return allowed;

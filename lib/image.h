@@ -145,6 +145,15 @@ struct image_ops {
   int (*flush) (struct image *img);
 };
 
+/* A digest of the whole disk stored in the image by the tool that made
+ * it (EWF's MD5 and SHA1), for qemount info --verify.
+ */
+struct image_digest {
+  const char *algorithm;        /* "MD5", "SHA1" */
+  size_t size;                  /* bytes of value used */
+  uint8_t value[64];
+};
+
 struct image {
   const struct image_ops *ops;
   char *path;                   /* as given, for messages */
@@ -156,6 +165,8 @@ struct image {
   const char *subformat;        /* the variant, in the words of the format's
                                    own tools ("dynamic", "streamOptimized"),
                                    a static string; NULL if it has none */
+  const struct image_digest *digests;   /* of this layer's disk, owned */
+  size_t n_digests;             /* by the decoder; 0 if it stores none */
   struct image *backing;        /* lower layer or NULL */
   void *priv;                   /* the format's state */
 };
@@ -166,6 +177,8 @@ extern const struct image_ops vhd_ops;
 extern const struct image_ops vhdx_ops;
 extern const struct image_ops dmg_ops;
 extern const struct image_ops vmdk_ops;
+extern const struct image_ops ewf_ops;
+const char *ewf_libewf_version (void);
 
 /* All formats, probe order; raw is last and matches anything. */
 extern const struct image_ops *const image_formats[];
@@ -187,10 +200,11 @@ struct image *image_open_relative (const char *parent_path,
                                    const struct image_options *opts,
                                    unsigned depth);
 /* The path of a file that is part of an image but not an image itself
- * (a VMDK extent), named relative to parent_path's directory: allowed
- * by the same rule as a backing file (under the same-dir and no
- * policies: in that directory, a regular file).  what names it in
- * messages ("extent file").  malloc'd, or NULL after image_error().
+ * (a VMDK extent, an EWF segment), named relative to parent_path's
+ * directory: allowed by the same rule as a backing file (under the
+ * same-dir and no policies: in that directory, a regular file).  what
+ * names it in messages ("extent file").  malloc'd, or NULL after
+ * image_error().
  */
 char *image_resolve_relative (const char *parent_path, const char *name,
                               const char *what,

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* qemount info IMAGE [--json]: the image's format, chain, partitions and
- * filesystems, straight from the image layer (no server needed).
+/* qemount info IMAGE [--json] [--verify]: the image's format, chain,
+ * partitions and filesystems, straight from the image layer (no server
+ * needed); with --verify, the whole disk read and checked against the
+ * hashes the image stores.
  */
 
 #include <config.h>
@@ -12,13 +14,15 @@
 #include <string.h>
 #include <time.h>
 
+#include <nettle/nettle-meta.h>
+
 #include "qemount.h"
 
 static void
 info_usage (FILE *fp)
 {
   fprintf (fp,
-           "usage: qemount info IMAGE [--json] [--format FORMAT]"
+           "usage: qemount info IMAGE [--json] [--verify] [--format FORMAT]"
            " [--backing yes|no|samedir]\n"
            "                    [--snapshot NAME]\n"
            "\n"
@@ -26,12 +30,19 @@ info_usage (FILE *fp)
            "allocated bytes, streams, internal snapshots, backing chain,\n"
            "dirty flag, partitions and the filesystem in each (of the\n"
            "snapshot NAME with --snapshot).  --json prints the same as one\n"
-           "JSON object.\n");
+           "JSON object.  --verify reads the whole disk first and compares\n"
+           "it with the hashes the image stores (EWF: MD5, SHA1); a mismatch\n"
+           "or an unreadable area is an error (exit status 6).\n");
 }
 
 struct layer_info {
   const struct image *img;
   uint64_t allocated;
+  /* --verify, for a layer that stores digests: computed[i] is the hash
+   * of its disk with img->digests[i]'s algorithm (they matched).
+   */
+  bool verified;
+  uint8_t (*computed)[64];
 };
 
 /* The internal snapshots of the image file. */
@@ -51,6 +62,184 @@ format_date (char *buf, size_t len, uint32_t date, bool json)
   gmtime_r (&t, &tm);
   strftime (buf, len, json ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d %H:%M:%S",
             &tm);
+}
+
+/* --verify: how many bytes were read, from the top. */
+struct verify_info {
+  bool requested;
+  uint64_t bytes;
+};
+
+/* The hash functions of the algorithms images store. */
+static const struct nettle_hash *
+hash_function (const char *algorithm)
+{
+  if (strcmp (algorithm, "MD5") == 0)
+    return &nettle_md5;
+  if (strcmp (algorithm, "SHA1") == 0)
+    return &nettle_sha1;
+  return NULL;
+}
+
+static void
+hex (const uint8_t *bytes, size_t n, char *out)
+{
+  for (size_t i = 0; i < n; ++i)
+    sprintf (out + 2 * i, "%02x", bytes[i]);
+}
+
+/* Read the whole disk of l->img (its layer and those below), hashing it
+ * with each digest the layer stores, and compare.  Returns an exit
+ * status: the image layer has reported a read error, and a mismatch is
+ * reported here, both as a corrupt image.
+ */
+static int
+verify_layer (struct layer_info *l)
+{
+  enum { BUF = 4 << 20 };
+  struct image *img = (struct image *) l->img;
+  const size_t n = img->n_digests;
+  const struct nettle_hash **fn = calloc (n + 1, sizeof *fn);
+  void **ctx = calloc (n + 1, sizeof *ctx);
+  uint8_t *buf = malloc (BUF);
+  int status = EXIT_ERROR;
+
+  l->computed = calloc (n + 1, sizeof *l->computed);
+  if (fn == NULL || ctx == NULL || buf == NULL || l->computed == NULL) {
+    errorf ("%m");
+    goto out;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    fn[i] = hash_function (img->digests[i].algorithm);
+    if (fn[i] == NULL || fn[i]->digest_size != img->digests[i].size) {
+      errorf ("%s: cannot verify a %s hash", img->path,
+              img->digests[i].algorithm);
+      goto out;
+    }
+    ctx[i] = malloc (fn[i]->context_size);
+    if (ctx[i] == NULL) {
+      errorf ("%m");
+      goto out;
+    }
+    fn[i]->init (ctx[i]);
+  }
+
+  for (uint64_t offset = 0; offset < img->size; offset += BUF) {
+    size_t len = img->size - offset < BUF ? img->size - offset : BUF;
+
+    if (image_pread (img, buf, len, offset) == -1) {
+      status = EXIT_BAD_IMAGE;
+      goto out;
+    }
+    for (size_t i = 0; i < n; ++i)
+      fn[i]->update (ctx[i], len, buf);
+  }
+
+  for (size_t i = 0; i < n; ++i) {
+    const struct image_digest *d = &img->digests[i];
+
+    fn[i]->digest (ctx[i], d->size, l->computed[i]);
+    if (memcmp (l->computed[i], d->value, d->size) != 0) {
+      char want[129], got[129];
+
+      hex (d->value, d->size, want);
+      hex (l->computed[i], d->size, got);
+      errorf ("%s: the image is corrupt: the %s hash stored in it is %s, "
+              "the disk's is %s", img->path, d->algorithm, want, got);
+      status = EXIT_BAD_IMAGE;
+      goto out;
+    }
+  }
+  l->verified = n > 0;
+  status = EXIT_OK;
+
+ out:
+  for (size_t i = 0; ctx && i < n; ++i)
+    free (ctx[i]);
+  free (ctx);
+  free (fn);
+  free (buf);
+  return status;
+}
+
+/* --verify: every layer that stores digests, or the top if none does;
+ * so an image without any is still read end to end.
+ */
+static int
+verify (struct layer_info *layers, size_t n_layers, struct verify_info *v)
+{
+  bool any = false;
+  int status;
+
+  for (size_t i = 0; i < n_layers; ++i)
+    if (layers[i].img->n_digests > 0) {
+      any = true;
+      status = verify_layer (&layers[i]);
+      if (status != EXIT_OK)
+        return status;
+    }
+  if (!any && (status = verify_layer (&layers[0])) != EXIT_OK)
+    return status;
+  v->bytes = layers[0].img->size;
+  return EXIT_OK;
+}
+
+static void
+json_verify (FILE *fp, const struct layer_info *layers, size_t n_layers,
+             const struct verify_info *v)
+{
+  bool first = true;
+
+  fprintf (fp, ",\n  \"verify\": {\"read_bytes\": %" PRIu64
+           ", \"hashes\": [", v->bytes);
+  for (size_t i = 0; i < n_layers; ++i) {
+    const struct image *img = layers[i].img;
+
+    for (size_t j = 0; layers[i].verified && j < img->n_digests; ++j) {
+      char value[129];
+
+      hex (layers[i].computed[j], img->digests[j].size, value);
+      json_member (fp, first ? "\n    {" : ",\n    {", "path", img->path);
+      json_member (fp, ", ", "algorithm", img->digests[j].algorithm);
+      json_member (fp, ", ", "value", value);
+      fputs (", \"matches\": true}", fp);
+      first = false;
+    }
+  }
+  fputs (first ? "]}" : "\n  ]}", fp);
+}
+
+static void
+print_verify (FILE *fp, const struct layer_info *layers, size_t n_layers,
+              const struct verify_info *v)
+{
+  bool any = false;
+  char size[32];
+
+  for (size_t i = 0; i < n_layers; ++i) {
+    const struct image *img = layers[i].img;
+
+    if (!layers[i].verified)
+      continue;
+    fprintf (fp, "%-17s ", "verify:");
+    if (i > 0)
+      fprintf (fp, "%s: ", img->path);
+    for (size_t j = 0; j < img->n_digests; ++j) {
+      char value[129];
+
+      hex (layers[i].computed[j], img->digests[j].size, value);
+      fprintf (fp, "%s%s matches (%s)", j ? ", " : "",
+               img->digests[j].algorithm, value);
+    }
+    fputc ('\n', fp);
+    any = true;
+  }
+  if (!any) {
+    format_size (size, sizeof size, v->bytes);
+    fprintf (fp, "%-17s no stored hash (%s images have none); "
+             "all %s read without error\n", "verify:",
+             layers[0].img->ops->name, size);
+  }
 }
 
 static void
@@ -89,7 +278,8 @@ json_layer (FILE *fp, const struct layer_info *l, const char *indent)
 static void
 print_json (FILE *fp, const char *path, const struct layer_info *layers,
             size_t n_layers, char **streams, size_t n_streams,
-            const struct snapshots *snaps, const struct disk_layout *d)
+            const struct snapshots *snaps, const struct disk_layout *d,
+            const struct verify_info *v)
 {
   json_member (fp, "{\n  ", "image", path);
   fputs (",\n", fp);
@@ -121,7 +311,10 @@ print_json (FILE *fp, const char *path, const struct layer_info *layers,
     json_layer (fp, &layers[i], "      ");
     fputs ("\n    }", fp);
   }
-  json_member (fp, "\n  ],\n  ", "partition_table", d->table);
+  fputs ("\n  ]", fp);
+  if (v->requested)
+    json_verify (fp, layers, n_layers, v);
+  json_member (fp, ",\n  ", "partition_table", d->table);
   json_member (fp, ",\n  ", "partition_table_id", d->table_id);
   fputs (",\n  \"filesystem\": ", fp);
   json_filesystem (fp, &d->whole);
@@ -212,7 +405,8 @@ print_snapshots (FILE *fp, const struct snapshots *snaps)
 static void
 print_human (FILE *fp, const char *path, const struct layer_info *layers,
              size_t n_layers, char **streams, size_t n_streams,
-             const struct snapshots *snaps, const struct disk_layout *d)
+             const struct snapshots *snaps, const struct disk_layout *d,
+             const struct verify_info *v)
 {
   const struct image *img = layers[0].img;
   bool clusters = img->ops != &raw_ops;
@@ -256,6 +450,8 @@ print_human (FILE *fp, const char *path, const struct layer_info *layers,
       fprintf (fp, " v%" PRIu32, l->version);
     fprintf (fp, ", %s allocated%s)\n", alloc, l->dirty ? ", dirty" : "");
   }
+  if (v->requested)
+    print_verify (fp, layers, n_layers, v);
 
   if (d->table == NULL) {
     fprintf (fp, FIELD "none\n", "partition table:");
@@ -277,11 +473,13 @@ info_main (int argc, char *argv[])
   static const struct option long_options[] = {
     IMAGE_LONG_OPTIONS,
     { "json", no_argument, NULL, 'j' },
+    { "verify", no_argument, NULL, 'V' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
   struct disk_options d;
-  struct layer_info layers[MAX_CHAIN_DEPTH + 1];
+  struct layer_info layers[MAX_CHAIN_DEPTH + 1] = { { 0 } };
+  struct verify_info verified = { .requested = false };
   struct disk_layout layout;
   struct image *img;
   size_t n_layers = 0, n_streams;
@@ -298,6 +496,7 @@ info_main (int argc, char *argv[])
     }
     switch (c) {
     case 'j': json = true; break;
+    case 'V': verified.requested = true; break;
     case 'h': info_usage (stdout); return EXIT_OK;
     default: info_usage (stderr); return EXIT_USAGE;
     }
@@ -323,25 +522,31 @@ info_main (int argc, char *argv[])
     }
     n_layers++;
   }
-  if (probe_disk (img, &layout) == -1) {
-    image_close (img);
-    return EXIT_BAD_IMAGE;
-  }
+  if (verified.requested &&
+      (status = verify (layers, n_layers, &verified)) != EXIT_OK)
+    goto out;
+  status = EXIT_BAD_IMAGE;
+  if (probe_disk (img, &layout) == -1)
+    goto out;
 
   image_list_streams (img, &streams, &n_streams);
   image_list_snapshots (img, &snaps.list, &snaps.n, &snaps.served);
   if (json)
     print_json (stdout, d.req.path, layers, n_layers, streams, n_streams,
-                &snaps, &layout);
+                &snaps, &layout, &verified);
   else
     print_human (stdout, d.req.path, layers, n_layers, streams, n_streams,
-                 &snaps, &layout);
+                 &snaps, &layout, &verified);
 
   free_disk_layout (&layout);
-  image_close (img);
+  status = EXIT_OK;
   if (fflush (stdout) == EOF) {
     errorf ("writing the output: %m");
-    return EXIT_ERROR;
+    status = EXIT_ERROR;
   }
-  return EXIT_OK;
+ out:
+  for (size_t i = 0; i < n_layers; ++i)
+    free (layers[i].computed);
+  image_close (img);
+  return status;
 }

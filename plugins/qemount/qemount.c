@@ -169,7 +169,7 @@ qemount_config_complete (void)
 
 #define qemount_config_help \
   "file=<IMAGE>      (required) Image file or block device.\n" \
-  "format=auto|raw|qcow2|ploop|qsnap|vdi|vhd|vhdx|vmdk|dmg\n" \
+  "format=auto|raw|qcow2|ploop|qsnap|vdi|vhd|vhdx|vmdk|dmg|ewf\n" \
   "                  Format (default: probed from the magic bytes).\n" \
   "backing=yes|no|samedir\n" \
   "                  Follow backing files / lower deltas anywhere, never,\n" \
@@ -453,7 +453,7 @@ qemount_extents (void *handle, uint32_t count, uint64_t offset,
 static struct nbdkit_plugin plugin = {
   .name              = "qemount",
   .longname          = "qemount image decoder (raw, qcow2, ploop, qsnap, "
-                       "vdi, vhd, vhdx, vmdk, dmg)",
+                       "vdi, vhd, vhdx, vmdk, dmg, ewf)",
   .version           = PACKAGE_VERSION,
   .load              = qemount_load,
   .unload            = qemount_unload,
