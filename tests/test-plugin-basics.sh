@@ -7,8 +7,8 @@ requires nbdinfo
 requires qemu-img
 
 out=$(qemount_nbdkit --dump-plugin </dev/null)
-grep -qx 'qemount_formats=qcow2,ploop,qsnap,vhdx,vdi,vmdk,dmg,vhd,raw' <<<"$out" || fail "--dump-plugin: no qemount_formats line: $out"
-for lib in libxml2 zstd libdeflate lz4 isal bzip2 xz; do
+grep -qx 'qemount_formats=qcow2,ploop,qsnap,vhdx,ewf,vdi,vmdk,dmg,vhd,raw' <<<"$out" || fail "--dump-plugin: no qemount_formats line: $out"
+for lib in libxml2 zstd libdeflate lz4 isal bzip2 xz libewf; do
   grep -Eq "^qemount_${lib}_version=[0-9]" <<<"$out" || fail "--dump-plugin: no $lib version"
 done
 grep -qx 'thread_model=parallel' <<<"$out" || fail "thread model is not parallel"
