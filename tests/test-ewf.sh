@@ -5,7 +5,8 @@
 # qemount info --verify (a good image, one with a corrupt chunk, one
 # whose stored MD5 was changed, a raw image), a corrupt chunk read
 # through nbdkit, a missing segment, a segment in another directory, the
-# second segment named instead of the first, and the extents.
+# second segment named instead of the first, truncated and mutated
+# images, and the extents.
 source ./tests/qemount-functions.sh
 requires nbdkit
 requires nbdcopy
@@ -130,6 +131,50 @@ grep -q "MD5 matches ($md5)" "$tmp/out" || fail "backing=yes: not verified"
 # The second segment named: the first is asked for.
 expect 6 "multi.E02: this is segment 2 of an EWF image: name its first segment file" \
   qemount info "$ewf/multi.E02"
+
+# Truncated images: refused at open, naming the file (the header cut
+# short, the tables, the chunks or only the final sections missing).
+size=$(stat -c %s "$ewf/best.E01")
+for cut in 100 4000 $((size / 2)) $((size - 200)); do
+  head -c "$cut" "$ewf/best.E01" > "$tmp/cut.E01"
+  expect 6 "$tmp/cut.E01: " qemount info "$tmp/cut.E01"
+  expect_read_failure "best.E01 cut at $cut bytes" "$tmp/cut.E01: " "$tmp/cut.E01"
+done
+
+# Hostile bytes: 300 copies of tiny.E01 (the header, section and table
+# descriptors are in its first and last KiB) each with a few bytes
+# changed there, after the signature (without it the file is raw), read
+# either exactly or not at all, with a message that names the file,
+# never by a crash.
+$PYTHON - "$ewf/tiny.E01" "$tmp/mutant.E01" "$tmp/mutants" <<'PY'
+import os, random, sys
+data = open(sys.argv[1], "rb").read()
+random.seed(14)
+os.mkdir(sys.argv[3])
+for n in range(300):
+    d = bytearray(data)
+    for _ in range(random.randint(1, 4)):
+        at = random.randrange(8, 1024) if random.random() < 0.6 \
+            else random.randrange(max(0, len(d) - 1024), len(d))
+        d[at] = random.randrange(256)
+    open("%s/%03d.E01" % (sys.argv[3], n), "wb").write(d)
+PY
+accepted=0
+for m in "$tmp"/mutants/*.E01; do
+  status=0
+  qemount_read "$m" > "$tmp/mutant.raw" 2>"$tmp/err" || status=$?
+  if [ "$status" = 0 ]; then
+    cmp -s "$tmp/mutant.raw" "$ewf/tiny.E01.expected.raw" ||
+      fail "$(basename "$m"): read without error, but its bytes differ"
+    accepted=$((accepted + 1))
+  else
+    [ "$status" -lt 128 ] && [ "$status" != 99 ] ||
+      { cat "$tmp/err" >&2; fail "$(basename "$m"): exit status $status"; }
+    grep -qF "$m: " "$tmp/err" ||
+      { cat "$tmp/err" >&2; fail "$(basename "$m"): the error does not name the file"; }
+  fi
+done
+echo "mutants: $accepted of 300 read exactly, the others refused with a message"
 
 # Served by the plugin: the size, the data, the extents (all data).
 qemount_nbdkit -r --run 'nbdinfo --map "$uri"' -- file="$ewf/fast.E01" \
