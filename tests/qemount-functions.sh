@@ -302,3 +302,26 @@ qemount_cleanup ()
   return 0
 }
 on_exit qemount_cleanup
+
+# snapshotted_ext4 SIZE MAKE_TREE MANIFEST: $tmp/fs.qcow2, an ext4 of
+# SIZE whose files, made by MAKE_TREE in $tmp/t1, are its internal
+# snapshot s1, and whose current state holds them changed ($tmp/t2:
+# hello.txt rewritten, random.bin gone); $tmp/t1.manifest and
+# $tmp/t2.manifest as MANIFEST lists them.
+snapshotted_ext4 ()
+{
+  local size=$1 make=$2 list=$3
+  "$make" "$tmp/t1"
+  "$list" "$tmp/t1" > "$tmp/t1.manifest"
+  cp -a "$tmp/t1" "$tmp/t2"
+  echo "changed after s1" > "$tmp/t2/hello.txt"
+  rm "$tmp/t2/random.bin"
+  "$list" "$tmp/t2" > "$tmp/t2.manifest"
+  truncate -s "$size" "$tmp/fs1.img" "$tmp/fs2.img"
+  mkfs.ext4 -q -F -d "$tmp/t1" "$tmp/fs1.img"
+  mkfs.ext4 -q -F -d "$tmp/t2" "$tmp/fs2.img"
+  qemu-img convert -O qcow2 "$tmp/fs1.img" "$tmp/fs.qcow2"
+  qemu-img snapshot -c s1 "$tmp/fs.qcow2"
+  # The changed filesystem written into the image's current state.
+  qemu-img convert -n -O qcow2 "$tmp/fs2.img" "$tmp/fs.qcow2"
+}

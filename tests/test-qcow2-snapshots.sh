@@ -161,18 +161,7 @@ qemount info --snapshot s2 "$img" | grep -qE '^  2 .*\(shown here\)$' ||
 # The files of then: an ext4 whose files changed after s1, mounted.
 if [ "$(id -u)" = 0 ] && [ -c /dev/loop-control ] && [ -c /dev/fuse ] &&
    command -v nbdfuse >/dev/null && command -v mkfs.ext4 >/dev/null; then
-  make_tree "$tmp/t1"
-  manifest "$tmp/t1" > "$tmp/t1.manifest"
-  cp -a "$tmp/t1" "$tmp/t2"
-  echo "changed after s1" > "$tmp/t2/hello.txt"
-  rm "$tmp/t2/random.bin"
-  manifest "$tmp/t2" > "$tmp/t2.manifest"
-  truncate -s 16M "$tmp/fs1.img" "$tmp/fs2.img"
-  mkfs.ext4 -q -F -d "$tmp/t1" "$tmp/fs1.img"
-  mkfs.ext4 -q -F -d "$tmp/t2" "$tmp/fs2.img"
-  qemu-img convert -O qcow2 "$tmp/fs1.img" "$tmp/fs.qcow2"
-  qemu-img snapshot -c s1 "$tmp/fs.qcow2"
-  qemu-img convert -n -O qcow2 "$tmp/fs2.img" "$tmp/fs.qcow2"
+  snapshotted_ext4 16M make_tree manifest
   mkdir "$tmp/mnt"
   for which in s1 active; do
     opts=(); [ "$which" = active ] || opts=(--snapshot "$which")
@@ -186,5 +175,5 @@ if [ "$(id -u)" = 0 ] && [ -c /dev/loop-control ] && [ -c /dev/fuse ] &&
   done
   assert_clean "$tmp/mnt"
 else
-  echo "skip the ext4 mount: needs root, loop devices, FUSE, nbdfuse, mkfs.ext4"
+  echo "SKIP (one case): the ext4 mount needs root, loop devices, FUSE, nbdfuse, mkfs.ext4"
 fi

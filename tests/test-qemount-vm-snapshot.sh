@@ -9,19 +9,7 @@ source ./tests/vm-functions.sh
 requires_guest
 requires mkfs.ext4
 
-vm_tree "$tmp/t1"
-vm_manifest "$tmp/t1" > "$tmp/t1.manifest"
-cp -a "$tmp/t1" "$tmp/t2"
-echo "changed after s1" > "$tmp/t2/hello.txt"
-rm "$tmp/t2/random.bin"
-vm_manifest "$tmp/t2" > "$tmp/t2.manifest"
-truncate -s 32M "$tmp/fs1.img" "$tmp/fs2.img"
-mkfs.ext4 -q -F -d "$tmp/t1" "$tmp/fs1.img"
-mkfs.ext4 -q -F -d "$tmp/t2" "$tmp/fs2.img"
-qemu-img convert -O qcow2 "$tmp/fs1.img" "$tmp/fs.qcow2"
-qemu-img snapshot -c s1 "$tmp/fs.qcow2"
-# Write the changed filesystem into the image's current state.
-qemu-img convert -n -O qcow2 "$tmp/fs2.img" "$tmp/fs.qcow2"
+snapshotted_ext4 32M vm_tree vm_manifest
 
 qemount extract --snapshot s1 "$tmp/fs.qcow2" -o "$tmp/s1.tar" ||
   fail "extract --snapshot s1 failed"
