@@ -200,6 +200,8 @@ probe_filesystem (int memfd, uint64_t offset, uint64_t size,
         fs->label = dup_or_null (v);
       if (blkid_probe_lookup_value (pr, "UUID", &v, NULL) == 0)
         fs->uuid = dup_or_null (v);
+      if (fs->type && strcmp (fs->type, "ufs") == 0)
+        fs->variant = ufs_variant (memfd, offset, size, &fs->no_variant);
     }
   }
   blkid_free_probe (pr);
@@ -486,12 +488,19 @@ choose_filesystem (const char *image, const struct disk_layout *d,
     return EXIT_OK;
   c->container = fs_container (fs);
   c->fstype = fstype ? fstype : fs_is_mountable (fs) ? fs->type : NULL;
-  if (c->fstype || c->container)
-    return EXIT_OK;
   if (c->partition)
     snprintf (where, sizeof where, "partition %d", c->partition);
   else
     snprintf (where, sizeof where, "the disk");
+  if (c->fstype && strcmp (c->fstype, "ufs") == 0 && fs->variant)
+    snprintf (c->fsopts, sizeof c->fsopts, "ufstype=%s", fs->variant);
+  else if (c->fstype && strcmp (c->fstype, "ufs") == 0 && fs->no_variant) {
+    errorf ("%s: %s holds a UFS that Linux cannot mount: %s", image, where,
+            fs->no_variant);
+    return EXIT_MOUNT_REFUSED;
+  }
+  if (c->fstype || c->container)
+    return EXIT_OK;
   if (fs->type)
     errorf ("%s: %s holds %s, not a filesystem", image, where, fs->type);
   else
