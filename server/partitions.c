@@ -529,16 +529,19 @@ print_partition_list (FILE *fp, const struct disk_layout *layout)
            "#", "START", "SIZE", type_width, "TYPE", "FILESYSTEM", "LABEL");
   for (size_t i = 0; i < layout->n_partitions; ++i) {
     const struct partition *p = &layout->partitions[i];
-    char start[32], size[32];
+    char start[32], size[32], fs[64];
 
     format_size (start, sizeof start, p->start);
     format_size (size, sizeof size, p->size);
     fprintf (fp, "  %3d  %10s  %10s  %-*s  ", p->number, start, size,
              type_width, p->type_name ? p->type_name : p->type);
-    if (p->fs.label)
-      fprintf (fp, "%-10s  %s\n", p->fs.type ? p->fs.type : "-",
-               p->fs.label);
+    if (p->fs.variant)
+      snprintf (fs, sizeof fs, "%s (%s)", p->fs.type, p->fs.variant);
     else
-      fprintf (fp, "%s\n", p->fs.type ? p->fs.type : "-");
+      snprintf (fs, sizeof fs, "%s", p->fs.type ? p->fs.type : "-");
+    if (p->fs.label)
+      fprintf (fp, "%-10s  %s\n", fs, p->fs.label);
+    else
+      fprintf (fp, "%s\n", fs);
   }
 }
