@@ -134,6 +134,7 @@ extract_main (int argc, char *argv[])
   status = state_save (st) == -1 ? EXIT_ERROR : start_nbdkit (st, d.backing);
   if (status == EXIT_OK) {
     r.fstype = st->fstype;
+    r.fsopts = prep.choice.fsopts[0] ? prep.choice.fsopts : NULL;
     r.paths = paths;
     r.n_paths = n_paths;
     status = vm_extract (st, &r, output.fd,

@@ -253,6 +253,8 @@ json_filesystem (FILE *fp, const struct filesystem *fs)
   json_member (fp, ", ", "usage", fs->usage);
   json_member (fp, ", ", "label", fs->label);
   json_member (fp, ", ", "uuid", fs->uuid);
+  if (fs->variant)
+    json_member (fp, ", ", "variant", fs->variant);
   fputs ("}", fp);
 }
 
@@ -361,6 +363,10 @@ print_filesystem (FILE *fp, const struct filesystem *fs)
     return;
   }
   fprintf (fp, FIELD "%s", "filesystem:", fs->type);
+  if (fs->variant)
+    fprintf (fp, " (%s)", fs->variant);
+  else if (fs->no_variant)
+    fprintf (fp, " (Linux cannot mount it: %s)", fs->no_variant);
   if (fs->usage && strcmp (fs->usage, "filesystem") != 0)
     fprintf (fp, " (%s, not a filesystem)", fs->usage);
   if (fs->label)

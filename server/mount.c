@@ -35,6 +35,7 @@ struct mount_options {
   bool use_vm;                  /* decided by check_via */
   const char *overlay;
   const char *container;        /* what the disk holds, for messages */
+  const char *fsopts;           /* options the filesystem needs, or NULL */
   const struct secret *key;     /* the LUKS passphrase */
   char *real_dir;               /* DIR resolved, once checked */
   int dir_lock;                 /* DIR flock()ed, or -1 */
@@ -431,6 +432,8 @@ kernel_mount (const struct mount_options *o, const struct mount_state *st,
     else
       warnf ("--uid/--gid ignored: %s keeps owners of its own", st->fstype);
   }
+  if (o->fsopts)                /* uid= and ufstype= never go together */
+    snprintf (data, sizeof data, "%s", o->fsopts);
   debugf ("mount -t %s -o %s%s %s %s", kfs, st->readonly ? "ro" : "rw",
           data, device, st->mountpoint);
   r = mount (device, st->mountpoint, kfs, flags, data);
@@ -518,7 +521,8 @@ build (const struct mount_options *o, struct mount_state *st)
 
   if (o->use_vm) {
     struct vm_request r = {
-      .accel = o->disk.accel, .fstype = st->fstype, .rw = !st->readonly,
+      .accel = o->disk.accel, .fstype = st->fstype, .fsopts = o->fsopts,
+      .rw = !st->readonly,
       .uid = o->uid, .gid = o->gid,
       .containers = o->container != NULL, .lv = o->disk.lv, .key = o->key,
     };
@@ -575,6 +579,17 @@ mount_chosen (const struct choice *c, void *opaque)
   struct mount_options *o = opaque;
 
   o->container = c->container;
+  o->fsopts = c->fsopts[0] ? c->fsopts : NULL;
+  /* Linux's UFS write support is experimental and off in Debian's
+   * kernels (the helper VM's among them): said now, not as a mount the
+   * guest refuses after booting.
+   */
+  if (o->rw && !o->raw && c->fstype && strcmp (c->fstype, "ufs") == 0) {
+    errorf ("%s: --rw: UFS is mounted read-only only (Linux's UFS write "
+            "support is experimental, and Debian's kernels, the helper "
+            "VM's among them, are built without it)", o->image);
+    return EXIT_MOUNT_REFUSED;
+  }
   return o->raw ? EXIT_OK : check_via (o, c->fstype);
 }
 

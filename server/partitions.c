@@ -200,6 +200,8 @@ probe_filesystem (int memfd, uint64_t offset, uint64_t size,
         fs->label = dup_or_null (v);
       if (blkid_probe_lookup_value (pr, "UUID", &v, NULL) == 0)
         fs->uuid = dup_or_null (v);
+      if (fs->type && strcmp (fs->type, "ufs") == 0)
+        fs->variant = ufs_variant (memfd, offset, size, &fs->no_variant);
     }
   }
   blkid_free_probe (pr);
@@ -486,12 +488,19 @@ choose_filesystem (const char *image, const struct disk_layout *d,
     return EXIT_OK;
   c->container = fs_container (fs);
   c->fstype = fstype ? fstype : fs_is_mountable (fs) ? fs->type : NULL;
-  if (c->fstype || c->container)
-    return EXIT_OK;
   if (c->partition)
     snprintf (where, sizeof where, "partition %d", c->partition);
   else
     snprintf (where, sizeof where, "the disk");
+  if (c->fstype && strcmp (c->fstype, "ufs") == 0 && fs->variant)
+    snprintf (c->fsopts, sizeof c->fsopts, "ufstype=%s", fs->variant);
+  else if (c->fstype && strcmp (c->fstype, "ufs") == 0 && fs->no_variant) {
+    errorf ("%s: %s holds a UFS that Linux cannot mount: %s", image, where,
+            fs->no_variant);
+    return EXIT_MOUNT_REFUSED;
+  }
+  if (c->fstype || c->container)
+    return EXIT_OK;
   if (fs->type)
     errorf ("%s: %s holds %s, not a filesystem", image, where, fs->type);
   else
@@ -520,16 +529,19 @@ print_partition_list (FILE *fp, const struct disk_layout *layout)
            "#", "START", "SIZE", type_width, "TYPE", "FILESYSTEM", "LABEL");
   for (size_t i = 0; i < layout->n_partitions; ++i) {
     const struct partition *p = &layout->partitions[i];
-    char start[32], size[32];
+    char start[32], size[32], fs[64];
 
     format_size (start, sizeof start, p->start);
     format_size (size, sizeof size, p->size);
     fprintf (fp, "  %3d  %10s  %10s  %-*s  ", p->number, start, size,
              type_width, p->type_name ? p->type_name : p->type);
-    if (p->fs.label)
-      fprintf (fp, "%-10s  %s\n", p->fs.type ? p->fs.type : "-",
-               p->fs.label);
+    if (p->fs.variant)
+      snprintf (fs, sizeof fs, "%s (%s)", p->fs.type, p->fs.variant);
     else
-      fprintf (fp, "%s\n", p->fs.type ? p->fs.type : "-");
+      snprintf (fs, sizeof fs, "%s", p->fs.type ? p->fs.type : "-");
+    if (p->fs.label)
+      fprintf (fp, "%-10s  %s\n", fs, p->fs.label);
+    else
+      fprintf (fp, "%s\n", fs);
   }
 }

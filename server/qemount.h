@@ -5,7 +5,7 @@
  * umount.c (teardown), list.c, extract.c, snapshot.c (the subcommands),
  * open.c (opening an image with the right exit status), disk-options.c
  * (the options mount and extract share, and their preparation),
- * partitions.c (libblkid), state.c (per-mount state), proc.c (child
+ * partitions.c (libblkid), ufs.c (UFS variants), state.c (per-mount state), proc.c (child
  * processes, and where our files are), loop.c, mountinfo.c, attach.c
  * (nbdkit and the host attach step), output.c (sizes, JSON strings),
  * guest.c (the helper VM's files, qemount guest), vm.c (running the
@@ -147,6 +147,10 @@ struct filesystem {
   char *type;                   /* blkid TYPE ("ext4"), NULL if unknown */
   char *usage;                  /* "filesystem", "raid", "crypto", "other" */
   char *label, *uuid;
+  /* UFS: the variant Linux's ufs driver must be told (ufstype=), or
+   * NULL and why it cannot read it (ufs.c).
+   */
+  const char *variant, *no_variant;
 };
 
 struct partition {
@@ -181,11 +185,17 @@ struct choice {
   const struct filesystem *fs;  /* what libblkid found there */
   const char *fstype;           /* to mount; NULL: the guest finds it */
   const char *container;        /* fs_container (fs), or NULL */
+  char fsopts[32];              /* mount options it needs ("ufstype=ufs2"),
+                                   or "" */
 };
 int choose_filesystem (const char *image, const struct disk_layout *d,
                        int partition, const char *fstype, bool raw,
                        struct choice *c);
 void print_partition_list (FILE *fp, const struct disk_layout *layout);
+
+/* ufs.c: which UFS the filesystem at [start, start+size) of fd is. */
+const char *ufs_variant (int fd, uint64_t start, uint64_t size,
+                         const char **why);
 
 /* output.c: sizes for people ("64 MiB"), strings for JSON. */
 void format_size (char *buf, size_t len, uint64_t bytes);
@@ -380,6 +390,7 @@ int guest_main (int argc, char *argv[]);
 struct vm_request {
   const char *accel;            /* "auto", "kvm" or "tcg" */
   const char *fstype;           /* NULL: the guest tries its filesystems */
+  const char *fsopts;           /* mount options it needs, or NULL */
   bool rw;
   long uid, gid;                /* owner of every file in the sshfs mount */
   char *const *paths;           /* extract: paths in the filesystem */

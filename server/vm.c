@@ -195,6 +195,21 @@ containers_append (const struct vm_request *r, char **append)
   *append = a;
 }
 
+/* Mount options the filesystem needs (UFS's ufstype=), for the guest's
+ * mount: comma-separated words, which the command line keeps intact.
+ */
+static void
+fsopts_append (const struct vm_request *r, char **append)
+{
+  char *a;
+
+  if (r->fsopts == NULL)
+    return;
+  a = xasprintf ("%s qemount.fsopts=%s", *append, r->fsopts);
+  free (*append);
+  *append = a;
+}
+
 /* The LUKS passphrase reaches the guest as the fw_cfg file
  * opt/qemount.key, which QEMU reads once, at start, from its descriptor
  * 3: the read end of a pipe holding the passphrase, written and closed
@@ -267,6 +282,7 @@ spawn_qemu (struct mount_state *st, const struct vm_request *r,
                             paths ? " qemount.paths=" : "",
                             paths ? paths : "");
   containers_append (r, &append);
+  fsopts_append (r, &append);
   unlink (console);
   unlink (pidfile);
 

@@ -165,6 +165,11 @@ vm_make_fs ()
     cramfs)
       command -v mkfs.cramfs >/dev/null || { echo "no mkfs.cramfs"; return 1; }
       mkfs.cramfs "$tree" "$out" >/dev/null 2>&1 ;;
+    ufs1)
+      # makefs's UFS2 has its superblock where Linux does not look
+      # (server/ufs.c): UFS1 only.
+      command -v makefs >/dev/null || { echo "no makefs"; return 1; }
+      makefs -t ffs -o version=1 "$out" "$tree" >/dev/null ;;
     hfs)
       # hfsutils writes an HFS image without mounting it (HFS+ has no
       # maker in Debian 12: hfsprogs is not in bookworm).
