@@ -62,7 +62,10 @@
 #define VERDICT_FILE "kvm-verdict"
 
 /* The first line of the console log starting with prefix, copied into
- * buf (without the prefix).  Kernel panics are reported as errors.
+ * buf (without the prefix).  Kernel panics are reported as errors.  A
+ * last line without its newline is still being written: QEMU writes
+ * the console as the guest prints it, so it is not said yet (CI saw
+ * "refused to moun" of a line the guest had half printed).
  */
 static bool
 console_find (const char *log, const char *prefix, char *buf, size_t len)
@@ -78,6 +81,13 @@ console_find (const char *log, const char *prefix, char *buf, size_t len)
 
     if (p == NULL)
       continue;
+    if (strchr (line, '\n') == NULL) {
+      int c = getc (fp);
+
+      if (c == EOF)
+        break;
+      ungetc (c, fp);
+    }
     line[strcspn (line, "\r\n")] = '\0';
     snprintf (buf, len, "%s", p + strlen (prefix));
     found = true;
