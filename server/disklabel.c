@@ -23,8 +23,8 @@
  * 0xA5 we read them as absolute if c starts where the slice does and
  * as relative otherwise, absolute for the others; and where an entry
  * would then lie outside the slice but the other reading keeps it
- * inside, the other reading.  Entries that are the whole disk, the
- * slice or another partition of the disk's table (OpenBSD lists the
+ * inside, the other reading.  Entries that are the whole disk or
+ * another partition of the disk's table (NetBSD's d; OpenBSD lists the
  * disk's FAT partitions as i, j...) are left out: they are listed
  * already.  Anything else outside the slice is skipped with a warning.
  */
@@ -112,16 +112,18 @@ inside (uint64_t start, uint64_t size, uint64_t in_start, uint64_t in_size)
     start - in_start <= in_size - size;
 }
 
-/* An area the disk's table lists already: the whole disk, the slice, or
- * one of its other partitions.
+/* An area listed already: the whole disk, or another partition of the
+ * disk's table.  Not the slice: a partition a may take all of it.
  */
 static bool
-listed (const struct disk_layout *d, uint64_t start, uint64_t size)
+listed (const struct disk_layout *d, const struct partition *slice,
+        uint64_t start, uint64_t size)
 {
   if (start == 0 && size == d->size)
     return true;
   for (size_t i = 0; i < d->n_partitions; ++i)
-    if (d->partitions[i].start == start && d->partitions[i].size == size)
+    if (&d->partitions[i] != slice && d->partitions[i].start == start &&
+        d->partitions[i].size == size)
       return true;
   return false;
 }
@@ -167,8 +169,8 @@ read_disklabel (struct image *img, const struct disk_layout *d,
     unsigned fstype = e[12];
     struct partition *p;
 
-    if (i == RAW_PART || size == 0 || listed (d, start, size) ||
-        listed (d, other, size))
+    if (i == RAW_PART || size == 0 || listed (d, slice, start, size) ||
+        listed (d, slice, other, size))
       continue;
     if (!inside (start, size, slice->start, slice->size) &&
         inside (other, size, slice->start, slice->size)) {

@@ -160,6 +160,10 @@ bad long "disklabel partition 2d (sectors 10368 to 4294977662) is outside the di
   d.size=0xffffffff
 expect 7 "there is no partition 2e;" \
   qemount mount --raw --partition 2e "$tmp/past-slice.img" "$mnt"
+# Partition a may take the whole slice.
+cp "$tmp/rel.img" "$tmp/whole-a.img"
+label "$tmp/whole-a.img" 2048 a.offset=0 a.size=8960
+info_has "$tmp/whole-a.img" '^ +2a +1 MiB +4\.4 MiB +4\.2BSD '
 # An entry that is the whole disk (NetBSD's d) is not listed, silently.
 disk_sectors=$(( $(stat -c %s "$tmp/abs.img") / 512 ))
 cp "$tmp/abs.img" "$tmp/whole.img"
