@@ -41,6 +41,14 @@ load_be64 (const void *p)
 }
 
 static inline uint16_t
+load_le16 (const void *p)
+{
+  uint16_t v;
+  memcpy (&v, p, sizeof v);
+  return le16toh (v);
+}
+
+static inline uint16_t
 load_be16 (const void *p)
 {
   uint16_t v;

@@ -32,9 +32,12 @@ parse_disk_option (int c, const char *arg, struct disk_options *d)
   case 'p':
     errno = 0;
     d->partition = strtol (arg, &end, 10);
+    /* "2a": partition a of the BSD disklabel in slice 2. */
+    d->letter = *end >= 'a' && *end <= 'z' ? *end++ : 0;
     if (errno || *end || end == arg || d->partition < 1 ||
         d->partition > 1024) {
-      errorf ("--partition %s: must be a partition number from 1", arg);
+      errorf ("--partition %s: must be a partition number from 1, or a "
+              "number and a letter for a BSD disklabel's (2a)", arg);
       return -1;
     }
     return 1;
@@ -102,7 +105,7 @@ prepare (struct preparation *p)
     p->opened (img, p->opaque);
   image_close (img);
   status = choose_filesystem (d->req.path, &p->layout, d->partition,
-                              d->fstype, p->raw, &p->choice);
+                              d->letter, d->fstype, p->raw, &p->choice);
   if (status == EXIT_OK && p->chosen)
     status = p->chosen (&p->choice, p->opaque);
   /* Asked for before anything starts: the prompt is not a timeout. */
@@ -134,6 +137,7 @@ prepare (struct preparation *p)
   p->st->format = d->req.format ? xstrdup (d->req.format) : NULL;
   p->st->snapshot = d->req.snapshot ? xstrdup (d->req.snapshot) : NULL;
   p->st->partition = p->choice.partition;
+  p->st->letter = p->choice.letter;
   p->st->part_start = p->choice.start;
   p->st->part_size = p->choice.size;
   p->st->fstype = p->choice.fstype ? xstrdup (p->choice.fstype) : NULL;

@@ -324,16 +324,19 @@ print_json (FILE *fp, const char *path, const struct layer_info *layers,
   fputs (",\n  \"partitions\": [", fp);
   for (size_t i = 0; i < d->n_partitions; ++i) {
     const struct partition *p = &d->partitions[i];
+    const char letter[2] = { p->letter, '\0' };
 
     fprintf (fp, "%s    {\"number\": %d, \"start\": %" PRIu64
              ", \"size\": %" PRIu64,
              i ? ",\n" : "\n", p->number, p->start, p->size);
+    json_member (fp, ", ", "letter", p->letter ? letter : NULL);
     json_member (fp, ", ", "type", p->type);
     json_member (fp, ", ", "type_name", p->type_name);
     json_member (fp, ", ", "name", p->name);
     json_member (fp, ", ", "uuid", p->uuid);
-    fprintf (fp, ", \"extended\": %s, \"logical\": %s",
-             p->extended ? "true" : "false", p->logical ? "true" : "false");
+    fprintf (fp, ", \"extended\": %s, \"logical\": %s, \"disklabel\": %s",
+             p->extended ? "true" : "false", p->logical ? "true" : "false",
+             p->disklabel ? "true" : "false");
     fputs (",\n     \"filesystem\": ", fp);
     json_filesystem (fp, &p->fs);
     fputs ("}", fp);

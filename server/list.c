@@ -36,6 +36,8 @@ static void
 print_json (const struct mount_state *st, const char *status,
             const char *why, bool first)
 {
+  const char letter[2] = { st->letter, '\0' };
+
   json_member (stdout, first ? "\n  {" : ",\n  {", "mountpoint",
                st->mountpoint);
   json_member (stdout, ", ", "image", st->image);
@@ -45,6 +47,7 @@ print_json (const struct mount_state *st, const char *status,
   json_member (stdout, ", ", "reason", why);
   printf (", \"raw\": %s, \"partition\": %d",
           st->raw ? "true" : "false", st->partition);
+  json_member (stdout, ", ", "letter", st->letter ? letter : NULL);
   json_member (stdout, ", ", "fstype", st->fstype);
   printf (", \"readonly\": %s", st->readonly ? "true" : "false");
   json_member (stdout, ", ", "overlay", st->overlay);
@@ -73,8 +76,12 @@ print_human (const struct mount_state *st, const char *status,
   printf ("%s  %s", st->extract ? "(extract)" :
           st->mountpoint ? st->mountpoint : "(unknown)",
           st->image ? st->image : "(unknown image)");
-  if (st->partition)
-    printf (" partition %d", st->partition);
+  if (st->partition) {
+    char name[16];
+
+    format_partition (name, sizeof name, st->partition, st->letter);
+    printf (" partition %s", name);
+  }
   if (st->fstype)
     printf (" (%s)", st->fstype);
   printf (", %s", st->readonly ? "read-only" : "read-write");

@@ -448,10 +448,12 @@ kernel_mount (const struct mount_options *o, const struct mount_state *st,
       errno = EROFS;
   }
   if (r == -1) {
-    char where[32] = "";
+    char where[32] = "", name[16];
 
-    if (st->partition)
-      snprintf (where, sizeof where, " of partition %d", st->partition);
+    if (st->partition) {
+      format_partition (name, sizeof name, st->partition, st->letter);
+      snprintf (where, sizeof where, " of partition %s", name);
+    }
     if (errno == ENODEV)
       errorf ("%s: the host kernel does not know the %s filesystem",
               o->image, kfs);

@@ -12,7 +12,9 @@
  *   - the sector of every DOS extended boot record, found by following
  *     the chain of links from the extended partition (the EBRs may lie
  *     anywhere on the disk), so that logical partitions are seen;
- *   - the first and last 1 MiB of every partition, for its superblock.
+ *   - the first and last 1 MiB of every partition, for its superblock,
+ *     including the partitions of BSD disklabels (disklabel.c reads
+ *     those from the image itself, wherever their slice is).
  * What this cannot see: a GPT whose entry array lies past the first
  * 4 MiB (the header says where; every tool we know writes it at LBA 2),
  * and signatures that live elsewhere inside a partition (none of the
@@ -64,6 +66,8 @@ static const struct {
   { "0x85", "Linux extended" },
   { "0x8e", "Linux LVM" },
   { "0xa5", "FreeBSD" },
+  { "0xa6", "OpenBSD" },
+  { "0xa9", "NetBSD" },
   { "0xee", "GPT protective" },
   { "0xef", "EFI (FAT)" },
   { "0xfd", "Linux raid autodetect" },
@@ -275,6 +279,48 @@ probe_table (int memfd, struct disk_layout *layout)
   return extended;
 }
 
+/* Add the partitions of the BSD disklabels in the disk's slices, each
+ * after its slice.
+ */
+static int
+add_disklabels (struct image *img, struct disk_layout *layout)
+{
+  struct partition *all = NULL;
+  size_t n = 0;
+
+  for (size_t i = 0; i < layout->n_partitions; ++i) {
+    struct partition *slice = &layout->partitions[i];
+    struct partition *bsd = NULL;
+    size_t n_bsd = 0;
+
+    if (is_bsd_slice (layout, slice)) {
+      int r = read_disklabel (img, layout, slice, &bsd, &n_bsd);
+
+      if (r == -1) {
+        for (size_t j = 0; j < n; ++j)
+          if (all[j].letter)
+            free (all[j].type);
+        free (all);
+        return -1;
+      }
+      slice->disklabel = r == 1;
+    }
+    all = reallocarray (all, n + 1 + n_bsd, sizeof *all);
+    if (all == NULL) {
+      perror ("realloc");
+      exit (EXIT_ERROR);
+    }
+    all[n++] = *slice;
+    for (size_t j = 0; j < n_bsd; ++j)
+      all[n++] = bsd[j];
+    free (bsd);
+  }
+  free (layout->partitions);
+  layout->partitions = all;
+  layout->n_partitions = n;
+  return 0;
+}
+
 static void
 free_partitions (struct disk_layout *layout)
 {
@@ -343,6 +389,9 @@ probe_disk (struct image *img, struct disk_layout *layout)
     if (probe_table (memfd, layout) == -1)
       goto err;
   }
+  if (layout->table && strcmp (layout->table, "dos") == 0 &&
+      add_disklabels (img, layout) == -1)
+    goto err;
 
   for (size_t i = 0; i < layout->n_partitions; ++i) {
     struct partition *p = &layout->partitions[i];
@@ -382,12 +431,22 @@ probe_disk (struct image *img, struct disk_layout *layout)
 }
 
 const struct partition *
-find_partition (const struct disk_layout *layout, int number)
+find_partition (const struct disk_layout *layout, int number, char letter)
 {
   for (size_t i = 0; i < layout->n_partitions; ++i)
-    if (layout->partitions[i].number == number)
+    if (layout->partitions[i].number == number &&
+        layout->partitions[i].letter == letter)
       return &layout->partitions[i];
   return NULL;
+}
+
+void
+format_partition (char *buf, size_t len, int number, char letter)
+{
+  if (letter)
+    snprintf (buf, len, "%d%c", number, letter);
+  else
+    snprintf (buf, len, "%d", number);
 }
 
 /* Something a kernel (or the helper VM) could mount as a filesystem:
@@ -418,30 +477,35 @@ fs_container (const struct filesystem *fs)
   return NULL;
 }
 
-/* What to mount or extract: partition N if not 0, else the whole disk
- * if it has no partition table, else the only partition that holds a
- * filesystem or a container.  raw (--raw): the disk, or partition N,
- * itself, whatever it holds.  Fills *c; the messages name image.
+/* What to mount or extract: partition N (or disklabel partition Nx,
+ * with letter x) if not 0, else the whole disk if it has no partition
+ * table, else the only partition that holds a filesystem or a container
+ * (a slice holding a disklabel is not one: its partitions are).  raw
+ * (--raw): the disk, or the partition, itself, whatever it holds.
+ * Fills *c; the messages name image.
  */
 int
 choose_filesystem (const char *image, const struct disk_layout *d,
-                   int partition, const char *fstype, bool raw,
-                   struct choice *c)
+                   int partition, char letter, const char *fstype,
+                   bool raw, struct choice *c)
 {
   const struct filesystem *fs;
   const struct partition *p = NULL;
-  char where[64];
+  char where[64], name[16];
 
   memset (c, 0, sizeof *c);
   if (partition) {
-    p = find_partition (d, partition);
+    p = find_partition (d, partition, letter);
     if (p == NULL) {
+      format_partition (name, sizeof name, partition, letter);
       if (d->table == NULL)
-        errorf ("%s: there is no partition %d: the disk has no partition "
-                "table", image, partition);
+        errorf ("%s: there is no partition %s: the disk has no partition "
+                "table", image, name);
       else {
-        errorf ("%s: there is no partition %d; the %s partition table "
-                "has:", image, partition, d->table);
+        errorf ("%s: there is no partition %s%s; the %s partition table "
+                "has:", image, name, letter == 'c' ? " (c is the raw "
+                "partition: the whole slice is its number alone)" : "",
+                d->table);
         print_partition_list (stderr, d);
       }
       return EXIT_NO_PARTITION;
@@ -452,6 +516,12 @@ choose_filesystem (const char *image, const struct disk_layout *d,
               image, p->number);
       return EXIT_NO_FILESYSTEM;
     }
+    if (p->disklabel && !raw) {
+      errorf ("%s: partition %d holds a BSD disklabel: choose one of its "
+              "partitions (--partition %da, ...)", image, p->number,
+              p->number);
+      return EXIT_NO_FILESYSTEM;
+    }
     fs = &p->fs;
   }
   else if (raw || d->table == NULL)
@@ -460,7 +530,7 @@ choose_filesystem (const char *image, const struct disk_layout *d,
     size_t n = 0;
 
     for (size_t i = 0; i < d->n_partitions; ++i)
-      if (!d->partitions[i].extended &&
+      if (!d->partitions[i].extended && !d->partitions[i].disklabel &&
           (fs_is_mountable (&d->partitions[i].fs) ||
            fs_container (&d->partitions[i].fs))) {
         p = &d->partitions[i];
@@ -474,12 +544,14 @@ choose_filesystem (const char *image, const struct disk_layout *d,
       return EXIT_NO_FILESYSTEM;
     }
     fs = &p->fs;
-    debugf ("%s: partition %d holds the only filesystem (%s)", image,
-            p->number, fs->type);
+    format_partition (name, sizeof name, p->number, p->letter);
+    debugf ("%s: partition %s holds the only filesystem (%s)", image,
+            name, fs->type);
   }
 
   if (p) {
     c->partition = p->number;
+    c->letter = p->letter;
     c->start = p->start;
     c->size = p->size;
   }
@@ -488,8 +560,10 @@ choose_filesystem (const char *image, const struct disk_layout *d,
     return EXIT_OK;
   c->container = fs_container (fs);
   c->fstype = fstype ? fstype : fs_is_mountable (fs) ? fs->type : NULL;
-  if (c->partition)
-    snprintf (where, sizeof where, "partition %d", c->partition);
+  if (c->partition) {
+    format_partition (name, sizeof name, c->partition, c->letter);
+    snprintf (where, sizeof where, "partition %s", name);
+  }
   else
     snprintf (where, sizeof where, "the disk");
   if (c->fstype && strcmp (c->fstype, "ufs") == 0 && fs->variant)
@@ -529,11 +603,12 @@ print_partition_list (FILE *fp, const struct disk_layout *layout)
            "#", "START", "SIZE", type_width, "TYPE", "FILESYSTEM", "LABEL");
   for (size_t i = 0; i < layout->n_partitions; ++i) {
     const struct partition *p = &layout->partitions[i];
-    char start[32], size[32], fs[64];
+    char name[16], start[32], size[32], fs[64];
 
+    format_partition (name, sizeof name, p->number, p->letter);
     format_size (start, sizeof start, p->start);
     format_size (size, sizeof size, p->size);
-    fprintf (fp, "  %3d  %10s  %10s  %-*s  ", p->number, start, size,
+    fprintf (fp, "  %3s  %10s  %10s  %-*s  ", name, start, size,
              type_width, p->type_name ? p->type_name : p->type);
     if (p->fs.variant)
       snprintf (fs, sizeof fs, "%s (%s)", p->fs.type, p->fs.variant);

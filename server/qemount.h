@@ -5,7 +5,8 @@
  * umount.c (teardown), list.c, extract.c, snapshot.c (the subcommands),
  * open.c (opening an image with the right exit status), disk-options.c
  * (the options mount and extract share, and their preparation),
- * partitions.c (libblkid), ufs.c (UFS variants), state.c (per-mount state), proc.c (child
+ * partitions.c (libblkid), disklabel.c (BSD disklabels), ufs.c (UFS
+ * variants), state.c (per-mount state), proc.c (child
  * processes, and where our files are), loop.c, mountinfo.c, attach.c
  * (nbdkit and the host attach step), output.c (sizes, JSON strings),
  * guest.c (the helper VM's files, qemount guest), vm.c (running the
@@ -116,6 +117,7 @@ struct disk_options {
                                    the path) */
   const char *backing;          /* --backing as given, for nbdkit */
   int partition;                /* --partition N; 0: chosen */
+  char letter;                  /* --partition Na: a disklabel's, or 0 */
   const char *fstype;           /* --fstype T */
   const char *accel;            /* --accel, for the helper VM */
   const char *lv, *key_file;    /* --lv VG/LV, --key-file FILE|- */
@@ -154,13 +156,16 @@ struct filesystem {
 };
 
 struct partition {
-  int number;                   /* as nbdkit's partition filter counts */
+  int number;                   /* as nbdkit's partition filter counts;
+                                   a disklabel partition's: its slice's */
+  char letter;                  /* a disklabel partition's, or 0 */
   uint64_t start, size;         /* bytes */
   char *type;                   /* "0x83" (dos) or the GPT type GUID */
   const char *type_name;        /* "Linux filesystem", or NULL */
   char *name, *uuid;            /* GPT name and partition UUID, or NULL */
   bool extended;                /* a DOS extended partition (container) */
   bool logical;
+  bool disklabel;               /* a slice holding a BSD disklabel */
   struct filesystem fs;
 };
 
@@ -176,11 +181,14 @@ struct disk_layout {
 int probe_disk (struct image *img, struct disk_layout *layout);
 void free_disk_layout (struct disk_layout *layout);
 const struct partition *find_partition (const struct disk_layout *layout,
-                                        int number);
+                                        int number, char letter);
+/* "2a" for a disklabel partition, "2" for others. */
+void format_partition (char *buf, size_t len, int number, char letter);
 bool fs_is_mountable (const struct filesystem *fs);
 const char *fs_container (const struct filesystem *fs);
 struct choice {
   int partition;                /* 0: the whole disk */
+  char letter;                  /* of a disklabel partition, or 0 */
   uint64_t start, size;         /* the partition's, in bytes */
   const struct filesystem *fs;  /* what libblkid found there */
   const char *fstype;           /* to mount; NULL: the guest finds it */
@@ -189,9 +197,18 @@ struct choice {
                                    or "" */
 };
 int choose_filesystem (const char *image, const struct disk_layout *d,
-                       int partition, const char *fstype, bool raw,
-                       struct choice *c);
+                       int partition, char letter, const char *fstype,
+                       bool raw, struct choice *c);
 void print_partition_list (FILE *fp, const struct disk_layout *layout);
+
+/* disklabel.c: the partitions of a BSD disklabel in an MBR slice, in
+ * *parts (malloc()ed, like their type); 1 if the slice holds a label,
+ * 0 if not, -1 if it could not be read (said).
+ */
+bool is_bsd_slice (const struct disk_layout *d, const struct partition *p);
+int read_disklabel (struct image *img, const struct disk_layout *d,
+                    const struct partition *slice, struct partition **parts,
+                    size_t *n_parts);
 
 /* ufs.c: which UFS the filesystem at [start, start+size) of fd is. */
 const char *ufs_variant (int fd, uint64_t start, uint64_t size,
@@ -227,6 +244,7 @@ struct mount_state {
   char *image, *mountpoint, *format, *fstype, *overlay;
   char *snapshot;               /* internal snapshot served, or NULL */
   int partition;                /* 0: the whole disk */
+  char letter;                  /* of a disklabel partition, or 0 */
   /* Where libblkid found the partition: nbdkit serves exactly that
    * (its offset filter), so the two cannot disagree on where it is.
    */

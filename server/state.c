@@ -228,7 +228,7 @@ state_save (const struct mount_state *st)
   put (fp, "raw", st->raw ? "yes" : "no");
   put (fp, "format", st->format);
   put (fp, "snapshot", st->snapshot);
-  snprintf (partition, sizeof partition, "%d", st->partition);
+  format_partition (partition, sizeof partition, st->partition, st->letter);
   put (fp, "partition", partition);
   if (st->partition > 0) {
     fprintf (fp, "partition_start=%" PRIu64 "\n", st->part_start);
@@ -323,8 +323,12 @@ state_load (const char *dir)
       st->raw = strcmp (value, "yes") == 0;
     else if (strcmp (line, "format") == 0) field = &st->format;
     else if (strcmp (line, "snapshot") == 0) field = &st->snapshot;
-    else if (strcmp (line, "partition") == 0)
-      st->partition = atoi (value);
+    else if (strcmp (line, "partition") == 0) {
+      char *end;
+
+      st->partition = strtol (value, &end, 10);
+      st->letter = *end >= 'a' && *end <= 'z' ? *end : 0;
+    }
     else if (strcmp (line, "partition_start") == 0)
       st->part_start = strtoull (value, NULL, 10);
     else if (strcmp (line, "partition_size") == 0)
