@@ -109,8 +109,9 @@ tr -d '\r' < "$tmp/console.log" > "$tmp/console"
 for name in gpt ploop mbr; do
   if ! grep -qx "nbdtest: $name: done" "$tmp/console"; then
     cat "$tmp/console" >&2
-    fail "$name: $(grep -m 1 -e "^nbdtest: $name: error: " -e '^nbdtest: all: error: ' "$tmp/console" ||
-                   echo "the guest did not get to it")"
+    why=$(sed -n -e "s/^nbdtest: $name: error: //p" -e 's/^nbdtest: all: error: //p' \
+            "$tmp/console" | head -n 1)
+    fail "$name: ${why:-the guest did not get to it}"
   fi
   sed -n "s/^nbdtest: $name: file //p" "$tmp/console" | LC_ALL=C sort |
     diff -u "$tmp/expected" - || fail "$name: the files differ"
