@@ -1,0 +1,55 @@
+#!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Make the initrd of the nbd-client test guest (for
+# tests/test-guest-nbd-client.sh), which boots the helper guest's
+# kernel: busybox and the modules for virtio-net, nbd, device-mapper and
+# ext4 taken from the helper guest's initrd (guests/linux/build-guest),
+# this machine's nbd-client and kpartx with their libraries, and
+# tests/nbd-client-guest-init as /init.  The helper guest itself stays
+# as it is: this is a guest for the tests only.
+#
+# usage: nbd-client-guest.sh HELPER-INITRD OUTPUT
+
+set -euo pipefail
+
+die () { echo "nbd-client-guest.sh: $*" >&2; exit 1; }
+
+[ $# = 2 ] || die "usage: nbd-client-guest.sh HELPER-INITRD OUTPUT"
+helper=$1 out=$2
+here=$(cd "$(dirname "$0")" && pwd)
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/helper" "$work/root"/{bin,dev,proc,sys,mnt,tmp,etc,lib/modules}
+(cd "$work/helper" &&
+   cpio --quiet -id '*bin/busybox' '*etc/modules.deps' '*lib/modules/*') < "$helper" ||
+  die "$helper: not a cpio archive"
+root=$work/root
+
+# The modules the init loads, each line of modules.deps naming a module
+# and the files to load for it, in order.
+for m in virtio_mmio virtio_net nbd dm_mod ext4; do
+  line=$(grep "^$m " "$work/helper/etc/modules.deps") ||
+    die "$helper has no $m module (an older helper guest: make guest)"
+  echo "$line" >> "$root/etc/modules.deps"
+  for ko in ${line#* }; do
+    cp "$work/helper/lib/modules/$ko" "$root/lib/modules/"
+  done
+done
+cp "$work/helper/bin/busybox" "$root/bin/busybox"
+
+progs=
+for tool in nbd-client kpartx; do
+  p=$(PATH=$PATH:/usr/sbin:/sbin command -v "$tool") ||
+    die "$tool is not installed"
+  cp "$p" "$root/bin/$tool"
+  progs="$progs $p"
+done
+for lib in $(for p in $progs; do ldd "$p"; done | grep -o '/[^ ]*' | sort -u); do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+cp "$here/nbd-client-guest-init" "$root/init"
+chmod 755 "$root/init"
+
+(cd "$root" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$out"
