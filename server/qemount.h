@@ -396,6 +396,8 @@ int vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
 int vm_teardown (struct mount_state *st);
 const char *vm_broken (const struct mount_state *st);
 int vm_save (const char *accel);
+char *vm_machine (const char *accel);
+const char *vm_auto_accel (void);
 
 /* vm-state.c: the helper VM's saved state, which vm.c restores. */
 #define VM_QEMU "qemu-system-x86_64"

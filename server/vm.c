@@ -243,8 +243,8 @@ kernel_append (const char *accel)
 /* The machine a saved state is made for, as its key records it: what
  * QEMU needs to be given the same to restore it.
  */
-static char *
-machine_description (const char *accel)
+char *
+vm_machine (const char *accel)
 {
   return xasprintf ("%s -m %s%s %s", MACHINE, GUEST_MEMORY,
                     strcmp (accel, "kvm") == 0 ? " -cpu host" : "", DEVICES);
@@ -606,14 +606,26 @@ notice_booting (const char *why)
   warnf ("%s: booting the helper VM instead, and saving it again", why);
 }
 
+/* The accelerator a mount with --accel auto uses, once it knows. */
+const char *
+vm_auto_accel (void)
+{
+  return access ("/dev/kvm", R_OK | W_OK) == 0 && read_verdict () == 1 ?
+    "kvm" : "tcg";
+}
+
 /* The accelerator to restore the guest with, or NULL to boot it: auto
  * boots until it knows whether KVM works here, and a guest opening LUKS
- * (more memory, and its key on fw_cfg from the start) always boots.
+ * (more memory, and its key on fw_cfg from the start) always boots, as
+ * does every guest with QEMOUNT_VM_STATE=off (to compare, or to rule
+ * the saved state out).
  */
 static const char *
 restore_accel (const struct vm_request *r)
 {
-  if (r->key && r->key->len)
+  const char *env = getenv ("QEMOUNT_VM_STATE");
+
+  if ((r->key && r->key->len) || (env && strcmp (env, "off") == 0))
     return NULL;
   if (strcmp (r->accel, "auto") != 0)
     return r->accel;
@@ -695,7 +707,7 @@ static int
 restore (struct mount_state *st, const struct vm_request *r,
          const char *accel, const char *want)
 {
-  CLEANUP_FREE char *machine = machine_description (accel);
+  CLEANUP_FREE char *machine = vm_machine (accel);
   CLEANUP_FREE char *path = vm_state_path (accel);
   CLEANUP_FREE char *console = state_path (st, STATE_CONSOLE);
   CLEANUP_FREE char *append = NULL, *why = NULL;
@@ -1136,7 +1148,7 @@ vm_save (const char *accel)
   CLEANUP_FREE char *dir = run ? xasprintf ("%s/save.XXXXXX", run) : NULL;
   CLEANUP_FREE char *base = kernel_append (accel);
   CLEANUP_FREE char *append = xasprintf ("%s qemount.mode=saved", base);
-  CLEANUP_FREE char *machine = machine_description (accel);
+  CLEANUP_FREE char *machine = vm_machine (accel);
   CLEANUP_FREE char *console = NULL, *log = NULL, *qmp = NULL;
   struct console_wait c = { .want = "qemount-guest: saved" };
   struct proc_wait w = {
