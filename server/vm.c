@@ -643,6 +643,7 @@ struct ctl_wait {
   int fd;
   char said[64];
   size_t len;
+  bool closed;                  /* QEMU closed the port, or we failed */
 };
 
 /* The restored guest has said, on its control port, that it waits for
@@ -660,13 +661,13 @@ ctl_hello (void *opaque)
   if (c->fd == -1)
     return WAIT_PENDING;
   n = recv (c->fd, c->said + c->len, sizeof c->said - c->len, MSG_DONTWAIT);
-  if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR))
-    return WAIT_EXITED;         /* QEMU closed it */
   if (n > 0)
     c->len += n;
   if (memchr (c->said, '\n', c->len))
     return WAIT_READY;
-  return c->len == sizeof c->said ? WAIT_EXITED : WAIT_PENDING;
+  c->closed = n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR) ||
+    c->len == sizeof c->said;
+  return c->closed ? WAIT_EXITED : WAIT_PENDING;
 }
 
 /* The line a restored guest waits for: the host's clock, random bytes
@@ -739,8 +740,10 @@ restore (struct mount_state *st, const struct vm_request *r,
   w.child = st->qemu_pid;
   b = proc_wait_for (&w);
   if (b == WAIT_READY) {
-    if (send_ctl_line (c.fd, r) == -1)
+    if (send_ctl_line (c.fd, r) == -1) {
+      c.closed = true;
       b = WAIT_EXITED;
+    }
     else {
       w.check = console_says;
       w.opaque = &cw;
@@ -754,7 +757,7 @@ restore (struct mount_state *st, const struct vm_request *r,
             now_ms () - start);
     return await_ready (st, want);
   }
-  if (b == WAIT_EXITED && cw.failure == NULL && w.wstatus != 0)
+  if (b == WAIT_EXITED && !c.closed && cw.failure == NULL)
     st->qemu_pid = 0;           /* reaped */
   kill_qemu (st);
   if (b == WAIT_INTERRUPTED)
