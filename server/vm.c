@@ -720,7 +720,7 @@ restore (struct mount_state *st, const struct vm_request *r,
     .timeout_ms = RESTORE_MS, .interruptible = true,
     .check = ctl_hello, .opaque = &c,
   };
-  long start = now_ms ();
+  long start = now_ms (), loaded = 0, started = 0;
   enum wait_result b;
   int fd;
 
@@ -737,9 +737,11 @@ restore (struct mount_state *st, const struct vm_request *r,
     return EXIT_ERROR;
   }
   close (fd);
+  started = now_ms ();
   w.child = st->qemu_pid;
   b = proc_wait_for (&w);
   if (b == WAIT_READY) {
+    loaded = now_ms ();
     if (send_ctl_line (c.fd, r) == -1) {
       c.closed = true;
       b = WAIT_EXITED;
@@ -753,8 +755,10 @@ restore (struct mount_state *st, const struct vm_request *r,
   if (c.fd >= 0)
     close (c.fd);
   if (b == WAIT_READY) {
-    debugf ("restored the helper VM from %s (%s) in %ld ms", path, accel,
-            now_ms () - start);
+    debugf ("restored the helper VM from %s (%s) in %ld ms: checked in "
+            "%ld, loaded in %ld, resumed in %ld", path, accel,
+            now_ms () - start, started - start, loaded - started,
+            now_ms () - loaded);
     return await_ready (st, want);
   }
   if (b == WAIT_EXITED && !c.closed && cw.failure == NULL)
