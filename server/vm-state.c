@@ -37,9 +37,10 @@
 #define MAGIC "qemount-vm-state 1\n"
 #define MIGRATE_TIMEOUT_MS 60000
 
-/* path's identity for the key: size, mtime and inode (build-guest
- * replaces its files, never rewrites them).  Hashing the kernel and
- * initrd (100 MiB) at every mount would cost more than the restore.
+/* The identity of the file at path for the key: device, inode, size
+ * and mtime (build-guest replaces its files, never rewrites them), not
+ * the path, which may be spelt in more than one way.  Hashing the kernel
+ * and initrd (100 MiB) at every mount would cost more than the restore.
  */
 static char *
 file_identity (const char *path)
@@ -47,13 +48,14 @@ file_identity (const char *path)
   struct stat s;
 
   if (stat (path, &s) == -1)
-    return xasprintf ("%s missing", path);
-  return xasprintf ("%s %lld %lld.%09ld %llu", path, (long long) s.st_size,
-                    (long long) s.st_mtim.tv_sec, s.st_mtim.tv_nsec,
-                    (unsigned long long) s.st_ino);
+    return xasprintf ("missing (%s)", path);
+  return xasprintf ("%llx:%llu %lld %lld.%09ld",
+                    (unsigned long long) s.st_dev,
+                    (unsigned long long) s.st_ino, (long long) s.st_size,
+                    (long long) s.st_mtim.tv_sec, s.st_mtim.tv_nsec);
 }
 
-/* The QEMU that PATH runs. */
+/* The file that PATH runs for name. */
 static char *
 find_program (const char *name)
 {
