@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "qemount.h"
@@ -43,6 +44,27 @@ guest_built (void)
   return access (k, R_OK) == 0 && access (i, R_OK) == 0;
 }
 
+/* The saved guest for accel (vm-state.c), if there is one: its size,
+ * or why mounts cannot restore it.
+ */
+static void
+print_saved (const char *accel)
+{
+  CLEANUP_FREE char *machine = vm_machine (accel);
+  CLEANUP_FREE char *path = vm_state_path (accel);
+  CLEANUP_FREE char *append = NULL, *why = NULL;
+  int fd = vm_state_open (accel, machine, &append, &why);
+  struct stat s;
+
+  if (fd >= 0 && fstat (fd, &s) == 0)
+    printf ("saved %s %s, %lld MiB\n", accel, path,
+            (long long) s.st_size >> 20);
+  else if (why)
+    printf ("saved %s %s\n", accel, why);
+  if (fd >= 0)
+    close (fd);
+}
+
 /* qemount guest build | info */
 int
 guest_main (int argc, char *argv[])
@@ -56,9 +78,10 @@ guest_main (int argc, char *argv[])
     const char *args[] = { script, guest_dir (), NULL };
 
     debugf ("%s %s", args[0], args[1]);
-    execvp (script, (char **) args);
-    errorf ("cannot run %s: %m", script);
-    return EXIT_ERROR;
+    if (proc_run ((char **) args) != 0)
+      return EXIT_ERROR;        /* it said why */
+    /* Every mount restores the guest saved here. */
+    return vm_save (vm_auto_accel ()) == 0 ? EXIT_OK : EXIT_ERROR;
   }
   if (argc == 2 && strcmp (argv[1], "info") == 0) {
     CLEANUP_FREE char *path = xasprintf ("%s/info", guest_dir ());
@@ -74,6 +97,8 @@ guest_main (int argc, char *argv[])
     while (fgets (line, sizeof line, fp))
       fputs (line, stdout);
     fclose (fp);
+    print_saved ("tcg");
+    print_saved ("kvm");
     return EXIT_OK;
   }
   help = argc == 2 && strcmp (argv[1], "--help") == 0;
@@ -86,8 +111,9 @@ guest_main (int argc, char *argv[])
            "usage: qemount guest build | info\n"
            "\n"
            "build: fetch Debian's kernel package and build the helper VM\n"
-           "       in %s\n"
-           "info:  its kernel version and the filesystems it mounts\n",
+           "       in %s, then boot and save it for mounts to restore\n"
+           "info:  its kernel version, the filesystems it mounts and its\n"
+           "       saved state\n",
            guest_dir ());
   return help ? EXIT_OK : EXIT_USAGE;
 }

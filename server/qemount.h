@@ -424,5 +424,16 @@ int vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
                 bool progress);
 int vm_teardown (struct mount_state *st);
 const char *vm_broken (const struct mount_state *st);
+int vm_save (const char *accel);
+char *vm_machine (const char *accel);
+const char *vm_auto_accel (void);
+
+/* vm-state.c: the helper VM's saved state, which vm.c restores. */
+#define VM_QEMU "qemu-system-x86_64"
+char *vm_state_path (const char *accel);
+int vm_state_open (const char *accel, const char *machine, char **append,
+                   char **why);
+int vm_state_write (const char *accel, const char *machine,
+                    const char *append, const char *qmp_path);
 
 #endif /* QEMOUNT_SERVER_H */

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -37,7 +38,11 @@
 
 #include "qemount.h"
 
-#define QEMU "qemu-system-x86_64"
+#define MACHINE "microvm,x-option-roms=off,isa-serial=on,rtc=on"
+/* Part of a saved state's key: a change of the devices below (in
+ * start_qemu) must change it too.
+ */
+#define DEVICES "virtio-blk,virtio-serial:sftp,tar,ctl"
 #define GUEST_MEMORY "512"
 /* LUKS2's argon2 may want up to 1 GiB to open a keyslot (cryptsetup's
  * default cost); QEMU only takes the memory the guest touches.
@@ -54,11 +59,18 @@
  */
 #define TCG_BOOT_MS 60000
 #define READY_TIMEOUT_MS 60000  /* mounting a large filesystem can take long */
+/* From the start of QEMU to the restored guest's "resumed": well under
+ * a second on an idle host; a guest that takes this long did not
+ * resume, and is booted instead.
+ */
+#define RESTORE_MS 30000
 
 #define STATE_QEMU_PID "qemu.pid"
 #define STATE_CONSOLE "console.log"
 #define STATE_SFTP_SOCKET "sftp.sock"
 #define STATE_TAR_SOCKET "tar.sock"
+#define STATE_CTL_SOCKET "ctl.sock"
+#define QMP_SOCKET "qmp.sock"
 #define VERDICT_FILE "kvm-verdict"
 
 /* The first line of the console log starting with prefix, copied into
@@ -189,20 +201,19 @@ host_tsc_khz (void)
 
 /* Containers (LVM, md, LUKS; guests/linux/init opens them): the guest
  * looks for them when the host saw one, and --lv names the logical
- * volume.  Appended to the kernel command line, which the host's ps
- * shows; the passphrase never goes there (key_pipe).
+ * volume.
  */
 static void
-containers_append (const struct vm_request *r, char **append)
+containers_append (const struct vm_request *r, char **args)
 {
   char *a;
 
   if (!r->containers && !r->lv && !(r->key && r->key->len))
     return;
-  a = xasprintf ("%s qemount.containers=1%s%s", *append,
+  a = xasprintf ("%s qemount.containers=1%s%s", *args,
                  r->lv ? " qemount.lv=" : "", r->lv ? r->lv : "");
-  free (*append);
-  *append = a;
+  free (*args);
+  *args = a;
 }
 
 /* Mount options the filesystem needs (UFS's ufstype=), for the guest's
@@ -218,6 +229,51 @@ fsopts_append (const struct vm_request *r, char **append)
   a = xasprintf ("%s qemount.fsopts=%s", *append, r->fsopts);
   free (*append);
   *append = a;
+}
+
+/* What the guest's init is to do for this mount: on its kernel command
+ * line when it boots, on its control port when it is restored.  The
+ * host's ps shows the command line; the passphrase never goes there
+ * (key_pipe).
+ */
+static char *
+guest_args (const struct vm_request *r)
+{
+  CLEANUP_FREE char *paths =
+    r->n_paths ? hex_paths (r->paths, r->n_paths) : NULL;
+  char *args = xasprintf ("qemount.mode=%s%s%s%s%s%s",
+                          r->tar ? "tar" : "sftp",
+                          r->fstype ? " qemount.fstype=" : "",
+                          r->fstype ? r->fstype : "",
+                          r->rw ? " qemount.rw=1" : "",
+                          paths ? " qemount.paths=" : "",
+                          paths ? paths : "");
+
+  containers_append (r, &args);
+  fsopts_append (r, &args);
+  return args;
+}
+
+/* The kernel command line, less what the guest is to do. */
+static char *
+kernel_append (const char *accel)
+{
+  unsigned long khz = strcmp (accel, "tcg") == 0 ? host_tsc_khz () : 0;
+  char tsc[48] = "";
+
+  if (khz)
+    snprintf (tsc, sizeof tsc, " tsc_early_khz=%lu", khz);
+  return xasprintf ("console=ttyS0 quiet panic=-1%s", tsc);
+}
+
+/* The machine a saved state is made for, as its key records it: what
+ * QEMU needs to be given the same to restore it.
+ */
+char *
+vm_machine (const char *accel)
+{
+  return xasprintf ("%s -m %s%s %s", MACHINE, GUEST_MEMORY,
+                    strcmp (accel, "kvm") == 0 ? " -cpu host" : "", DEVICES);
 }
 
 /* The LUKS passphrase reaches the guest as the fw_cfg file
@@ -259,97 +315,132 @@ key_pipe (const struct secret *key)
   return fd;
 }
 
-/* Start QEMU once with accel ("kvm" or "tcg"), recorded as
- * st->qemu_pid; returns -1 if it could not start.
+/* One start of QEMU: a mount's guest, booted or restored, or the guest
+ * that vm_save saves.  All have the same devices, which a restore
+ * requires: the disk, and the guest's ports (for sftp, tar and the
+ * control line of a restored guest) on one virtio-serial device.
  */
-static int
-spawn_qemu (struct mount_state *st, const struct vm_request *r,
-            const char *accel)
+struct qemu_start {
+  const char *dir;              /* pid file, console, log and sockets */
+  const char *accel;
+  const char *append;           /* the kernel command line */
+  const char *log;              /* QEMU's stderr */
+  const char *drive;            /* -drive: the disk's backend */
+  const char *memory;
+  int fd3;                      /* descriptor 3, or -1 */
+  bool key;                     /* fd3: the LUKS passphrase, for fw_cfg */
+  bool incoming;                /* fd3: a saved state to restore */
+  bool qmp;                     /* a monitor socket (vm_save) */
+  bool die_with_us;
+};
+
+static pid_t
+start_qemu (const struct qemu_start *q)
 {
-  CLEANUP_FREE char *pidfile = state_path (st, STATE_QEMU_PID);
-  CLEANUP_FREE char *console = state_path (st, STATE_CONSOLE);
-  CLEANUP_FREE char *log = state_path (st, "qemu.log");
-  CLEANUP_FREE char *sock = state_path (st, STATE_SOCKET);
-  CLEANUP_FREE char *port =
-    state_path (st, r->tar ? STATE_TAR_SOCKET : STATE_SFTP_SOCKET);
-  CLEANUP_FREE char *paths =
-    r->n_paths ? hex_paths (r->paths, r->n_paths) : NULL;
-  CLEANUP_FREE char *append = NULL;
+  static const char *const ports[] = { "sftp", "tar", "ctl" };
   CLEANUP_ARGV struct argv_builder argv = { NULL };
-  unsigned long khz = strcmp (accel, "tcg") == 0 ? host_tsc_khz () : 0;
-  char tsc[48] = "";
-  int key_fd = -1;
-  pid_t pid;
 
-  if (khz)
-    snprintf (tsc, sizeof tsc, " tsc_early_khz=%lu", khz);
-  append = xasprintf ("console=ttyS0 quiet panic=-1%s "
-                            "qemount.mode=%s%s%s%s%s%s", tsc,
-                            r->tar ? "tar" : "sftp",
-                            r->fstype ? " qemount.fstype=" : "",
-                            r->fstype ? r->fstype : "",
-                            r->rw ? " qemount.rw=1" : "",
-                            paths ? " qemount.paths=" : "",
-                            paths ? paths : "");
-  containers_append (r, &append);
-  fsopts_append (r, &append);
-  unlink (console);
-  unlink (pidfile);
-
-  argv_push (&argv, QEMU);
+  argv_push (&argv, VM_QEMU);
   argv_push (&argv, "-M");
-  argv_push (&argv, "microvm,x-option-roms=off,isa-serial=on,rtc=on");
+  argv_push (&argv, MACHINE);
   argv_push (&argv, "-accel");
-  argv_push (&argv, accel);
-  if (strcmp (accel, "kvm") == 0) {
+  argv_push (&argv, q->accel);
+  if (strcmp (q->accel, "kvm") == 0) {
     argv_push (&argv, "-cpu");
     argv_push (&argv, "host");
   }
   argv_push (&argv, "-m");
-  argv_push (&argv,
-             r->key && r->key->len ? GUEST_MEMORY_LUKS : GUEST_MEMORY);
+  argv_push (&argv, q->memory);
   argv_push (&argv, "-nodefaults");
   argv_push (&argv, "-no-user-config");
   argv_push (&argv, "-display");
   argv_push (&argv, "none");
   argv_push (&argv, "-no-reboot");
   argv_push (&argv, "-pidfile");
-  argv_push (&argv, pidfile);
+  argv_push_printf (&argv, "%s/" STATE_QEMU_PID, q->dir);
   argv_push (&argv, "-kernel");
   argv_push_printf (&argv, "%s/vmlinux", guest_dir ());
   argv_push (&argv, "-initrd");
   argv_push_printf (&argv, "%s/initrd", guest_dir ());
   argv_push (&argv, "-append");
-  argv_push (&argv, append);
+  argv_push (&argv, q->append);
   argv_push (&argv, "-serial");
-  argv_push_printf (&argv, "file:%s", console);
+  argv_push_printf (&argv, "file:%s/" STATE_CONSOLE, q->dir);
   argv_push (&argv, "-drive");
-  argv_push_printf (&argv, "file=nbd:unix:%s,format=raw,if=none,id=disk,"
-                    "cache=none%s", sock, r->rw ? "" : ",readonly=on");
+  argv_push_printf (&argv, "%s,if=none,id=disk", q->drive);
   argv_push (&argv, "-device");
   argv_push (&argv, "virtio-blk-device,drive=disk");
   argv_push (&argv, "-device");
   argv_push (&argv, "virtio-serial-device");
-  argv_push (&argv, "-chardev");
-  argv_push_printf (&argv, "socket,id=port,path=%s,server=on,wait=off",
-                    port);
-  argv_push (&argv, "-device");
-  argv_push_printf (&argv, "virtserialport,chardev=port,name=qemount.%s",
-                    r->tar ? "tar" : "sftp");
-  if (r->key && r->key->len) {
-    key_fd = key_pipe (r->key);
-    if (key_fd == -1)
-      return -1;
+  for (size_t i = 0; i < sizeof ports / sizeof ports[0]; ++i) {
+    argv_push (&argv, "-chardev");
+    argv_push_printf (&argv, "socket,id=%s,path=%s/%s.sock,server=on,"
+                      "wait=off", ports[i], q->dir, ports[i]);
+    argv_push (&argv, "-device");
+    argv_push_printf (&argv, "virtserialport,chardev=%s,name=qemount.%s",
+                      ports[i], ports[i]);
+  }
+  if (q->key) {
     argv_push (&argv, "-fw_cfg");
     argv_push (&argv, "name=" KEY_FW_CFG ",file=/dev/fd/3");
   }
+  if (q->incoming) {
+    argv_push (&argv, "-incoming");
+    argv_push (&argv, "fd:3");
+  }
+  if (q->qmp) {
+    argv_push (&argv, "-qmp");
+    argv_push_printf (&argv, "unix:%s/" QMP_SOCKET ",server=on,wait=off",
+                      q->dir);
+  }
+  return proc_spawn_io (argv.argv, &(struct spawn_io) {
+      .in = -1, .out = -1, .fd3 = q->fd3, .log = q->log,
+      .die_with_us = q->die_with_us });
+}
 
+/* Start a mount's QEMU with accel, recorded as st->qemu_pid: booting
+ * the guest, or restoring it from state_fd (>= 0) with append, the
+ * kernel command line the state was made with.  -1 if it could not
+ * start.
+ */
+static int
+spawn_qemu (struct mount_state *st, const struct vm_request *r,
+            const char *accel, int state_fd, const char *append)
+{
+  CLEANUP_FREE char *console = state_path (st, STATE_CONSOLE);
+  CLEANUP_FREE char *pidfile = state_path (st, STATE_QEMU_PID);
+  CLEANUP_FREE char *log = state_path (st, "qemu.log");
+  CLEANUP_FREE char *sock = state_path (st, STATE_SOCKET);
+  CLEANUP_FREE char *boot_append = NULL, *args = NULL, *drive = NULL;
+  bool luks = r->key && r->key->len;
+  struct qemu_start q = {
+    .dir = st->dir, .accel = accel, .log = log, .fd3 = state_fd,
+    .memory = luks ? GUEST_MEMORY_LUKS : GUEST_MEMORY, .key = luks,
+    .incoming = state_fd >= 0, .die_with_us = st->extract,
+  };
+  pid_t pid;
+
+  if (state_fd < 0) {
+    CLEANUP_FREE char *base = kernel_append (accel);
+
+    args = guest_args (r);
+    boot_append = xasprintf ("%s %s", base, args);
+    append = boot_append;
+  }
+  q.append = append;
+  q.drive = drive = xasprintf ("file=nbd:unix:%s,format=raw,cache=none%s",
+                               sock, r->rw ? "" : ",readonly=on");
+  unlink (console);
+  unlink (pidfile);
+  if (luks) {
+    q.fd3 = key_pipe (r->key);
+    if (q.fd3 == -1)
+      return -1;
+  }
   /* An extract's QEMU does not outlive it, even killed. */
-  pid = proc_spawn_io (argv.argv, &(struct spawn_io) {
-      .in = -1, .out = -1, .fd3 = key_fd, .log = log,
-      .die_with_us = st->extract });
-  if (key_fd >= 0)
-    close (key_fd);
+  pid = start_qemu (&q);
+  if (luks)
+    close (q.fd3);
   if (pid == -1)
     return -1;
   st->qemu_pid = pid;
@@ -482,20 +573,260 @@ kill_qemu (struct mount_state *st)
   st->qemu_pid = 0;
 }
 
-/* Boot the guest: KVM if asked for or known to work (auto tries it once
- * with a watchdog and remembers the verdict), else TCG.  On success
- * QEMU (st->qemu_pid) runs and the guest has printed want.
+/* A connection to QEMU's end of a guest port, or -1 (said unless
+ * quiet).
  */
 static int
-boot (struct mount_state *st, const struct vm_request *r, const char *want)
+connect_port (const struct mount_state *st, const char *name, bool quiet)
 {
+  char *sock = state_path (st, name);
+  struct sockaddr_un addr = { .sun_family = AF_UNIX };
+  int fd = -1;
+
+  if (strlen (sock) >= sizeof addr.sun_path) {
+    errorf ("%s: path too long for a socket", sock);
+    goto out;
+  }
+  strcpy (addr.sun_path, sock);
+  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd == -1 || connect (fd, (struct sockaddr *) &addr, sizeof addr) == -1) {
+    if (!quiet)
+      errorf ("%s: connect: %m", sock);
+    if (fd >= 0)
+      close (fd);
+    fd = -1;
+  }
+ out:
+  free (sock);
+  return fd;
+}
+
+/* The guest failed, or we gave up waiting (b): stop QEMU; the status to
+ * exit with.
+ */
+static int
+guest_failed (struct mount_state *st, enum wait_result b)
+{
+  kill_qemu (st);
+  return b == WAIT_INTERRUPTED ? EXIT_INTERRUPTED :
+    b == WAIT_FAILED ? EXIT_ERROR : guest_exit_status (st);
+}
+
+/* The guest has printed want, after it has been booted or restored:
+ * EXIT_OK, else QEMU is stopped and the status is the one to exit with.
+ */
+static int
+await_ready (struct mount_state *st, const char *want)
+{
+  enum wait_result b = wait_console (st, want, READY_TIMEOUT_MS, false);
+
+  if (b == WAIT_READY)
+    return EXIT_OK;
+  return guest_failed (st, b);
+}
+
+/* The one line said when a saved state is there but cannot be used. */
+static void
+notice_booting (const char *why)
+{
+  warnf ("%s: booting the helper VM instead, and saving it again", why);
+}
+
+/* The accelerator a mount with --accel auto uses, once it knows. */
+const char *
+vm_auto_accel (void)
+{
+  return access ("/dev/kvm", R_OK | W_OK) == 0 && read_verdict () == 1 ?
+    "kvm" : "tcg";
+}
+
+/* The accelerator to restore the guest with, or NULL to boot it: auto
+ * boots until it knows whether KVM works here, and a guest opening LUKS
+ * (more memory, and its key on fw_cfg from the start) always boots, as
+ * does every guest with QEMOUNT_VM_STATE=off (to compare, or to rule
+ * the saved state out).
+ */
+static const char *
+restore_accel (const struct vm_request *r)
+{
+  const char *env = getenv ("QEMOUNT_VM_STATE");
+
+  if ((r->key && r->key->len) || (env && strcmp (env, "off") == 0))
+    return NULL;
+  if (strcmp (r->accel, "auto") != 0)
+    return r->accel;
+  if (access ("/dev/kvm", R_OK | W_OK) != 0)
+    return "tcg";
+  switch (read_verdict ()) {
+  case 1: return "kvm";
+  case 0: return "tcg";
+  default: return NULL;
+  }
+}
+
+struct ctl_wait {
+  const struct mount_state *st;
+  int fd;
+  char said[64];
+  size_t len;
+  bool closed;                  /* QEMU closed the port, or we failed */
+};
+
+/* The restored guest has said, on its control port, that it waits for
+ * its line.  The port's socket appears when QEMU starts; what the guest
+ * says before we connect waits for us in the guest.
+ */
+static enum wait_result
+ctl_hello (void *opaque)
+{
+  struct ctl_wait *c = opaque;
+  ssize_t n;
+
+  if (c->fd == -1)
+    c->fd = connect_port (c->st, STATE_CTL_SOCKET, true);
+  if (c->fd == -1)
+    return WAIT_PENDING;
+  n = recv (c->fd, c->said + c->len, sizeof c->said - c->len, MSG_DONTWAIT);
+  if (n > 0)
+    c->len += n;
+  if (memchr (c->said, '\n', c->len))
+    return WAIT_READY;
+  c->closed = n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR) ||
+    c->len == sizeof c->said;
+  return c->closed ? WAIT_EXITED : WAIT_PENDING;
+}
+
+/* The line a restored guest waits for: the host's clock, random bytes
+ * for the guest's random state (both as guests/linux/resume.c takes
+ * them) and what it is to do.
+ */
+static int
+send_ctl_line (int fd, const struct vm_request *r)
+{
+  CLEANUP_FREE char *args = guest_args (r);
+  CLEANUP_FREE char *line = NULL;
+  unsigned char seed[32];
+  char hex[sizeof seed * 2 + 1];
+  struct timespec now;
+  ssize_t len;
+
+  if (getrandom (seed, sizeof seed, 0) != sizeof seed) {
+    errorf ("getrandom: %m");
+    return -1;
+  }
+  for (size_t i = 0; i < sizeof seed; ++i)
+    sprintf (hex + 2 * i, "%02x", seed[i]);
+  clock_gettime (CLOCK_REALTIME, &now);
+  line = xasprintf ("%lld.%09ld %s %s\n", (long long) now.tv_sec,
+                    now.tv_nsec, hex, args);
+  len = strlen (line);
+  return write (fd, line, len) == len ? 0 : -1;
+}
+
+/* Restore the guest from its saved state (vm-state.c) with accel, give
+ * it this mount's line, and wait for want.  RESTORE_FAILED if there is
+ * no usable state or the guest did not resume from it: said in one
+ * line if the state was there, and QEMU is stopped; the caller boots
+ * the guest instead.  Else like boot.
+ */
+#define RESTORE_FAILED (-1)
+static int
+restore (struct mount_state *st, const struct vm_request *r,
+         const char *accel, const char *want)
+{
+  CLEANUP_FREE char *machine = vm_machine (accel);
+  CLEANUP_FREE char *path = vm_state_path (accel);
+  CLEANUP_FREE char *console = state_path (st, STATE_CONSOLE);
+  CLEANUP_FREE char *append = NULL, *why = NULL;
+  struct ctl_wait c = { .st = st, .fd = -1 };
+  struct console_wait cw = {
+    .console = console, .want = "qemount-guest: resumed",
+  };
+  struct proc_wait w = {
+    .timeout_ms = RESTORE_MS, .interruptible = true,
+    .check = ctl_hello, .opaque = &c,
+  };
+  long start = now_ms (), loaded = 0, started = 0;
+  enum wait_result b;
+  int fd;
+
+  fd = vm_state_open (accel, machine, &append, &why);
+  if (fd == -1) {
+    if (why)
+      notice_booting (why);
+    else
+      debugf ("no saved helper VM in %s: booting it", path);
+    return RESTORE_FAILED;
+  }
+  if (spawn_qemu (st, r, accel, fd, append) == -1) {
+    close (fd);
+    return EXIT_ERROR;
+  }
+  close (fd);
+  started = now_ms ();
+  w.child = st->qemu_pid;
+  b = proc_wait_for (&w);
+  if (b == WAIT_READY) {
+    loaded = now_ms ();
+    if (send_ctl_line (c.fd, r) == -1) {
+      c.closed = true;
+      b = WAIT_EXITED;
+    }
+    else {
+      w.check = console_says;
+      w.opaque = &cw;
+      b = proc_wait_for (&w);
+    }
+  }
+  if (c.fd >= 0)
+    close (c.fd);
+  if (b == WAIT_READY) {
+    debugf ("restored the helper VM from %s (%s) in %ld ms: checked in "
+            "%ld, loaded in %ld, resumed in %ld", path, accel,
+            now_ms () - start, started - start, loaded - started,
+            now_ms () - loaded);
+    return await_ready (st, want);
+  }
+  if (b == WAIT_EXITED && !c.closed && cw.failure == NULL)
+    st->qemu_pid = 0;           /* reaped */
+  kill_qemu (st);
+  if (b == WAIT_INTERRUPTED)
+    return EXIT_INTERRUPTED;
+  if (report_dead_nbdkit (st))
+    return EXIT_ERROR;
+  why = xasprintf ("%s: the helper VM did not resume from it%s%s", path,
+                   cw.failure ? ": " : "", cw.failure ? cw.said : "");
+  notice_booting (why);
+  return RESTORE_FAILED;
+}
+
+/* Start the guest: restored from its saved state if it can be, else
+ * booted, KVM if asked for or known to work (auto tries it once with a
+ * watchdog and remembers the verdict), else TCG.  On success QEMU
+ * (st->qemu_pid) runs and the guest has printed want.  *save: the
+ * accelerator to save the guest for again once this one is done with
+ * (vm_save), or NULL.
+ */
+static int
+boot (struct mount_state *st, const struct vm_request *r, const char *want,
+      const char **save)
+{
+  const char *accel = restore_accel (r);
   bool try_kvm = false, probing = false;
   enum wait_result b;
+  int status;
 
+  *save = NULL;
   if (!guest_built ()) {
     errorf ("the helper VM is not built in %s: run qemount guest build "
             "(it downloads Debian's kernel package)", guest_dir ());
     return EXIT_NEEDS_VM;
+  }
+  if (accel) {
+    status = restore (st, r, accel, want);
+    if (status != RESTORE_FAILED)
+      return status;
+    *save = accel;
   }
   if (strcmp (r->accel, "kvm") == 0)
     try_kvm = true;
@@ -507,7 +838,7 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want)
   }
 
   if (try_kvm) {
-    if (spawn_qemu (st, r, "kvm") == -1)
+    if (spawn_qemu (st, r, "kvm", -1, NULL) == -1)
       return EXIT_ERROR;
     b = wait_console (st, "qemount-guest: init",
                       strcmp (r->accel, "kvm") == 0 ? TCG_BOOT_MS :
@@ -516,7 +847,7 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want)
       if (probing)
         write_verdict (true);
       debugf ("KVM works: the guest reached init");
-      goto booted;
+      return await_ready (st, want);
     }
     kill_qemu (st);
     if (b == WAIT_INTERRUPTED)
@@ -535,7 +866,7 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want)
    * kernel: one more try.
    */
   for (int attempt = 1; ; ++attempt) {
-    if (spawn_qemu (st, r, "tcg") == -1)
+    if (spawn_qemu (st, r, "tcg", -1, NULL) == -1)
       return EXIT_ERROR;
     b = wait_console (st, "qemount-guest: init", TCG_BOOT_MS,
                       attempt == 1);
@@ -545,41 +876,9 @@ boot (struct mount_state *st, const struct vm_request *r, const char *want)
     kill_qemu (st);
   }
   if (b != WAIT_READY)
-    goto failed;
+    return guest_failed (st, b);
 
- booted:
-  b = wait_console (st, want, READY_TIMEOUT_MS, false);
-  if (b == WAIT_READY)
-    return EXIT_OK;
- failed:
-  kill_qemu (st);
-  return b == WAIT_INTERRUPTED ? EXIT_INTERRUPTED :
-    b == WAIT_FAILED ? EXIT_ERROR : guest_exit_status (st);
-}
-
-/* A connection to QEMU's end of a guest port, or -1. */
-static int
-connect_port (struct mount_state *st, const char *name)
-{
-  char *sock = state_path (st, name);
-  struct sockaddr_un addr = { .sun_family = AF_UNIX };
-  int fd = -1;
-
-  if (strlen (sock) >= sizeof addr.sun_path) {
-    errorf ("%s: path too long for a socket", sock);
-    goto out;
-  }
-  strcpy (addr.sun_path, sock);
-  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd == -1 || connect (fd, (struct sockaddr *) &addr, sizeof addr) == -1) {
-    errorf ("%s: connect: %m", sock);
-    if (fd >= 0)
-      close (fd);
-    fd = -1;
-  }
- out:
-  free (sock);
-  return fd;
+  return await_ready (st, want);
 }
 
 /* sshfs -o passive speaks sftp on its stdin and stdout: the guest's
@@ -590,7 +889,7 @@ spawn_sshfs (struct mount_state *st, const struct vm_request *r)
 {
   CLEANUP_FREE char *log = state_path (st, "sshfs.log");
   CLEANUP_ARGV struct argv_builder argv = { NULL };
-  int fd = connect_port (st, STATE_SFTP_SOCKET);
+  int fd = connect_port (st, STATE_SFTP_SOCKET, false);
   pid_t pid;
 
   if (fd == -1)
@@ -635,10 +934,11 @@ vm_mount (struct mount_state *st, const struct vm_request *r)
     .timeout_ms = 20000, .interruptible = true, .check = sshfs_mounted,
     .opaque = st,
   };
+  const char *save;
   int status;
 
   st->attach = ATTACH_VM;
-  status = boot (st, r, "qemount-guest: ready");
+  status = boot (st, r, "qemount-guest: ready", &save);
   if (status != EXIT_OK)
     return status;
 
@@ -650,6 +950,8 @@ vm_mount (struct mount_state *st, const struct vm_request *r)
     return EXIT_ERROR;
   switch (proc_wait_for (&w)) {
   case WAIT_READY:
+    if (save)
+      vm_save (save);
     return EXIT_OK;
   case WAIT_EXITED: {
     CLEANUP_FREE char *log = state_path (st, "sshfs.log");
@@ -705,16 +1007,16 @@ vm_teardown (struct mount_state *st)
    * (Without sshfs nothing was written: a failed mount stops at once.)
    */
   if (status == EXIT_OK && qemu > 0 && !st->readonly && sshfs > 0 &&
-      !proc_wait (qemu, QEMU, qpid, RW_POWEROFF_MS)) {
+      !proc_wait (qemu, VM_QEMU, qpid, RW_POWEROFF_MS)) {
     errorf ("%s: the helper VM did not finish writing back and power off "
             "within %d s: stopping it; writes since the last sync may be "
             "lost", st->mountpoint ? st->mountpoint : st->image,
             RW_POWEROFF_MS / 1000);
     status = EXIT_ERROR;
-    proc_stop (qemu, QEMU, qpid, 0);
+    proc_stop (qemu, VM_QEMU, qpid, 0);
   }
   else if (status == EXIT_OK && qemu > 0 &&
-           proc_stop (qemu, QEMU, qpid, 0) == -1)
+           proc_stop (qemu, VM_QEMU, qpid, 0) == -1)
     status = EXIT_ERROR;
   free (qpid);
   return status;
@@ -729,7 +1031,7 @@ const char *
 vm_broken (const struct mount_state *st)
 {
   char *qpid = state_path (st, STATE_QEMU_PID);
-  bool qemu = proc_is (st->qemu_pid, QEMU, qpid);
+  bool qemu = proc_is (st->qemu_pid, VM_QEMU, qpid);
   bool sshfs = st->mountpoint == NULL ||
     proc_is (st->sshfs_pid, "sshfs", st->mountpoint);
 
@@ -758,14 +1060,15 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
   uint64_t total = 0, expected = 0;
   bool have_count = false, acked = false, eof = false;
   long last = 0, acked_at = 0;
+  const char *save;
   int fd = -1, status, ws;
 
   r->tar = true;
   st->attach = ATTACH_VM;
-  status = boot (st, r, "qemount-guest: ready");
+  status = boot (st, r, "qemount-guest: ready", &save);
   if (status != EXIT_OK)
     goto out;
-  fd = connect_port (st, STATE_TAR_SOCKET);
+  fd = connect_port (st, STATE_TAR_SOCKET, false);
   if (fd == -1 || write (fd, "g", 1) != 1) {
     status = EXIT_ERROR;
     goto out;
@@ -857,5 +1160,70 @@ vm_extract (struct mount_state *st, struct vm_request *r, int out_fd,
   if (fd >= 0)
     close (fd);
   free (console);
+  if (status == EXIT_OK && save)
+    vm_save (save);
   return status;
+}
+
+/* Boot a guest to be saved (guests/linux/init, qemount.mode=saved) with
+ * accel, and save it once it waits for its disk (vm-state.c).  Its disk
+ * has no backend yet: a restored guest gets the mount's.  0, or -1 after
+ * an error; the saving QEMU is gone either way.
+ */
+int
+vm_save (const char *accel)
+{
+  static const char *const files[] = {
+    STATE_QEMU_PID, STATE_CONSOLE, "qemu.log", STATE_SFTP_SOCKET,
+    STATE_TAR_SOCKET, STATE_CTL_SOCKET, QMP_SOCKET,
+  };
+  const char *run = runtime_dir (true);
+  CLEANUP_FREE char *dir = run ? xasprintf ("%s/save.XXXXXX", run) : NULL;
+  CLEANUP_FREE char *base = kernel_append (accel);
+  CLEANUP_FREE char *append = xasprintf ("%s qemount.mode=saved", base);
+  CLEANUP_FREE char *machine = vm_machine (accel);
+  CLEANUP_FREE char *console = NULL, *log = NULL, *qmp = NULL;
+  struct console_wait c = { .want = "qemount-guest: saved" };
+  struct proc_wait w = {
+    .timeout_ms = TCG_BOOT_MS, .interruptible = true, .check = console_says,
+    .opaque = &c,
+  };
+  enum wait_result b;
+  int ret = -1, ws;
+
+  if (dir == NULL || mkdtemp (dir) == NULL) {
+    errorf ("cannot make a directory for the helper VM to be saved in %s: "
+            "%m", run ? run : "the runtime directory");
+    return -1;
+  }
+  c.console = console = xasprintf ("%s/" STATE_CONSOLE, dir);
+  log = xasprintf ("%s/qemu.log", dir);
+  qmp = xasprintf ("%s/" QMP_SOCKET, dir);
+  w.child = start_qemu (&(struct qemu_start) {
+      .dir = dir, .accel = accel, .append = append, .log = log,
+      .drive = "driver=null-co,readonly=on", .memory = GUEST_MEMORY,
+      .fd3 = -1, .qmp = true, .die_with_us = true });
+  if (w.child == -1)
+    goto out;
+  b = proc_wait_for (&w);
+  if (b == WAIT_READY)
+    ret = vm_state_write (accel, machine, append, qmp);
+  else if (b != WAIT_INTERRUPTED) {
+    if (b == WAIT_EXITED && c.failure == NULL)
+      proc_forward_log (log);
+    errorf ("the helper VM to be saved %s",
+            c.failure ? c.said : "did not get ready");
+  }
+  if (b != WAIT_EXITED || c.failure) {
+    kill (w.child, SIGKILL);
+    waitpid (w.child, &ws, 0);
+  }
+ out:
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; ++i) {
+    CLEANUP_FREE char *p = xasprintf ("%s/%s", dir, files[i]);
+
+    unlink (p);
+  }
+  rmdir (dir);
+  return ret;
 }

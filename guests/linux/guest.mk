@@ -5,7 +5,7 @@
 
 GUEST_DIR = build/guest
 GUEST_INPUTS = $(srcdir)/guests/linux/build-guest $(srcdir)/guests/linux/init \
-	guests/linux/qemount-sftp-relay
+	guests/linux/qemount-sftp-relay guests/linux/qemount-resume
 
 # Runs in the guest in front of sftp-server (it answers reads with
 # splice); installed next to build-guest, which copies it in.
@@ -15,6 +15,11 @@ guests_linux_qemount_sftp_relay_SOURCES = guests/linux/sftp-relay.c
 # to spare memory for.
 guests_linux_qemount_sftp_relay_CFLAGS = $(WARN_CFLAGS)
 guests_linux_qemount_sftp_relay_LDFLAGS =
+# Sets the clock and reseeds the random state of a restored guest.
+pkglibexec_PROGRAMS += guests/linux/qemount-resume
+guests_linux_qemount_resume_SOURCES = guests/linux/resume.c
+guests_linux_qemount_resume_CFLAGS = $(WARN_CFLAGS)
+guests_linux_qemount_resume_LDFLAGS =
 TESTS += tests/test-sftp-relay.sh
 EXTRA_DIST += tests/test-sftp-relay.sh tests/sftp-relay-check.py
 
@@ -31,7 +36,7 @@ $(GUEST_DIR)/package: FORCE
 
 $(GUEST_DIR)/info: $(GUEST_INPUTS) $(GUEST_DIR)/package
 	$(AM_V_GEN)QEMOUNT_SFTP_RELAY=guests/linux/qemount-sftp-relay \
-	  $(srcdir)/guests/linux/build-guest $(GUEST_DIR)
+	  QEMOUNT_RESUME=guests/linux/qemount-resume $(srcdir)/guests/linux/build-guest $(GUEST_DIR)
 
 FORCE:
 .PHONY: guest FORCE
