@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "qemount.h"
+#include "source.h"
 
 bool
 format_is_known (const char *format)
@@ -111,16 +112,19 @@ open_image (const struct image_request *req, int *status)
 
   /* The two commonest mistakes get their own status; the image layer
    * reports everything else.  What is not an image file (a directory,
-   * a FIFO, a character device) it refuses as a bad image.
+   * a FIFO, a character device) it refuses as a bad image.  A URL is
+   * looked at once, by the image layer.
    */
-  fd = image_open_file (req->path, O_RDONLY);
-  if (fd == -1) {
-    *status = errno == ENOENT || errno == ENOTDIR ? EXIT_NO_IMAGE :
-      errno == EACCES || errno == EPERM ? EXIT_UNREADABLE :
-      errno == EINVAL ? EXIT_BAD_IMAGE : EXIT_ERROR;
-    return NULL;
+  if (!source_is_url (req->path)) {
+    fd = image_open_file (req->path, O_RDONLY);
+    if (fd == -1) {
+      *status = errno == ENOENT || errno == ENOTDIR ? EXIT_NO_IMAGE :
+        errno == EACCES || errno == EPERM ? EXIT_UNREADABLE :
+        errno == EINVAL ? EXIT_BAD_IMAGE : EXIT_ERROR;
+      return NULL;
+    }
+    close (fd);
   }
-  close (fd);
 
   img = image_open (req->path, &opts);
   if (img == NULL) {
