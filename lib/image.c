@@ -330,9 +330,15 @@ find_format (const char *path, struct source *src, const char *format)
   len = src->size < sizeof buf ? src->size : sizeof buf;
   if (source_read (src, buf, len, 0, "the header") == -1)
     return NULL;
-  for (i = 0; image_formats[i] != NULL; ++i)
+  for (i = 0; image_formats[i] != NULL; ++i) {
     if (image_formats[i]->probe (src, buf, len))
       return image_formats[i];
+    /* Not "not this format" but "could not look" (reported). */
+    if (src->probe_failed) {
+      errno = EIO;
+      return NULL;
+    }
+  }
   abort ();                     /* raw matches anything */
 }
 
@@ -665,9 +671,12 @@ resolve_url (const struct source *parent, const char *name, const char *what,
   goto out;
 
  outside:
+  /* Shown from the name: without the URL's user and password. */
+  free (dir);
+  dir = url_directory (parent->name);
   image_error ("%s: %s '%s' is outside the image's URL directory %s; use "
                "backing=yes to follow it", parent->name, what, name,
-               dir);
+               dir ? dir : "");
   errno = EPERM;
  out:
   free (dir);

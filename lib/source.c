@@ -278,8 +278,13 @@ source_read (struct source *s, void *buf, size_t count, uint64_t offset,
     errno = EIO;
     return -1;
   }
-  if (s->remote)
-    return read_cached (s, buf, count, offset);
+  if (s->remote) {
+    if (read_cached (s, buf, count, offset) == 0)
+      return 0;
+    if (what == NULL)
+      s->probe_failed = true;
+    return -1;
+  }
   if (file_fetch (s, buf, count, offset) == 0)
     return 0;
   if (what != NULL && errno == 0)       /* shrunk since open */

@@ -41,6 +41,8 @@ struct source {
   bool remote;                  /* not a local file */
   uint64_t size;                /* bytes */
   uint64_t owner;               /* remote: block cache key space */
+  bool probe_failed;            /* a remote read for probing (what NULL)
+                                   failed: the probe's "no" means nothing */
   void *priv;                   /* the kind's state */
 };
 

@@ -127,4 +127,10 @@ expect_read_failure "encoded parent directory" "sub/%252e%252e%252fbase.qcow2" \
 qemount_read -b yes "$http/sub/up.qcow2" >/dev/null 2>"$tmp/err" ||
   { cat "$tmp/err" >&2; fail "parent directory: refused with backing=yes"; }
 
+# Messages never show a user, password or (pre-signed) query of the URL.
+hostport=${http#http://}
+expect_read_failure "credentials" "http://$hostport/nope.qcow2: opening: HTTP status 404" \
+  "http://user:secret@$hostport/nope.qcow2?X-Amz-Signature=token"
+! grep -qE 'secret|token' "$tmp/err" || { cat "$tmp/err" >&2; fail "credentials in a message"; }
+
 echo "PASS: $count images over HTTP, chains, bounded fetches, failures"
