@@ -128,10 +128,13 @@ open_image (const struct image_request *req, int *status)
 
   img = image_open (req->path, &opts);
   if (img == NULL) {
-    /* A file further down the chain may be missing or unreadable. */
+    /* A file further down the chain may be missing or unreadable; a
+     * server that does not answer says nothing about the image.
+     */
     *status = req->snapshot && errno == ENXIO ? EXIT_NO_SNAPSHOT :
       errno == ENOENT ? EXIT_NO_IMAGE :
-      errno == EACCES ? EXIT_UNREADABLE : EXIT_BAD_IMAGE;
+      errno == EACCES ? EXIT_UNREADABLE :
+      errno == EIO && source_is_url (req->path) ? EXIT_ERROR : EXIT_BAD_IMAGE;
     return NULL;
   }
 

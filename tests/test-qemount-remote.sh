@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # qemount on an image named by URL (nginx on 127.0.0.1): info, mount
 # through the host kernel and mount --raw read it in place; a missing
-# object is "no image".
+# object is "no image" (3), a server that does not answer an error (1).
 source ./tests/qemount-functions.sh
 source "$top_srcdir/tests/remote-functions.sh"
 requires_root
@@ -37,5 +37,7 @@ qemount umount "$mnt" || fail "umount --raw failed"
 assert_clean "$mnt" $pids
 
 expect 3 "$http/nope.qcow2: opening: HTTP status 404" qemount info "$http/nope.qcow2"
+nginx_stop
+expect 1 "$url: opening: " qemount info "$url"
 
 echo "PASS: qemount info and mount of an image by URL"
