@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,18 +218,77 @@ source_identity (const struct source *s)
 
 /* Reading. */
 
+/* Sequential readers get up to this many blocks per request. */
+#define READAHEAD_MAX_BLOCKS 8
+
 struct block_load {
   struct source *s;
-  uint64_t offset;
-  size_t count;
+  struct block_cache *c;
+  uint64_t offset;              /* of the block, in the object */
+  size_t count;                 /* its size */
+  unsigned ahead;               /* blocks to fetch in the same request */
 };
 
+/* The data is already where the cache reads it from. */
+static int
+loaded (void *opaque, void *buf)
+{
+  return 0;
+}
+
+/* Fetch the block, and for a sequential reader the blocks after it in
+ * the same request, which go into the cache for its next reads.
+ */
 static int
 load_block (void *opaque, void *buf)
 {
   struct block_load *l = opaque;
+  struct source *s = l->s;
+  uint64_t end = l->offset + (uint64_t) l->ahead * SOURCE_BLOCK;
+  char *span;
+  size_t len;
 
-  return l->s->ops->fetch (l->s, buf, l->count, l->offset);
+  if (end > s->size)
+    end = s->size;
+  len = end - l->offset;
+  if (len <= l->count)
+    return s->ops->fetch (s, buf, l->count, l->offset);
+  span = malloc (len);
+  if (span == NULL)
+    return s->ops->fetch (s, buf, l->count, l->offset);
+  if (s->ops->fetch (s, span, len, l->offset) == -1) {
+    free (span);
+    return -1;
+  }
+  memcpy (buf, span, l->count);
+  for (size_t at = l->count; at < len; at += SOURCE_BLOCK) {
+    struct cache_block b = {
+      .owner = s->owner, .key = (l->offset + at) / SOURCE_BLOCK,
+      .size = len - at < SOURCE_BLOCK ? len - at : SOURCE_BLOCK,
+    };
+
+    cache_read (l->c, &b, loaded, NULL, span + at, 0, b.size,
+                CACHE_WHOLE_DIRECT | CACHE_WHOLE_KEEP);
+  }
+  free (span);
+  return 0;
+}
+
+/* How many blocks a miss fetches: 1, or for a request that starts where
+ * the last one ended (a sequential reader), more the longer that lasts
+ * (2, 4, then 8).  A guess shared by all readers, so racy on purpose.
+ */
+static unsigned
+blocks_ahead (struct source *s, size_t count, uint64_t offset)
+{
+  unsigned streak;
+
+  if (atomic_exchange (&s->seq_end, offset + count) != offset) {
+    atomic_store (&s->streak, 0);
+    return 1;
+  }
+  streak = atomic_fetch_add (&s->streak, 1) + 1;
+  return streak >= 3 ? READAHEAD_MAX_BLOCKS : 1u << streak;
 }
 
 /* A remote read, block by block through the cache: a whole block that
@@ -238,6 +298,7 @@ static int
 read_cached (struct source *s, char *buf, size_t count, uint64_t offset)
 {
   struct block_cache *c = image_block_cache ();
+  unsigned ahead = blocks_ahead (s, count, offset);
 
   if (c == NULL)
     return -1;
@@ -250,7 +311,9 @@ read_cached (struct source *s, char *buf, size_t count, uint64_t offset)
     struct cache_block b = {
       .owner = s->owner, .key = key, .size = block,
     };
-    struct block_load l = { .s = s, .offset = start, .count = block };
+    struct block_load l = {
+      .s = s, .c = c, .offset = start, .count = block, .ahead = ahead,
+    };
 
     if (cache_read (c, &b, load_block, &l, buf, within, n,
                     CACHE_WHOLE_DIRECT | CACHE_WHOLE_KEEP) == -1)

@@ -6,8 +6,9 @@
  * A local file is read with pread(2) on its descriptor, nothing in
  * between.  Remote sources read whole blocks of SOURCE_BLOCK bytes
  * through the block cache (image_block_cache), so that the small reads
- * of metadata turn into few requests, and run one request per
- * concurrent reader on a pool of connections.
+ * of metadata turn into few requests, fetch several blocks per request
+ * for a sequential reader, and run one request per concurrent reader on
+ * a pool of connections.
  */
 
 #ifndef QEMOUNT_SOURCE_H
@@ -43,6 +44,9 @@ struct source {
   uint64_t owner;               /* remote: block cache key space */
   bool probe_failed;            /* a remote read for probing (what NULL)
                                    failed: the probe's "no" means nothing */
+  _Atomic uint64_t seq_end;     /* remote: where the last read ended */
+  _Atomic unsigned streak;      /* remote: reads in a row that started
+                                   there (readahead) */
   void *priv;                   /* the kind's state */
 };
 

@@ -69,6 +69,15 @@ bytes=$(nginx_bytes /large.raw)
 echo "1 MiB of a 1 GiB remote image: $bytes bytes fetched"
 [ "$bytes" -le $((3 << 20)) ] || fail "large: $bytes bytes fetched for a 1 MiB read"
 
+# A sequential reader (1 MiB reads) gets several 256 KiB blocks per
+# request: fewer than half the 32 requests of one block each.
+head -c 8M /dev/urandom > "$tmp/www/seq.raw"
+qemount_read "$http/seq.raw" 2>"$tmp/err" | cmp -s - "$tmp/www/seq.raw" ||
+  { cat "$tmp/err" >&2; fail "sequential: data differs"; }
+n=$(grep -c '^GET /seq.raw ' "$tmp/nginx/access.log")
+echo "8 MiB read sequentially: $n requests"
+[ "$n" -lt 16 ] || fail "sequential: $n requests for 8 MiB, no readahead"
+
 # remote_fails WHAT MESSAGE COMMAND: with the image open (a 4 MiB file
 # it has read the first and last blocks of), COMMAND (run by sh) fails a
 # read with an error naming the URL.
