@@ -33,6 +33,7 @@
 #include "decompress.h"
 #include "dmg.h"
 #include "image.h"
+#include "source.h"
 #include "thread-local.h"
 
 #define SECTOR              512
@@ -98,13 +99,13 @@ is_koly (const uint8_t *buf)
  * within KOLY_SEARCH bytes of it.  -1 if there is none (no message).
  */
 static int64_t
-find_koly (int fd, uint64_t file_size, uint8_t *koly)
+find_koly (struct source *src, uint64_t file_size, uint8_t *koly)
 {
   uint8_t buf[KOLY_SEARCH];
   size_t len = file_size < KOLY_SEARCH ? file_size : KOLY_SEARCH;
   const uint64_t start = file_size - len;
 
-  if (len < KOLY_SIZE || pread (fd, buf, len, start) != (ssize_t) len)
+  if (len < KOLY_SIZE || source_read (src, buf, len, start, NULL) == -1)
     return -1;
   for (size_t i = len - KOLY_SIZE + 1; i-- > 0; )
     if (buf[i] == 'k' && is_koly (&buf[i])) {
@@ -118,13 +119,11 @@ find_koly (int fd, uint64_t file_size, uint8_t *koly)
  * (its data fork starts with the disk, or a compressed chunk).
  */
 static bool
-dmg_probe (int fd, const uint8_t *buf, size_t len)
+dmg_probe (struct source *src, const uint8_t *buf, size_t len)
 {
   uint8_t koly[KOLY_SIZE];
-  /* Regular files and block devices alike; no message when probing. */
-  off_t file_size = lseek (fd, 0, SEEK_END);
 
-  return file_size > 0 && find_koly (fd, file_size, koly) >= 0;
+  return find_koly (src, src->size, koly) >= 0;
 }
 
 static bool
@@ -258,9 +257,8 @@ dmg_parse (struct image *img, struct dmg *d)
   int64_t koly_at;
   size_t lzfse = 0;
 
-  if (image_file_size (img->fd, img->path, &file_size) == -1)
-    return -1;
-  koly_at = find_koly (img->fd, file_size, koly);
+  file_size = img->src->size;
+  koly_at = find_koly (img->src, file_size, koly);
   if (koly_at < 0)
     return OPEN_ERROR ("%s: not a UDIF disk image (no koly trailer in the "
                        "last %u bytes)", img->path, KOLY_SEARCH);
@@ -320,10 +318,10 @@ dmg_parse (struct image *img, struct dmg *d)
 }
 
 static struct image *
-dmg_open (const char *path, int fd, const struct image_options *opts,
-          unsigned depth)
+dmg_open (const char *path, struct source *src,
+          const struct image_options *opts, unsigned depth)
 {
-  struct image *img = image_alloc (&dmg_ops, path, fd, sizeof (struct dmg));
+  struct image *img = image_alloc (&dmg_ops, path, src, sizeof (struct dmg));
   int saved_errno;
 
   if (img == NULL)

@@ -46,6 +46,7 @@
 
 #include "bytes.h"
 #include "image.h"
+#include "source.h"
 
 static const uint8_t evf1[8] = { 'E', 'V', 'F', 0x09, 0x0d, 0x0a, 0xff, 0 };
 static const uint8_t lvf1[8] = { 'L', 'V', 'F', 0x09, 0x0d, 0x0a, 0xff, 0 };
@@ -114,7 +115,7 @@ ewf_message (libewf_error_t *e, char *buf, size_t size)
 #define OPEN_ERROR(...) (image_error (__VA_ARGS__), errno = EINVAL, -1)
 
 static bool
-ewf_probe (int fd, const uint8_t *buf, size_t len)
+ewf_probe (struct source *src, const uint8_t *buf, size_t len)
 {
   return len >= 8 &&
     (memcmp (buf, evf1, 8) == 0 || memcmp (buf, lvf1, 8) == 0 ||
@@ -157,7 +158,7 @@ find_segments (struct image *img, struct ewf *e,
     n = 0;
   }
   if (n > 0 && (stat (names[0], &first) == -1 ||
-                fstat (img->fd, &st) == -1 ||
+                fstat (img->src->fd, &st) == -1 ||
                 first.st_dev != st.st_dev || first.st_ino != st.st_ino)) {
     image_error ("%s: this is segment %" PRIu16 " of an EWF image: name "
                  "its first segment file, %s", img->path, segment, names[0]);
@@ -182,7 +183,7 @@ find_segments (struct image *img, struct ewf *e,
       image_error ("%s: %m", img->path);
       goto err;
     }
-    e->segments[i] = image_resolve_relative (img->path, basename (copy),
+    e->segments[i] = image_resolve_relative (img->src, basename (copy),
                                              "segment file", &seg_opts);
     free (copy);
     if (e->segments[i] == NULL)
@@ -391,10 +392,11 @@ read_media (struct image *img, struct ewf *e, libewf_handle_t *h)
 }
 
 static struct image *
-ewf_open (const char *path, int fd, const struct image_options *opts,
+ewf_open (const char *path, struct source *src,
+          const struct image_options *opts,
           unsigned depth)
 {
-  struct image *img = image_alloc (&ewf_ops, path, fd, sizeof (struct ewf));
+  struct image *img = image_alloc (&ewf_ops, path, src, sizeof (struct ewf));
   uint8_t header[FILE_HEADER_SIZE];
   libewf_handle_t *h;
   struct ewf *e;
@@ -418,6 +420,12 @@ ewf_open (const char *path, int fd, const struct image_options *opts,
     image_error ("%s: an EWF2 (Ex01) image, which libewf %s does not read",
                  path, libewf_get_version ());
     errno = EINVAL;
+    goto err;
+  }
+  /* libewf opens the segment files by name itself. */
+  if (src->remote) {
+    image_error ("%s: EWF images must be local files", path);
+    errno = EPERM;
     goto err;
   }
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 #include "decompress.h"
 #include "image.h"
 #include "ploop.h"
+#include "source.h"
 #include "vhdx.h"
 
 const struct image_ops *const image_formats[] = {
@@ -52,6 +54,8 @@ image_libraries (void)
     { "xz", decompress_xz_version },
     { "isal", vhdx_isal_version },
     { "libewf", ewf_libewf_version },
+    { "libcurl", source_curl_version },
+    { "libnbd", source_libnbd_version },
     { NULL, NULL },
   };
 
@@ -236,41 +240,7 @@ int
 image_read_file (struct image *img, void *buf, size_t count,
                  uint64_t offset, const char *what)
 {
-  return image_read_fd (img->fd, img->path, buf, count, offset, what);
-}
-
-int
-image_read_fd (int fd, const char *path, void *buf, size_t count,
-               uint64_t offset, const char *what)
-{
-  char *p = buf;
-
-  if (offset > INT64_MAX || count > INT64_MAX - offset) {
-    image_error ("%s: %s at offset %" PRIu64 " is out of range",
-                 path, what, offset);
-    errno = EIO;
-    return -1;
-  }
-  while (count > 0) {
-    ssize_t r = pread (fd, p, count, offset);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      image_error ("%s: reading %s at offset %" PRIu64 ": %m",
-                   path, what, offset);
-      return -1;
-    }
-    if (r == 0) {
-      image_error ("%s: %s at offset %" PRIu64 " is past the end of the "
-                   "file (truncated image?)", path, what, offset);
-      errno = EIO;
-      return -1;
-    }
-    p += r;
-    count -= r;
-    offset += r;
-  }
-  return 0;
+  return source_read (img->src, buf, count, offset, what);
 }
 
 int
@@ -293,8 +263,8 @@ image_write_file (int fd, const void *buf, size_t count, uint64_t offset)
 }
 
 struct image *
-image_alloc (const struct image_ops *ops, const char *path, int fd,
-             size_t priv_size)
+image_alloc (const struct image_ops *ops, const char *path,
+             struct source *src, size_t priv_size)
 {
   struct image *img = calloc (1, sizeof *img);
 
@@ -304,12 +274,11 @@ image_alloc (const struct image_ops *ops, const char *path, int fd,
     if (img)
       free (img->path);
     free (img);
-    if (fd >= 0)
-      close (fd);
+    source_close (src);
     return NULL;
   }
   img->ops = ops;
-  img->fd = fd;
+  img->src = src;
   img->block_size = 512;
   return img;
 }
@@ -318,18 +287,28 @@ image_alloc (const struct image_ops *ops, const char *path, int fd,
  *
  * Chains are opened depth first on one thread (the plugin opens once at
  * start-up), so the files opened so far along the current chain are
- * simply a stack indexed by depth; a backing file equal to any of them
- * is a loop.
+ * simply a stack indexed by depth (of source_identity keys); a backing
+ * file equal to any of them is a loop.  Entries stay after their open
+ * returns (ploop deltas, opened one after the other, are checked against
+ * those above) until the top image is open.
  */
-static __thread struct { dev_t dev; ino_t ino; } open_stack[MAX_CHAIN_DEPTH + 1];
+static __thread char *open_stack[MAX_CHAIN_DEPTH + 1];
+
+static void
+clear_open_stack (void)
+{
+  for (unsigned i = 0; i <= MAX_CHAIN_DEPTH; ++i) {
+    free (open_stack[i]);
+    open_stack[i] = NULL;
+  }
+}
 
 static const struct image_ops *
-find_format (const char *path, int fd, const char *format)
+find_format (const char *path, struct source *src, const char *format)
 {
   uint8_t buf[IMAGE_PROBE_SIZE];
   char known[256];
-  ssize_t len;
-  size_t i, n;
+  size_t len, i, n;
 
   if (format != NULL && strcmp (format, "auto") != 0) {
     for (i = 0; image_formats[i] != NULL; ++i)
@@ -348,16 +327,18 @@ find_format (const char *path, int fd, const char *format)
     return NULL;
   }
 
-  do
-    len = pread (fd, buf, sizeof buf, 0);
-  while (len == -1 && errno == EINTR);
-  if (len == -1) {
-    image_error ("%s: reading the header: %m", path);
+  len = src->size < sizeof buf ? src->size : sizeof buf;
+  if (source_read (src, buf, len, 0, "the header") == -1)
     return NULL;
-  }
-  for (i = 0; image_formats[i] != NULL; ++i)
-    if (image_formats[i]->probe (fd, buf, len))
+  for (i = 0; image_formats[i] != NULL; ++i) {
+    if (image_formats[i]->probe (src, buf, len))
       return image_formats[i];
+    /* Not "not this format" but "could not look" (reported). */
+    if (src->probe_failed) {
+      errno = EIO;
+      return NULL;
+    }
+  }
   abort ();                     /* raw matches anything */
 }
 
@@ -366,9 +347,9 @@ open_at_depth (const char *path, const char *format,
                const struct image_options *opts, unsigned depth)
 {
   const struct image_ops *ops;
-  struct stat st;
+  struct source *src;
   unsigned i;
-  int fd;
+  int saved;
 
   if (!opts->readonly) {
     image_error ("%s: writing is not supported: the image layer is "
@@ -383,45 +364,50 @@ open_at_depth (const char *path, const char *format,
     return NULL;
   }
 
-  fd = image_open_file (path, O_RDONLY);
-  if (fd == -1)
+  src = source_open (path);
+  if (src == NULL)
     return NULL;
-  if (fstat (fd, &st) == -1) {
-    image_error ("%s: fstat: %m", path);
+  free (open_stack[depth]);
+  open_stack[depth] = source_identity (src);
+  if (open_stack[depth] == NULL)
     goto err;
-  }
   for (i = 0; i < depth; ++i) {
-    if (open_stack[i].dev == st.st_dev && open_stack[i].ino == st.st_ino) {
+    if (strcmp (open_stack[i], open_stack[depth]) == 0) {
       image_error ("%s: backing chain loop: this file is already in the "
-                   "chain above it", path);
+                   "chain above it", src->name);
       errno = ELOOP;
       goto err;
     }
   }
-  open_stack[depth].dev = st.st_dev;
-  open_stack[depth].ino = st.st_ino;
 
-  ops = find_format (path, fd, format);
+  ops = find_format (src->name, src, format);
   if (ops == NULL)
     goto err;
   /* A snapshot is of the image named, not of its backing files. */
   if (depth == 0 && opts->snapshot != NULL && !ops->snapshots) {
-    image_error ("%s: %s images have no internal snapshots", path,
+    image_error ("%s: %s images have no internal snapshots", src->name,
                  ops->name);
     errno = ENXIO;
     goto err;
   }
-  return ops->open (path, fd, opts, depth);
+  return ops->open (src->name, src, opts, depth);
 
  err:
-  close (fd);
+  saved = errno;
+  source_close (src);
+  errno = saved;
   return NULL;
 }
 
 struct image *
 image_open (const char *path, const struct image_options *opts)
 {
-  return open_at_depth (path, opts->format, opts, 0);
+  struct image *img = open_at_depth (path, opts->format, opts, 0);
+  int saved = errno;
+
+  clear_open_stack ();
+  errno = saved;
+  return img;
 }
 
 /* Backing names that are not plain local paths (QEMU accepts
@@ -458,49 +444,39 @@ image_open_backing (const struct image *parent, const char *backing_name,
                     const char *format, const struct image_options *opts,
                     unsigned depth)
 {
-  return image_open_relative (parent->path, backing_name, format, opts,
+  return image_open_relative (parent->src, backing_name, format, opts,
                               depth);
 }
 
-/* The path of the file name (relative to parent_path's directory)
- * names, if the policy allows it (same_dir: only a regular file in that
- * directory); what says what it is, for messages.  NULL after
+/* The path of the local file name (relative to the directory of
+ * parent, a local file, unless absolute) names, if the policy allows it
+ * (same_dir: only a regular file in that directory).  NULL after
  * image_error().
  */
 static char *
-resolve_relative (const char *parent_path, const char *name,
-                  const char *what, bool same_dir)
+resolve_local (const struct source *parent, const char *name,
+               const char *what, bool same_dir)
 {
   char *parent_dir = NULL, *path = NULL, *real = NULL, *real_dir = NULL;
   char *allowed = NULL;
 
-  if (name[0] == '\0') {
-    image_error ("%s: empty %s name", parent_path, what);
-    errno = EINVAL;
-    return NULL;
+  if (name[0] != '/' || same_dir) {
+    parent_dir = real_dirname (parent->location);
+    if (parent_dir == NULL)
+      goto out;
   }
-  if (looks_like_protocol (name)) {
-    image_error ("%s: %s '%s' is not a local file; only local "
-                 "files are followed", parent_path, what, name);
-    errno = EPERM;
-    return NULL;
-  }
-
-  parent_dir = real_dirname (parent_path);
-  if (parent_dir == NULL)
-    goto out;
   if (name[0] == '/')
     path = strdup (name);
   else if (asprintf (&path, "%s/%s", parent_dir, name) == -1)
     path = NULL;
   if (path == NULL) {
-    image_error ("%s: %m", parent_path);
+    image_error ("%s: %m", parent->name);
     goto out;
   }
 
   real = realpath (path, NULL);
   if (real == NULL) {
-    image_error ("%s: %s '%s': %m", parent_path, what, name);
+    image_error ("%s: %s '%s': %m", parent->name, what, name);
     goto out;
   }
   /* Kernel interfaces are never images, whatever the policy: a file
@@ -508,7 +484,7 @@ resolve_relative (const char *parent_path, const char *name,
    */
   if (strncmp (real, "/proc/", 6) == 0 || strncmp (real, "/sys/", 5) == 0) {
     image_error ("%s: %s '%s' resolves to %s, a kernel interface, "
-                 "not an image", parent_path, what, name, real);
+                 "not an image", parent->name, what, name, real);
     errno = EPERM;
     goto out;
   }
@@ -522,13 +498,13 @@ resolve_relative (const char *parent_path, const char *name,
     if (strcmp (real_dir, parent_dir) != 0) {
       image_error ("%s: %s '%s' is outside the image's directory "
                    "%s; use backing=yes to follow it",
-                   parent_path, what, name, parent_dir);
+                   parent->name, what, name, parent_dir);
       errno = EPERM;
       goto out;
     }
     if (stat (real, &st) == -1 || !S_ISREG (st.st_mode)) {
       image_error ("%s: %s '%s' is not a regular file; use "
-                   "backing=yes to follow it", parent_path, what, name);
+                   "backing=yes to follow it", parent->name, what, name);
       errno = EPERM;
       goto out;
     }
@@ -539,20 +515,207 @@ resolve_relative (const char *parent_path, const char *name,
 
  out:
   free (parent_dir);
+  free (path);
   free (real);
   free (real_dir);
   return allowed;
 }
 
+/* The URL's directory: up to its path's last slash, without query or
+ * fragment ("https://host/images/" for "https://host/images/a.qcow2").
+ */
+static char *
+url_directory (const char *url)
+{
+  const char *authority = strstr (url, "://") + 3;
+  const char *path = authority + strcspn (authority, "/?#");
+  const char *end = url + strcspn (url, "?#"), *slash = NULL;
+  char *dir;
+
+  for (const char *p = path; p < end; ++p)
+    if (*p == '/')
+      slash = p;
+  if (slash == NULL)
+    return asprintf (&dir, "%.*s/", (int) (path - url), url) == -1 ?
+      NULL : dir;
+  return strndup (url, slash + 1 - url);
+}
+
+/* A file name in the same directory: no separator, no dot segment, and
+ * in a URL nothing a server could decode into one.
+ */
+static bool
+plain_name (const char *name, const char *forbidden)
+{
+  return name[0] != '\0' && name[strcspn (name, forbidden)] == '\0' &&
+    strcmp (name, ".") != 0 && strcmp (name, "..") != 0;
+}
+
+/* dir followed by name, percent-encoded but for '/' and the characters
+ * URLs carry as they are: a name can add no query, fragment or encoded
+ * dot segment (nor a backslash a server might take for a separator).
+ */
+static char *
+url_join (const char *dir, const char *name)
+{
+  static const char unreserved[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~";
+  size_t n = strlen (dir);
+  char *url = malloc (n + 3 * strlen (name) + 1), *p;
+
+  if (url == NULL)
+    return NULL;
+  p = mempcpy (url, dir, n);
+  for (const unsigned char *c = (const unsigned char *) name; *c; ++c)
+    if (strchr (unreserved, *c) || *c == '/')
+      *p++ = *c;
+    else
+      p += sprintf (p, "%%%02X", *c);
+  *p = '\0';
+  return url;
+}
+
+/* RFC 3986's remove_dot_segments on url's path, in place ("/a/b/../c"
+ * is "/a/c"), so that the directory rule judges where a name leads.
+ */
+static void
+remove_dot_segments (char *url)
+{
+  char *path = strstr (url, "://") + 3, *in, *out;
+
+  path += strcspn (path, "/");
+  for (in = out = path; *in == '/'; ) {
+    char *seg = in + 1;
+    size_t len = strcspn (seg, "/");
+
+    in = seg + len;
+    if (len == 1 && seg[0] == '.')
+      continue;
+    if (len == 2 && seg[0] == '.' && seg[1] == '.') {
+      while (out > path && *--out != '/')
+        ;
+      continue;
+    }
+    *out++ = '/';
+    memmove (out, seg, len);
+    out += len;
+  }
+  *out = '\0';
+}
+
+/* The URL or path name (relative to the remote parent's URL directory)
+ * stands for, by the same rule as for local files: under same_dir only
+ * an object in that directory; never a local file or another server
+ * unless the policy allows any.
+ */
+static char *
+resolve_url (const struct source *parent, const char *name, const char *what,
+             bool same_dir)
+{
+  char *dir = url_directory (parent->location), *url = NULL;
+  size_t dir_len;
+
+  if (dir == NULL) {
+    image_error ("%s: %m", parent->name);
+    return NULL;
+  }
+  dir_len = strlen (dir);
+  if (source_is_url (name)) {
+    if (same_dir && (strncmp (name, dir, dir_len) != 0 ||
+                     !plain_name (name + dir_len, "/?#%\\")))
+      goto outside;
+    url = strdup (name);
+  }
+  else if (looks_like_protocol (name)) {
+    image_error ("%s: %s '%s' is neither a relative name nor a URL "
+                 "qemount reads", parent->name, what, name);
+    errno = EPERM;
+    goto out;
+  }
+  else if (name[0] == '/') {
+    if (same_dir) {
+      image_error ("%s: %s '%s' is a local path, and the image is "
+                   "remote; use backing=yes to follow it",
+                   parent->name, what, name);
+      errno = EPERM;
+      goto out;
+    }
+    free (dir);
+    return resolve_local (parent, name, what, false);
+  }
+  else if (strncasecmp (parent->location, "nbd", 3) == 0) {
+    image_error ("%s: %s '%s': an NBD export has no directory to look "
+                 "for it in; use backing=no, or name it by URL",
+                 parent->name, what, name);
+    errno = EPERM;
+    goto out;
+  }
+  else {
+    url = url_join (dir, name);
+    if (url == NULL)
+      goto nomem;
+    remove_dot_segments (url);
+    if (same_dir && (strncmp (url, dir, dir_len) != 0 ||
+                     !plain_name (url + dir_len, "/"))) {
+      free (url);
+      url = NULL;
+      goto outside;
+    }
+  }
+  if (url == NULL)
+    goto nomem;
+  goto out;
+
+ nomem:
+  image_error ("%s: %m", parent->name);
+  goto out;
+
+ outside:
+  /* Shown from the name: without the URL's user and password. */
+  free (dir);
+  dir = url_directory (parent->name);
+  image_error ("%s: %s '%s' is outside the image's URL directory %s; use "
+               "backing=yes to follow it", parent->name, what, name,
+               dir ? dir : "");
+  errno = EPERM;
+ out:
+  free (dir);
+  return url;
+}
+
+/* The path or URL of the file name (relative to parent's directory)
+ * names, if the policy allows it; what says what it is, for messages.
+ * NULL after image_error().
+ */
+static char *
+resolve_relative (const struct source *parent, const char *name,
+                  const char *what, bool same_dir)
+{
+  if (name[0] == '\0') {
+    image_error ("%s: empty %s name", parent->name, what);
+    errno = EINVAL;
+    return NULL;
+  }
+  if (parent->remote)
+    return resolve_url (parent, name, what, same_dir);
+  if (looks_like_protocol (name)) {
+    image_error ("%s: %s '%s' is not a local file; only local "
+                 "files are followed", parent->name, what, name);
+    errno = EPERM;
+    return NULL;
+  }
+  return resolve_local (parent, name, what, same_dir);
+}
+
 struct image *
-image_open_relative (const char *parent_path, const char *backing_name,
+image_open_relative (const struct source *parent, const char *backing_name,
                      const char *format, const struct image_options *opts,
                      unsigned depth)
 {
   struct image *backing = NULL;
   char *path;
 
-  path = resolve_relative (parent_path, backing_name, "backing file",
+  path = resolve_relative (parent, backing_name, "backing file",
                            opts->backing == BACKING_SAME_DIR);
   if (path != NULL)
     backing = open_at_depth (path, format, opts, depth);
@@ -561,11 +724,10 @@ image_open_relative (const char *parent_path, const char *backing_name,
 }
 
 char *
-image_resolve_relative (const char *parent_path, const char *name,
+image_resolve_relative (const struct source *parent, const char *name,
                         const char *what, const struct image_options *opts)
 {
-  return resolve_relative (parent_path, name, what,
-                           opts->backing != BACKING_YES);
+  return resolve_relative (parent, name, what, opts->backing != BACKING_YES);
 }
 
 void
@@ -576,8 +738,7 @@ image_close (struct image *img)
 
     if (img->ops && img->ops->close)
       img->ops->close (img);
-    if (img->fd >= 0)
-      close (img->fd);
+    source_close (img->src);
     free (img->priv);
     free (img->path);
     free (img);
@@ -635,10 +796,8 @@ read_run (struct image *img, const struct image_run *r, char *buf,
 {
   switch (r->kind) {
   case IMAGE_RUN_DATA:
-    if (r->file != NULL)
-      return image_read_fd (r->file->fd, r->file->path, buf, r->length,
-                            r->host, "data");
-    return image_read_file (img, buf, r->length, r->host, "data");
+    return source_read (r->file ? r->file : img->src, buf, r->length,
+                        r->host, "data");
   case IMAGE_RUN_ZERO:
     memset (buf, 0, r->length);
     return 0;

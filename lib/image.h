@@ -21,8 +21,10 @@
 
 /* How far backing files / lower deltas may be followed. */
 enum backing_policy {
-  BACKING_SAME_DIR,     /* default: only files in the image's own directory */
-  BACKING_YES,          /* any local file */
+  BACKING_SAME_DIR,     /* default: only files in the image's own directory
+                           (for a URL: the same URL directory) */
+  BACKING_YES,          /* any local file; from a remote image, any URL
+                           or local file */
   BACKING_NO,           /* never: unallocated areas read as zeros */
 };
 
@@ -54,6 +56,7 @@ typedef int (*image_extent_fn) (void *opaque, uint64_t offset,
                                 uint64_t length, uint32_t flags);
 
 struct image;
+struct source;
 
 /* How many of a file's first bytes probing reads. */
 #define IMAGE_PROBE_SIZE 4096
@@ -66,21 +69,14 @@ enum image_run_kind {
   IMAGE_RUN_DECODED,    /* the format decodes it: ops->read_decoded */
 };
 
-/* A file other than img->fd that holds some of a layer's data (the
- * extent files a VMDK descriptor names), open as long as the image.
- */
-struct image_file {
-  int fd;
-  char *path;                   /* for messages */
-};
-
 struct image_run {
   enum image_run_kind kind;
   bool hole;            /* IMAGE_RUN_ZERO with nothing stored behind it */
   uint64_t length;      /* bytes, > 0 */
   uint64_t host;        /* IMAGE_RUN_DATA: file offset of the first byte */
-  const struct image_file *file; /* IMAGE_RUN_DATA: the file holding it;
-                                    NULL: img->fd */
+  struct source *file;  /* IMAGE_RUN_DATA: the file holding it (a VMDK
+                           extent file), open as long as the image;
+                           NULL: img->src */
   uint64_t token[3];    /* IMAGE_RUN_DECODED: what read_decoded needs */
 };
 
@@ -101,16 +97,17 @@ struct image_ops {
    * (len < IMAGE_PROBE_SIZE only for short files).  A format whose
    * signature is not at a fixed place (a ploop DiskDescriptor.xml) or
    * not at the start (a fixed VHD's footer at the end) may read more of
-   * fd, within a bound of its own; the others must not look at anything
+   * src, within a bound of its own; the others must not look at anything
    * past len.
    */
-  bool (*probe) (int fd, const uint8_t *buf, size_t len);
+  bool (*probe) (struct source *src, const uint8_t *buf, size_t len);
 
-  /* Open path (already opened read-only as fd; the decoder owns fd from
-   * here, even on failure).  Returns a struct image allocated by
-   * image_alloc(), or NULL after image_error().
+  /* Open path (already opened read-only as src, a local file or a URL,
+   * path its name for messages; the decoder owns src from here, even on
+   * failure).  Returns a struct image allocated by image_alloc(), or
+   * NULL after image_error().
    */
-  struct image *(*open) (const char *path, int fd,
+  struct image *(*open) (const char *path, struct source *src,
                          const struct image_options *opts, unsigned depth);
 
   /* The run of one kind that starts at offset (< end <= size): at least
@@ -156,8 +153,10 @@ struct image_digest {
 
 struct image {
   const struct image_ops *ops;
-  char *path;                   /* as given, for messages */
-  int fd;
+  char *path;                   /* for messages: as given, a URL without
+                                   credentials (src->name) */
+  struct source *src;           /* where the layer's bytes are (an
+                                   overlay: its own file) */
   uint64_t size;                /* virtual size in bytes */
   uint32_t block_size;          /* natural granularity (cluster size) */
   bool dirty;                   /* left open/in use by its last writer */
@@ -192,31 +191,33 @@ struct image *image_open_backing (const struct image *parent,
                                   const char *format,
                                   const struct image_options *opts,
                                   unsigned depth);
-/* Same, for a file named relative to parent_path's directory by something
- * that is not an image (a ploop DiskDescriptor.xml).
+/* Same, for a file named relative to the directory of parent (a local
+ * file or a URL) by something that is not an image (a ploop
+ * DiskDescriptor.xml).
  */
-struct image *image_open_relative (const char *parent_path,
+struct image *image_open_relative (const struct source *parent,
                                    const char *name, const char *format,
                                    const struct image_options *opts,
                                    unsigned depth);
-/* The path of a file that is part of an image but not an image itself
- * (a VMDK extent, an EWF segment), named relative to parent_path's
- * directory: allowed by the same rule as a backing file (under the
- * same-dir and no policies: in that directory, a regular file).  what
- * names it in messages ("extent file").  malloc'd, or NULL after
- * image_error().
+/* The path or URL of a file that is part of an image but not an image
+ * itself (a VMDK extent, an EWF segment), named relative to parent's
+ * directory (parent: a local file or URL): allowed by the same rule as a
+ * backing file (under the same-dir and no policies: in that directory,
+ * a regular file; for a URL, in the same URL directory).  what names it
+ * in messages ("extent file").  malloc'd, or NULL after image_error().
  */
-char *image_resolve_relative (const char *parent_path, const char *name,
+char *image_resolve_relative (const struct source *parent,
+                              const char *name,
                               const char *what,
                               const struct image_options *opts);
 void image_close (struct image *img);
 
-/* For decoders: allocate the common part (takes ownership of fd) and
+/* For decoders: allocate the common part (takes ownership of src) and
  * priv_size zeroed bytes of the format's state at img->priv, which
  * image_close frees after ops->close.
  */
 struct image *image_alloc (const struct image_ops *ops, const char *path,
-                           int fd, size_t priv_size);
+                           struct source *src, size_t priv_size);
 
 int image_pread (struct image *img, void *buf, size_t count, uint64_t offset);
 int image_pwrite (struct image *img, const void *buf, size_t count,
@@ -261,16 +262,11 @@ int image_allocated_bytes (struct image *img, uint64_t *bytes);
 int image_read_backing (struct image *img, void *buf, size_t count,
                         uint64_t offset);
 
-/* For decoders: pread(2) of exactly count bytes from img->fd.  A short
- * read (truncated file) is an error naming the file.
+/* For decoders: source_read of exactly count bytes from img->src.  A
+ * short read (truncated file) is an error naming the file.
  */
 int image_read_file (struct image *img, void *buf, size_t count,
                      uint64_t offset, const char *what);
-/* The same for a file read without a struct image (qemount snapshot
- * verify), naming path.
- */
-int image_read_fd (int fd, const char *path, void *buf, size_t count,
-                   uint64_t offset, const char *what);
 
 /* Size in bytes of the cache of decoded blocks that compressed formats
  * (qsnap, qcow2's compressed clusters) share; call before opening them.

@@ -38,6 +38,7 @@
 
 #include "bytes.h"
 #include "image.h"
+#include "source.h"
 #include "outfile.h"
 
 #define BLOCK               4096u
@@ -420,7 +421,7 @@ load_map (struct image *img, uint64_t file_size)
     return -1;
   }
   while (pos < end) {
-    off_t data = lseek (img->fd, pos, SEEK_DATA);
+    off_t data = lseek (img->src->fd, pos, SEEK_DATA);
     uint64_t p;
 
     if (data == -1 || (uint64_t) data >= end)
@@ -510,7 +511,7 @@ overlay_open (struct image *base, const char *path, bool readonly)
   int fd = -1;
 
   img = image_alloc (readonly ? &overlay_readonly_ops : &overlay_ops,
-                     path ? path : base->path, -1, sizeof *o);
+                     path ? path : base->path, NULL, sizeof *o);
   if (img == NULL)
     return NULL;
   img->backing = base;
@@ -539,10 +540,10 @@ overlay_open (struct image *base, const char *path, bool readonly)
     fd = open_named (img, path, &print, &made);
   if (fd == -1)
     goto err;
-  img->fd = fd;
-
-  if (image_file_size (fd, img->path, &file_size) == -1)
+  img->src = source_from_fd (fd, img->path);
+  if (img->src == NULL)
     goto err;
+  file_size = img->src->size;
   if (file_size < HEADER_SIZE) {
     image_error ("%s: file is too short for an overlay header", img->path);
     goto err;
@@ -644,7 +645,7 @@ write_block (struct image *img, uint64_t block, const void *data)
   }
   pthread_mutex_unlock (&o->lock);
 
-  if (image_write_file (img->fd, data, BLOCK, slot_offset (o, e)) == -1) {
+  if (image_write_file (img->src->fd, data, BLOCK, slot_offset (o, e)) == -1) {
     image_error ("%s: writing the overlay: %m", img->path);
     return -1;
   }
@@ -780,13 +781,13 @@ overlay_flush (struct image *img)
   }
   pthread_mutex_unlock (&o->lock);
 
-  if (fdatasync (img->fd) == -1)
+  if (fdatasync (img->src->fd) == -1)
     goto io_error;
   for (uint64_t i = 0; i < n; ++i)
-    if (image_write_file (img->fd, copies[i], BLOCK,
+    if (image_write_file (img->src->fd, copies[i], BLOCK,
                    o->map_offset + which[i] * BLOCK) == -1)
       goto io_error;
-  if (n > 0 && fdatasync (img->fd) == -1)
+  if (n > 0 && fdatasync (img->src->fd) == -1)
     goto io_error;
   r = 0;
   goto out;
@@ -811,7 +812,7 @@ overlay_close (struct image *img)
   struct overlay *o = img->priv;
 
   /* A clean shutdown keeps every write, flushed or not. */
-  if (img->fd >= 0 && o->pages && o->dirty && !o->readonly)
+  if (img->src && o->pages && o->dirty && !o->readonly)
     overlay_flush (img);
   if (o->pages)
     for (uint64_t p = 0; p < o->n_pages; ++p)

@@ -22,6 +22,7 @@
 #include <libxml/xmlreader.h>
 
 #include "image.h"
+#include "source.h"
 #include "ploop.h"
 
 #define DESCRIPTOR_MAX_SIZE (1u << 20)
@@ -38,6 +39,7 @@ struct shot {
 
 struct descriptor {
   const char *path;
+  const struct source *src;     /* deltas are named relative to it */
   struct delta deltas[MAX_CHAIN_DEPTH];
   size_t n_deltas;
   struct shot shots[MAX_CHAIN_DEPTH];
@@ -97,40 +99,34 @@ invalid_xml (const char *path)
  * further on is refused as one rather than served as a raw disk.
  */
 static char *
-read_descriptor (const char *path, int fd, size_t *size)
+read_descriptor (const char *path, struct source *src, size_t *size)
 {
   xmlTextReader *reader = NULL;
   const xmlChar *root;
   struct stat st;
   char *xml = NULL;
-  ssize_t n;
   int r;
 
-  if (fstat (fd, &st) == -1) {
-    if (path)
-      image_error ("%s: fstat: %m", path);
-    return NULL;
-  }
-  if (!S_ISREG (st.st_mode)) {
+  /* (A block device holding one is not.) */
+  if (src->fd >= 0 && (fstat (src->fd, &st) == -1 || !S_ISREG (st.st_mode))) {
     if (path)
       image_error ("%s: a DiskDescriptor.xml must be a regular file", path);
     return NULL;
   }
-  if (st.st_size > DESCRIPTOR_MAX_SIZE) {
+  if (src->size > DESCRIPTOR_MAX_SIZE) {
     if (path)
       image_error ("%s: descriptor is larger than %u bytes", path,
                    DESCRIPTOR_MAX_SIZE);
     return NULL;
   }
-  *size = st.st_size;
+  *size = src->size;
   xml = malloc (*size + 1);
   if (xml == NULL) {
     if (path)
       image_error ("%s: %m", path);
     return NULL;
   }
-  n = pread (fd, xml, *size, 0);
-  if (n != (ssize_t) *size) {
+  if (source_read (src, xml, *size, 0, NULL) == -1) {
     if (path)
       image_error ("%s: reading the descriptor failed", path);
     goto not_descriptor;
@@ -177,7 +173,7 @@ read_descriptor (const char *path, int fd, size_t *size)
 }
 
 bool
-ploop_descriptor_probe (int fd, const uint8_t *buf, size_t len)
+ploop_descriptor_probe (struct source *src, const uint8_t *buf, size_t len)
 {
   size_t size;
   char *xml;
@@ -185,7 +181,7 @@ ploop_descriptor_probe (int fd, const uint8_t *buf, size_t len)
 
   if (!ploop_descriptor_starts_like (buf, len))
     return false;
-  xml = read_descriptor (NULL, fd, &size);
+  xml = read_descriptor (NULL, src, &size);
   is = xml != NULL;
   free (xml);
   return is;
@@ -359,7 +355,7 @@ open_chain (const struct descriptor *d, const struct delta **chain,
       xmlStrcmp (chain[i]->type, BAD_CAST "Plain") == 0;
     struct image *img;
 
-    img = image_open_relative (d->path, (const char *) chain[i]->file,
+    img = image_open_relative (d->src, (const char *) chain[i]->file,
                                plain ? "raw" : "ploop", opts,
                                depth + 1 + i);
     if (img == NULL) {
@@ -376,10 +372,10 @@ open_chain (const struct descriptor *d, const struct delta **chain,
 }
 
 struct image *
-ploop_descriptor_open (const char *path, int fd,
+ploop_descriptor_open (const char *path, struct source *src,
                        const struct image_options *opts, unsigned depth)
 {
-  struct descriptor d = { .path = path };
+  struct descriptor d = { .path = path, .src = src };
   const struct delta *chain[MAX_CHAIN_DEPTH];
   struct image *top = NULL;
   xmlDoc *doc = NULL;
@@ -391,7 +387,7 @@ ploop_descriptor_open (const char *path, int fd,
     image_error ("%s: a DiskDescriptor.xml cannot be a backing file", path);
     goto out;
   }
-  xml = read_descriptor (path, fd, &size);
+  xml = read_descriptor (path, src, &size);
   if (xml == NULL)
     goto out;
   doc = xmlReadMemory (xml, size, path, NULL, PARSE_OPTIONS);
@@ -412,6 +408,6 @@ ploop_descriptor_open (const char *path, int fd,
     errno = EINVAL;
   xmlFreeDoc (doc);
   free (xml);
-  close (fd);
+  source_close (src);
   return top;
 }

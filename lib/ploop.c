@@ -17,6 +17,7 @@
 
 #include "bytes.h"
 #include "image.h"
+#include "source.h"
 #include "ploop.h"
 
 #define PLOOP_HEADER_SIZE   64
@@ -49,9 +50,9 @@ has_signature (const uint8_t *buf, size_t len)
 }
 
 static bool
-ploop_probe (int fd, const uint8_t *buf, size_t len)
+ploop_probe (struct source *src, const uint8_t *buf, size_t len)
 {
-  return has_signature (buf, len) || ploop_descriptor_probe (fd, buf, len);
+  return has_signature (buf, len) || ploop_descriptor_probe (src, buf, len);
 }
 
 static int
@@ -208,23 +209,26 @@ parse_header (struct image *img, struct ploop *p, uint64_t file_size)
 static void ploop_close (struct image *img);
 
 static struct image *
-ploop_open (const char *path, int fd, const struct image_options *opts,
-            unsigned depth)
+ploop_open (const char *path, struct source *src,
+            const struct image_options *opts, unsigned depth)
 {
   uint8_t buf[IMAGE_PROBE_SIZE];
   struct image *img;
   struct ploop *p;
-  uint64_t file_size;
-  ssize_t len = pread (fd, buf, sizeof buf, 0);
+  size_t len = src->size < sizeof buf ? src->size : sizeof buf;
 
   /* As many bytes as probing reads, so that a forced format tells a
    * descriptor from a delta as probing does.
    */
+  if (source_read (src, buf, len, 0, "the header") == -1) {
+    source_close (src);
+    return NULL;
+  }
   if (len > 0 && !has_signature (buf, len) &&
       ploop_descriptor_starts_like (buf, len))
-    return ploop_descriptor_open (path, fd, opts, depth);
+    return ploop_descriptor_open (path, src, opts, depth);
 
-  img = image_alloc (&ploop_ops, path, fd, sizeof *p);
+  img = image_alloc (&ploop_ops, path, src, sizeof *p);
   if (img == NULL)
     return NULL;
   p = img->priv;
@@ -232,8 +236,7 @@ ploop_open (const char *path, int fd, const struct image_options *opts,
     image_error ("%s: not a ploop image (no ploop signature)", path);
     goto err;
   }
-  if (image_file_size (fd, path, &file_size) == -1 ||
-      parse_header (img, p, file_size) == -1)
+  if (parse_header (img, p, src->size) == -1)
     goto err;
   return img;
 

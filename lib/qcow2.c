@@ -31,6 +31,7 @@
 #include "cache.h"
 #include "decompress.h"
 #include "image.h"
+#include "source.h"
 #include "thread-local.h"
 
 #define QCOW2_MAGIC             0x514649fbu     /* "QFI\xfb" */
@@ -169,7 +170,7 @@ sanitize (const void *src, size_t len, char *dst, size_t dst_size)
 }
 
 static bool
-qcow2_probe (int fd, const uint8_t *buf, size_t len)
+qcow2_probe (struct source *src, const uint8_t *buf, size_t len)
 {
   /* qcow version 1 has the same magic; open explains that it is not
    * supported, which is better than serving it as a raw disk.
@@ -764,8 +765,7 @@ qcow2_parse (struct image *img, struct qcow2 *q,
   uint32_t backing_size, cluster_bits, crypt, rt_clusters, l2_tables, i;
   uint32_t nb_snapshots;
 
-  if (image_file_size (img->fd, img->path, &q->file_size) == -1)
-    return -1;
+  q->file_size = img->src->size;
   if (q->file_size < V2_HEADER_LENGTH)
     return OPEN_ERROR (EINVAL, "%s: file is too short for a qcow2 header",
                        img->path);
@@ -963,14 +963,14 @@ qcow2_parse (struct image *img, struct qcow2 *q,
 }
 
 static struct image *
-qcow2_open (const char *path, int fd, const struct image_options *opts,
-            unsigned depth)
+qcow2_open (const char *path, struct source *src,
+            const struct image_options *opts, unsigned depth)
 {
   struct image *img;
   struct qcow2 *q;
   int r, saved_errno;
 
-  img = image_alloc (&qcow2_ops, path, fd, sizeof *q);
+  img = image_alloc (&qcow2_ops, path, src, sizeof *q);
   if (img == NULL)
     return NULL;
   q = img->priv;

@@ -17,7 +17,9 @@
 #include <xxhash.h>
 
 #include "bytes.h"
+#include "image.h"
 #include "qsnap.h"
+#include "source.h"
 
 /* Store a string in a NUL-padded field of n bytes (already zeroed);
  * longer strings are cut (callers check lengths before encoding).
@@ -221,9 +223,11 @@ qsnap_check_entry (const struct qsnap_header *h, const struct qsnap_entry *e)
 }
 
 int
-qsnap_read_tables (int fd, const char *path, uint64_t file_size,
-                   struct qsnap_header *h, struct qsnap_stream *streams)
+qsnap_read_tables (struct source *src, struct qsnap_header *h,
+                   struct qsnap_stream *streams)
 {
+  const char *path = src->name;
+  const uint64_t file_size = src->size;
   uint8_t buf[QSNAP_HEADER_SIZE];
   uint8_t table[QSNAP_MAX_STREAMS * QSNAP_STREAM_SIZE];
   const char *why;
@@ -234,7 +238,7 @@ qsnap_read_tables (int fd, const char *path, uint64_t file_size,
                  path);
     return -1;
   }
-  if (image_read_fd (fd, path, buf, sizeof buf, 0, "qsnap header") == -1)
+  if (source_read (src, buf, sizeof buf, 0, "qsnap header") == -1)
     return -1;
   why = qsnap_decode_header (buf, h);
   if (why) {
@@ -248,7 +252,7 @@ qsnap_read_tables (int fd, const char *path, uint64_t file_size,
                  "(truncated?)", path);
     return -1;
   }
-  if (image_read_fd (fd, path, table, table_bytes, h->stream_table,
+  if (source_read (src, table, table_bytes, h->stream_table,
                      "qsnap stream table") == -1)
     return -1;
   for (uint32_t i = 0; i < h->n_streams; ++i) {

@@ -21,6 +21,7 @@
 #include "cache.h"
 #include "decompress.h"
 #include "image.h"
+#include "source.h"
 #include "qsnap.h"
 #include "thread-local.h"
 
@@ -50,7 +51,7 @@ struct qsnap {
 };
 
 static bool
-qsnap_probe (int fd, const uint8_t *buf, size_t len)
+qsnap_probe (struct source *src, const uint8_t *buf, size_t len)
 {
   return len >= 8 && memcmp (buf, QSNAP_MAGIC, 8) == 0;
 }
@@ -122,15 +123,14 @@ open_parent (struct image *img, struct qsnap *q,
 }
 
 static struct image *
-qsnap_open (const char *path, int fd, const struct image_options *opts,
-            unsigned depth)
+qsnap_open (const char *path, struct source *src,
+            const struct image_options *opts, unsigned depth)
 {
   struct qsnap_stream streams[QSNAP_MAX_STREAMS];
   struct image *img;
   struct qsnap *q;
-  uint64_t file_size;
 
-  img = image_alloc (&qsnap_ops, path, fd, sizeof *q);
+  img = image_alloc (&qsnap_ops, path, src, sizeof *q);
   if (img == NULL)
     return NULL;
   q = img->priv;
@@ -139,8 +139,7 @@ qsnap_open (const char *path, int fd, const struct image_options *opts,
     q->pages[i].page = UINT64_MAX;
   }
 
-  if (image_file_size (fd, path, &file_size) == -1 ||
-      qsnap_read_tables (fd, img->path, file_size, &q->h, streams) == -1 ||
+  if (qsnap_read_tables (src, &q->h, streams) == -1 ||
       choose_stream (img, q, streams, opts->stream) == -1)
     goto err;
   img->version = q->h.version;

@@ -93,8 +93,8 @@ const char *qsnap_decode_page (const uint8_t *buf, uint64_t page,
  * (qsnap.c) and "qemount snapshot verify" apply.
  *
  * qsnap_read_tables reads the header and the stream table of the open
- * file fd of file_size bytes and checks them and every stream record
- * against the file; it reports a problem naming path and returns -1.
+ * file src and checks them and every stream record against the file; it
+ * reports a problem naming the file and returns -1.
  * streams has room for QSNAP_MAX_STREAMS records.
  *
  * qsnap_check_entry: why the entry of a block of a file with header h
@@ -102,8 +102,9 @@ const char *qsnap_decode_page (const uint8_t *buf, uint64_t page,
  * each block is read.  The stored bytes' checksum and decompression
  * (qsnap_checksum, decompress.h) are checked as they are read.
  */
-int qsnap_read_tables (int fd, const char *path, uint64_t file_size,
-                       struct qsnap_header *h, struct qsnap_stream *streams);
+struct source;
+int qsnap_read_tables (struct source *src, struct qsnap_header *h,
+                       struct qsnap_stream *streams);
 const char *qsnap_check_entry (const struct qsnap_header *h,
                                const struct qsnap_entry *e);
 

@@ -10,25 +10,23 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "source.h"
 
 static bool
-raw_probe (int fd, const uint8_t *buf, size_t len)
+raw_probe (struct source *src, const uint8_t *buf, size_t len)
 {
   return true;
 }
 
 static struct image *
-raw_open (const char *path, int fd, const struct image_options *opts,
-          unsigned depth)
+raw_open (const char *path, struct source *src,
+          const struct image_options *opts, unsigned depth)
 {
-  struct image *img = image_alloc (&raw_ops, path, fd, 0);
+  struct image *img = image_alloc (&raw_ops, path, src, 0);
 
   if (img == NULL)
     return NULL;
-  if (image_file_size (fd, path, &img->size) == -1) {
-    image_close (img);
-    return NULL;
-  }
+  img->size = src->size;
   img->block_size = 4096;
   return img;
 }
@@ -49,10 +47,11 @@ raw_map (struct image *img, struct image_map_state *state, uint64_t offset,
   *run = (struct image_run) {
     .kind = IMAGE_RUN_DATA, .host = offset, .length = end - offset,
   };
-  if (!for_extents || fstat (img->fd, &st) == -1 || !S_ISREG (st.st_mode))
+  if (!for_extents || img->src->remote || fstat (img->src->fd, &st) == -1 ||
+      !S_ISREG (st.st_mode))
     return 0;
 
-  data = lseek (img->fd, offset, SEEK_DATA);
+  data = lseek (img->src->fd, offset, SEEK_DATA);
   if (data == -1 && errno != ENXIO) /* no SEEK_DATA here: all data */
     return 0;
   if (data == -1 || (uint64_t) data > offset) {
@@ -61,7 +60,7 @@ raw_map (struct image *img, struct image_map_state *state, uint64_t offset,
     run->hole = true;
   }
   else {
-    hole = lseek (img->fd, offset, SEEK_HOLE);
+    hole = lseek (img->src->fd, offset, SEEK_HOLE);
     next = hole == -1 ? end : (uint64_t) hole;
   }
   if (next > offset && next < end)  /* else the file changed under us */

@@ -32,6 +32,7 @@
 
 #include "bytes.h"
 #include "image.h"
+#include "source.h"
 
 #define VDI_SIGNATURE       0xbeda107fu
 #define VDI_PREHEADER_SIZE  72          /* banner, signature, version */
@@ -138,7 +139,7 @@ decode_header (const uint8_t *buf, size_t len, struct vdi_header *h)
 }
 
 static bool
-vdi_probe (int fd, const uint8_t *buf, size_t len)
+vdi_probe (struct source *src, const uint8_t *buf, size_t len)
 {
   return len >= 0x44 && load_le32 (&buf[0x40]) == VDI_SIGNATURE;
 }
@@ -322,7 +323,7 @@ scan_dir (struct image *img, const char *prefix, const uint8_t uuid[16],
   DIR *dp;
   int r = 0;
 
-  if (fstat (img->fd, &self) == -1)
+  if (fstat (img->src->fd, &self) == -1)
     return 0;
   copy = strdup (img->path);
   if (copy == NULL || asprintf (&path, "%s/%s.", dirname (copy), prefix) == -1) {
@@ -390,6 +391,13 @@ open_parent (struct image *img, const struct vdi_header *h,
                    img->path, want);
     return 0;
   }
+  if (img->src->remote) {
+    image_error ("%s: this differencing image names its parent {%s} by "
+                 "UUID, which is looked for in a local directory only: "
+                 "copy the images, or use backing=no", img->path, want);
+    errno = EPERM;
+    return -1;
+  }
   if (scan_dir (img, "", h->parent_uuid, &name, &st, &truncated) == -1 ||
       (opts->backing == BACKING_YES &&
        scan_dir (img, "../", h->parent_uuid, &name, &st, &truncated) == -1)) {
@@ -408,7 +416,7 @@ open_parent (struct image *img, const struct vdi_header *h,
     return -1;
   }
 
-  img->backing = image_open_relative (img->path, name, "vdi", opts,
+  img->backing = image_open_relative (img->src, name, "vdi", opts,
                                       depth + 1);
   if (img->backing == NULL) {
     free (name);
@@ -441,8 +449,7 @@ vdi_parse (struct image *img, struct vdi *v,
   uint64_t file_size;
   size_t len;
 
-  if (image_file_size (img->fd, img->path, &file_size) == -1)
-    return -1;
+  file_size = img->src->size;
   len = file_size < sizeof buf ? file_size : sizeof buf;
   if (image_read_file (img, buf, len, 0, "VDI header") == -1)
     return -1;
@@ -488,10 +495,10 @@ vdi_parse (struct image *img, struct vdi *v,
 }
 
 static struct image *
-vdi_open (const char *path, int fd, const struct image_options *opts,
-          unsigned depth)
+vdi_open (const char *path, struct source *src,
+          const struct image_options *opts, unsigned depth)
 {
-  struct image *img = image_alloc (&vdi_ops, path, fd, sizeof (struct vdi));
+  struct image *img = image_alloc (&vdi_ops, path, src, sizeof (struct vdi));
   int saved_errno;
 
   if (img == NULL)

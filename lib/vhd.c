@@ -35,13 +35,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <linux/fs.h>
 
 #include "bytes.h"
 #include "image.h"
+#include "source.h"
 
 #define FOOTER_SIZE         512
 #define OLD_FOOTER_SIZE     511         /* Virtual PC before 2004 */
@@ -131,22 +130,6 @@ decode_footer (const uint8_t *buf, struct footer *f)
   memcpy (f->uuid, &buf[68], 16);
 }
 
-/* The size of the file or block device, 0 if it cannot be told. */
-static uint64_t
-fd_size (int fd)
-{
-  struct stat st;
-  uint64_t size = 0;
-
-  if (fstat (fd, &st) == -1)
-    return 0;
-  if (S_ISREG (st.st_mode))
-    return st.st_size;
-  if (S_ISBLK (st.st_mode) && ioctl (fd, BLKGETSIZE64, &size) == 0)
-    return size;
-  return 0;
-}
-
 /* The lengths a footer at the end of the file may have. */
 static const size_t footer_sizes[] = { FOOTER_SIZE, OLD_FOOTER_SIZE };
 
@@ -154,11 +137,11 @@ static const size_t footer_sizes[] = { FOOTER_SIZE, OLD_FOOTER_SIZE };
  * 511-byte footer padded with a zero, into buf) start like a footer.
  */
 static bool
-read_end (int fd, uint64_t file_size, size_t len, uint8_t *buf)
+read_end (struct source *src, uint64_t file_size, size_t len, uint8_t *buf)
 {
   memset (buf, 0, FOOTER_SIZE);
   return file_size >= len &&
-    pread (fd, buf, len, file_size - len) == (ssize_t) len &&
+    source_read (src, buf, len, file_size - len, NULL) == 0 &&
     memcmp (buf, "conectix", 8) == 0;
 }
 
@@ -166,10 +149,11 @@ read_end (int fd, uint64_t file_size, size_t len, uint8_t *buf)
  * its length in *len.
  */
 static bool
-end_footer (int fd, uint64_t file_size, uint8_t *buf, size_t *len)
+end_footer (struct source *src, uint64_t file_size, uint8_t *buf,
+            size_t *len)
 {
   for (size_t i = 0; i < 2; ++i)
-    if (read_end (fd, file_size, footer_sizes[i], buf) &&
+    if (read_end (src, file_size, footer_sizes[i], buf) &&
         footer_valid (buf, footer_sizes[i])) {
       *len = footer_sizes[i];
       return true;
@@ -184,15 +168,15 @@ end_footer (int fd, uint64_t file_size, uint8_t *buf, size_t *len)
  * part of a raw disk.
  */
 static bool
-vhd_probe (int fd, const uint8_t *buf, size_t len)
+vhd_probe (struct source *src, const uint8_t *buf, size_t len)
 {
-  const uint64_t file_size = fd_size (fd);
+  const uint64_t file_size = src->size;
   uint8_t footer[FOOTER_SIZE];
 
   if (len >= 8 && memcmp (buf, "conectix", 8) == 0)
     return true;
   for (size_t i = 0; i < 2; ++i)
-    if (read_end (fd, file_size, footer_sizes[i], footer) &&
+    if (read_end (src, file_size, footer_sizes[i], footer) &&
         load_be32 (&footer[60]) == TYPE_FIXED)
       return true;
   return false;
@@ -231,7 +215,7 @@ read_footer (struct image *img, uint64_t file_size, struct footer *f,
   struct footer copy;
 
   *end_len = 0;
-  has_end = end_footer (img->fd, file_size, tail, end_len);
+  has_end = end_footer (img->src, file_size, tail, end_len);
   if (has_end) {
     decode_footer (tail, f);
     if (f->type == TYPE_FIXED)
@@ -248,7 +232,7 @@ read_footer (struct image *img, uint64_t file_size, struct footer *f,
       return OPEN_ERROR ("%s: VHD disk type %" PRIu32 " has no copy of "
                          "its footer at offset 0", img->path, f->type);
     for (size_t i = 0; i < 2; ++i)
-      if (read_end (img->fd, file_size, footer_sizes[i], tail))
+      if (read_end (img->src, file_size, footer_sizes[i], tail))
         return OPEN_ERROR ("%s: VHD footer checksum is wrong (stored 0x%08"
                            PRIx32 ", computed 0x%08" PRIx32 ")", img->path,
                            load_be32 (&tail[64]),
@@ -582,9 +566,15 @@ open_parent (struct image *img, const uint8_t *header,
     r = 0;
     goto out;
   }
+  /* A remote directory cannot be looked in: the first relative name is
+   * taken (the parent's own name comes last), else the first.
+   */
   dir = dirname (copy);
-  for (i = 0; i < n && !exists (dir, c[i].name); ++i)
+  for (i = 0; i < n && !(img->src->remote ? c[i].name[0] != '/' :
+                         exists (dir, c[i].name)); ++i)
     ;
+  if (i == n && img->src->remote && n > 0)
+    i = 0;
   if (i == n) {
     char tried[1024] = "";
     size_t len = 0;
@@ -599,7 +589,7 @@ open_parent (struct image *img, const uint8_t *header,
     goto out;
   }
 
-  img->backing = image_open_relative (img->path, c[i].name, "vhd", opts,
+  img->backing = image_open_relative (img->src, c[i].name, "vhd", opts,
                                       depth + 1);
   if (img->backing == NULL)
     goto out;
@@ -743,8 +733,8 @@ vhd_parse (struct image *img, struct vhd *v,
   uint64_t file_size;
   size_t end_len;
 
-  if (image_file_size (img->fd, img->path, &file_size) == -1 ||
-      read_footer (img, file_size, &f, &end_len) == -1)
+  file_size = img->src->size;
+  if (read_footer (img, file_size, &f, &end_len) == -1)
     return -1;
   v->type = f.type;
   memcpy (v->uuid, f.uuid, 16);
@@ -774,10 +764,10 @@ vhd_parse (struct image *img, struct vhd *v,
 }
 
 static struct image *
-vhd_open (const char *path, int fd, const struct image_options *opts,
-          unsigned depth)
+vhd_open (const char *path, struct source *src,
+          const struct image_options *opts, unsigned depth)
 {
-  struct image *img = image_alloc (&vhd_ops, path, fd, sizeof (struct vhd));
+  struct image *img = image_alloc (&vhd_ops, path, src, sizeof (struct vhd));
   int saved_errno;
 
   if (img == NULL)

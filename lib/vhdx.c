@@ -28,6 +28,7 @@
 
 #include "bytes.h"
 #include "image.h"
+#include "source.h"
 #include "vhdx.h"
 
 #define FILE_SIGNATURE          "vhdxfile"
@@ -176,7 +177,7 @@ vhdx_format_guid (const uint8_t *g, char out[VHDX_GUID_STRLEN])
 }
 
 static bool
-vhdx_probe (int fd, const uint8_t *buf, size_t len)
+vhdx_probe (struct source *src, const uint8_t *buf, size_t len)
 {
   return len >= 8 && memcmp (buf, FILE_SIGNATURE, 8) == 0;
 }
@@ -1006,7 +1007,7 @@ open_parent (struct image *img, const struct params *p,
     goto out;
   }
   /* It reports its own errors (policy, loops, depth, not a VHDX). */
-  img->backing = image_open_relative (img->path, l.relative_path, "vhdx",
+  img->backing = image_open_relative (img->src, l.relative_path, "vhdx",
                                       opts, depth + 1);
   if (img->backing == NULL)
     goto out;
@@ -1047,8 +1048,7 @@ vhdx_parse (struct image *img, struct vhdx *v,
 
   if (areas == NULL)
     return OPEN_ERROR (ENOMEM, "%s: %m", img->path);
-  if (image_file_size (img->fd, img->path, &v->file_size) == -1)
-    goto out;
+  v->file_size = img->src->size;
   v->end = v->file_size;
   if (v->file_size < HEADER_SECTION) {
     OPEN_ERROR (EINVAL, "%s: file is too short for a VHDX image (%" PRIu64
@@ -1103,10 +1103,10 @@ vhdx_parse (struct image *img, struct vhdx *v,
 static void vhdx_close (struct image *img);
 
 static struct image *
-vhdx_open (const char *path, int fd, const struct image_options *opts,
-           unsigned depth)
+vhdx_open (const char *path, struct source *src,
+           const struct image_options *opts, unsigned depth)
 {
-  struct image *img = image_alloc (&vhdx_ops, path, fd, sizeof (struct vhdx));
+  struct image *img = image_alloc (&vhdx_ops, path, src, sizeof (struct vhdx));
   int saved_errno;
 
   if (img == NULL)

@@ -33,6 +33,7 @@
 #include "cache.h"
 #include "decompress.h"
 #include "image.h"
+#include "source.h"
 #include "thread-local.h"
 #include "vmdk.h"
 
@@ -74,7 +75,7 @@ struct sparse {
 struct extent {
   uint64_t start, length;       /* in the disk, bytes */
   enum { EXT_DATA, EXT_ZERO, EXT_SPARSE } kind;
-  struct image_file file;       /* fd -1: none */
+  struct source *file;          /* NULL: none; may be img->src */
   uint64_t offset;              /* EXT_DATA: of the first byte in file */
   struct sparse sparse;
 };
@@ -89,7 +90,7 @@ struct vmdk {
 #define OPEN_ERROR(...) (image_error (__VA_ARGS__), errno = EINVAL, -1)
 
 static bool
-vmdk_probe (int fd, const uint8_t *buf, size_t len)
+vmdk_probe (struct source *src, const uint8_t *buf, size_t len)
 {
   static const char text[] = "# Disk DescriptorFile";
 
@@ -125,7 +126,7 @@ decode_header (const uint8_t *b, struct header *h)
  * end-of-stream marker) has its offset.
  */
 static int
-read_footer (const struct image_file *f, uint64_t file_size,
+read_footer (struct source *f, uint64_t file_size,
              struct header *h)
 {
   uint8_t b[3 * SECTOR];
@@ -133,8 +134,8 @@ read_footer (const struct image_file *f, uint64_t file_size,
   if (file_size < 4 * SECTOR)
     return OPEN_ERROR ("%s: the header says the grain directory is in the "
                        "footer, but the file is too short for one",
-                       f->path);
-  if (image_read_fd (f->fd, f->path, b, sizeof b, file_size - sizeof b,
+                       f->name);
+  if (source_read (f, b, sizeof b, file_size - sizeof b,
                      "footer") == -1)
     return -1;
   if (load_le32 (&b[8]) != 0 || load_le32 (&b[12]) != MARKER_FOOTER ||
@@ -143,11 +144,11 @@ read_footer (const struct image_file *f, uint64_t file_size,
       load_le32 (&b[2 * SECTOR + 12]) != MARKER_EOS)
     return OPEN_ERROR ("%s: the header says the grain directory is in the "
                        "footer, but there is no footer (with its markers) "
-                       "at the end of the file", f->path);
+                       "at the end of the file", f->name);
   decode_header (&b[SECTOR], h);
   if (h->gd_offset == GD_AT_END)
     return OPEN_ERROR ("%s: the footer does not say where the grain "
-                       "directory is", f->path);
+                       "directory is", f->name);
   return 0;
 }
 
@@ -162,7 +163,7 @@ overlaps (uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
  * directory.
  */
 static int
-check_table (const struct image_file *f, struct sparse *s, uint32_t *t,
+check_table (struct source *f, struct sparse *s, uint32_t *t,
              uint64_t first, uint64_t gd, uint64_t gd_len)
 {
   const uint64_t grain_size = UINT64_C (1) << s->grain_bits;
@@ -175,25 +176,25 @@ check_table (const struct image_file *f, struct sparse *s, uint32_t *t,
       continue;
     if ((grain << s->grain_bits) >= s->capacity)
       return OPEN_ERROR ("%s: grain table entry for grain %" PRIu64
-                         " is past the disk's capacity", f->path, grain);
+                         " is past the disk's capacity", f->name, grain);
     host = (uint64_t) t[i] * SECTOR;
     len = s->compressed ? GRAIN_MARKER_SIZE
       : s->capacity - (grain << s->grain_bits) < grain_size
       ? s->capacity - (grain << s->grain_bits) : grain_size;
     if (host + len > s->file_size)
       return OPEN_ERROR ("%s: grain %" PRIu64 " points past the end of the "
-                         "file (sector %" PRIu32 ")", f->path, grain, t[i]);
+                         "file (sector %" PRIu32 ")", f->name, grain, t[i]);
     if (host < SECTOR || overlaps (host, len, gd, gd_len))
       return OPEN_ERROR ("%s: grain %" PRIu64 " points into the header or "
                          "the grain directory (sector %" PRIu32 ")",
-                         f->path, grain, t[i]);
+                         f->name, grain, t[i]);
   }
   return 0;
 }
 
 /* Read the grain directory and every grain table of sparse file f. */
 static int
-read_tables (const struct image_file *f, struct sparse *s,
+read_tables (struct source *f, struct sparse *s,
              const struct header *h)
 {
   const uint64_t span = (uint64_t) s->gtes << s->grain_bits;
@@ -207,15 +208,15 @@ read_tables (const struct image_file *f, struct sparse *s,
   if (h->gd_offset == 0 || h->gd_offset > s->file_size / SECTOR ||
       gd_len > s->file_size - gd)
     return OPEN_ERROR ("%s: grain directory of %" PRIu64 " entries at "
-                       "sector %" PRIu64 " is outside the file", f->path,
+                       "sector %" PRIu64 " is outside the file", f->name,
                        entries, h->gd_offset);
   dir = malloc (gd_len);
   s->gt = calloc (entries, sizeof *s->gt);
   if (dir == NULL || s->gt == NULL) {
-    image_error ("%s: %m", f->path);
+    image_error ("%s: %m", f->name);
     goto out;
   }
-  if (image_read_fd (f->fd, f->path, dir, gd_len, gd,
+  if (source_read (f, dir, gd_len, gd,
                      "grain directory") == -1)
     goto out;
   for (i = 0; i < entries; ++i) {
@@ -228,13 +229,13 @@ read_tables (const struct image_file *f, struct sparse *s,
    */
   if (used * gt_len > s->file_size) {
     r = OPEN_ERROR ("%s: the grain directory's %" PRIu64 " grain tables "
-                    "do not fit in the file (entries overlap?)", f->path,
+                    "do not fit in the file (entries overlap?)", f->name,
                     used);
     goto out;
   }
   s->tables = malloc (used * gt_len + 1);
   if (s->tables == NULL) {
-    image_error ("%s: %m", f->path);
+    image_error ("%s: %m", f->name);
     goto out;
   }
   used = 0;
@@ -247,13 +248,13 @@ read_tables (const struct image_file *f, struct sparse *s,
     if (off + gt_len > s->file_size || off < SECTOR ||
         overlaps (off, gt_len, gd, gd_len)) {
       r = OPEN_ERROR ("%s: grain directory entry %" PRIu64 " points %s "
-                      "(sector %" PRIu32 ")", f->path, i,
+                      "(sector %" PRIu32 ")", f->name, i,
                       off + gt_len > s->file_size ? "past the end of the file"
                       : "into the header or the grain directory", dir[i]);
       goto out;
     }
     t = s->tables + used++ * s->gtes;
-    if (image_read_fd (f->fd, f->path, t, gt_len, off, "grain table") == -1 ||
+    if (source_read (f, t, gt_len, off, "grain table") == -1 ||
         check_table (f, s, t, i * s->gtes, gd, gd_len) == -1)
       goto out;
     s->gt[i] = t;
@@ -269,30 +270,29 @@ read_tables (const struct image_file *f, struct sparse *s,
  * has one and desc is not NULL, goes to *desc.
  */
 static int
-open_sparse (const struct image_file *f, struct sparse *s,
+open_sparse (struct source *f, struct sparse *s,
              struct vmdk_descriptor *desc, struct image *img)
 {
   uint8_t b[SECTOR];
   struct header h;
 
-  if (image_file_size (f->fd, f->path, &s->file_size) == -1)
-    return -1;
+  s->file_size = f->size;
   if (s->file_size < SECTOR)
     return OPEN_ERROR ("%s: file is too short for a VMDK sparse extent "
-                       "header", f->path);
-  if (image_read_fd (f->fd, f->path, b, SECTOR, 0, "header") == -1)
+                       "header", f->name);
+  if (source_read (f, b, SECTOR, 0, "header") == -1)
     return -1;
   if (load_le32 (b) != KDMV_MAGIC) {
     if (memcmp (b, "COWD", 4) == 0)
       return OPEN_ERROR ("%s: VMFSSPARSE (COWD) extents are not supported",
-                         f->path);
+                         f->name);
     return OPEN_ERROR ("%s: not a VMDK sparse extent (no KDMV magic)",
-                       f->path);
+                       f->name);
   }
   decode_header (b, &h);
   if (h.version < 1 || h.version > 3)
     return OPEN_ERROR ("%s: VMDK sparse extent version %" PRIu32 " is not "
-                       "supported (1 to 3 are)", f->path, h.version);
+                       "supported (1 to 3 are)", f->name, h.version);
   if (img != NULL)
     img->version = h.version;
 
@@ -308,17 +308,17 @@ open_sparse (const struct image_file *f, struct sparse *s,
         h.desc_size * SECTOR > s->file_size - h.desc_offset * SECTOR)
       return OPEN_ERROR ("%s: embedded descriptor (%" PRIu64 " sectors at "
                          "sector %" PRIu64 ") is outside the file or "
-                         "larger than %u KiB", f->path, h.desc_size,
+                         "larger than %u KiB", f->name, h.desc_size,
                          h.desc_offset, VMDK_MAX_DESCRIPTOR >> 10);
     text = malloc (h.desc_size * SECTOR + 1);
     if (text == NULL) {
-      image_error ("%s: %m", f->path);
+      image_error ("%s: %m", f->name);
       return -1;
     }
-    r = image_read_fd (f->fd, f->path, text, h.desc_size * SECTOR,
+    r = source_read (f, text, h.desc_size * SECTOR,
                        h.desc_offset * SECTOR, "embedded descriptor");
     if (r == 0)
-      r = vmdk_parse_descriptor (f->path, text, h.desc_size * SECTOR, false,
+      r = vmdk_parse_descriptor (f->name, text, h.desc_size * SECTOR, false,
                                  desc);
     free (text);
     if (r == -1)
@@ -330,21 +330,21 @@ open_sparse (const struct image_file *f, struct sparse *s,
   if (h.grain == 0 || (h.grain & (h.grain - 1)) != 0 ||
       h.grain > (UINT64_C (1) << MAX_GRAIN_BITS) / SECTOR)
     return OPEN_ERROR ("%s: grain size of %" PRIu64 " sectors is not a "
-                       "power of two from 1 sector to %u MiB", f->path,
+                       "power of two from 1 sector to %u MiB", f->name,
                        h.grain, 1u << (MAX_GRAIN_BITS - 20));
   if (h.gtes == 0 || h.gtes > MAX_GTES)
     return OPEN_ERROR ("%s: %" PRIu32 " entries per grain table (1 to %d "
-                       "are allowed)", f->path, h.gtes, MAX_GTES);
+                       "are allowed)", f->name, h.gtes, MAX_GTES);
   if (h.capacity == 0 || h.capacity > INT64_MAX / SECTOR)
     return OPEN_ERROR ("%s: capacity of %" PRIu64 " sectors is zero or "
-                       "too large", f->path, h.capacity);
+                       "too large", f->name, h.capacity);
   s->compressed = h.flags & FLAG_COMPRESSED;
   s->zero_grain = h.flags & FLAG_ZERO_GRAIN;
   if (s->compressed &&
       (h.compression != COMPRESS_DEFLATE || !(h.flags & FLAG_MARKERS)))
     return OPEN_ERROR ("%s: compressed grains without markers or with "
                        "compression algorithm %u are not supported (only "
-                       "deflate with markers, as VMware writes)", f->path,
+                       "deflate with markers, as VMware writes)", f->name,
                        h.compression);
   s->grain_bits = __builtin_ctzll (h.grain) + 9;
   s->gtes = h.gtes;
@@ -378,7 +378,6 @@ open_extents (struct image *img, struct vmdk *v,
     struct extent *e = &v->extents[v->n_extents++];
     char *path;
 
-    e->file.fd = -1;
     e->start = start;
     e->length = de->sectors * SECTOR;
     if (e->length > INT64_MAX - start)
@@ -390,17 +389,17 @@ open_extents (struct image *img, struct vmdk *v,
       continue;
     }
 
-    path = image_resolve_relative (img->path, de->file, "extent file", opts);
+    path = image_resolve_relative (img->src, de->file, "extent file", opts);
     if (path == NULL)
       return -1;
-    e->file.path = path;
-    e->file.fd = image_open_file (path, O_RDONLY);
-    if (e->file.fd == -1)
+    e->file = source_open (path);
+    free (path);
+    if (e->file == NULL)
       return -1;
 
     if (de->type == VMDK_EXTENT_SPARSE) {
       e->kind = EXT_SPARSE;
-      if (open_sparse (&e->file, &e->sparse, NULL, NULL) == -1)
+      if (open_sparse (e->file, &e->sparse, NULL, NULL) == -1)
         return -1;
       if (e->sparse.capacity < e->length)
         return OPEN_ERROR ("%s: extent %zu is %" PRIu64 " sectors, but its "
@@ -413,8 +412,7 @@ open_extents (struct image *img, struct vmdk *v,
 
       e->kind = EXT_DATA;
       e->offset = de->offset * SECTOR;
-      if (image_file_size (e->file.fd, path, &size) == -1)
-        return -1;
+      size = e->file->size;
       if (e->offset > size || e->length > size - e->offset)
         return OPEN_ERROR ("%s: flat extent %zu (%" PRIu64 " sectors from "
                            "sector %" PRIu64 ") is past the end of its file "
@@ -468,8 +466,7 @@ vmdk_parse (struct image *img, struct vmdk *v,
   uint64_t size;
   int r = -1;
 
-  if (image_file_size (img->fd, img->path, &size) == -1)
-    return -1;
+  size = img->src->size;
   if (size < 4)
     return OPEN_ERROR ("%s: file is too short for a VMDK image", img->path);
   if (image_read_file (img, magic, 4, 0, "header") == -1)
@@ -489,13 +486,8 @@ vmdk_parse (struct image *img, struct vmdk *v,
     e = &v->extents[0];
     v->n_extents = 1;
     e->kind = EXT_SPARSE;
-    e->file.fd = -1;
-    e->file.path = strdup (img->path);
-    if (e->file.path == NULL || (e->file.fd = dup (img->fd)) == -1) {
-      image_error ("%s: %m", img->path);
-      return -1;
-    }
-    if (open_sparse (&e->file, &e->sparse, &d, img) == -1)
+    e->file = img->src;
+    if (open_sparse (e->file, &e->sparse, &d, img) == -1)
       goto out;
     e->length = img->size = e->sparse.capacity;
   }
@@ -540,10 +532,10 @@ vmdk_parse (struct image *img, struct vmdk *v,
 }
 
 static struct image *
-vmdk_open (const char *path, int fd, const struct image_options *opts,
-           unsigned depth)
+vmdk_open (const char *path, struct source *src,
+           const struct image_options *opts, unsigned depth)
 {
-  struct image *img = image_alloc (&vmdk_ops, path, fd, sizeof (struct vmdk));
+  struct image *img = image_alloc (&vmdk_ops, path, src, sizeof (struct vmdk));
   int saved_errno;
 
   if (img == NULL)
@@ -611,7 +603,7 @@ map_sparse (const struct extent *e, size_t index, uint64_t x, uint64_t end,
   kind = grain_kind (s, t[i]);
   *run = (struct image_run) {
     .kind = kind, .hole = kind == IMAGE_RUN_ZERO,
-    .length = grain_size - within, .file = &e->file,
+    .length = grain_size - within, .file = e->file,
   };
   if (kind == IMAGE_RUN_DECODED) {
     run->token[0] = index;
@@ -643,7 +635,7 @@ vmdk_map (struct image *img, struct image_map_state *state, uint64_t offset,
   switch (e->kind) {
   case EXT_DATA:
     *run = (struct image_run) {
-      .kind = IMAGE_RUN_DATA, .host = e->offset + x, .file = &e->file,
+      .kind = IMAGE_RUN_DATA, .host = e->offset + x, .file = e->file,
       .length = limit - x,
     };
     break;
@@ -678,7 +670,7 @@ load_grain (void *opaque, void *buf)
 {
   const struct grain_load *req = opaque;
   const struct sparse *s = &req->e->sparse;
-  const struct image_file *f = &req->e->file;
+  struct source *f = req->e->file;
   const uint64_t grain_size = UINT64_C (1) << s->grain_bits;
   const uint64_t host = (uint64_t) req->sector * SECTOR;
   const uint64_t disk_part = s->capacity - (req->grain << s->grain_bits);
@@ -688,14 +680,14 @@ load_grain (void *opaque, void *buf)
   size_t got;
   void *in;
 
-  if (image_read_fd (f->fd, f->path, marker, sizeof marker, host,
+  if (source_read (f, marker, sizeof marker, host,
                      "grain marker") == -1)
     return -1;
   lba = load_le64 (marker);
   size = load_le32 (&marker[8]);
   if (lba != req->grain << (s->grain_bits - 9)) {
     image_error ("%s: grain %" PRIu64 " (at sector %" PRIu32 "): its marker "
-                 "says it is the grain at sector %" PRIu64, f->path,
+                 "says it is the grain at sector %" PRIu64, f->name,
                  req->grain, req->sector, lba);
     errno = EIO;
     return -1;
@@ -705,23 +697,23 @@ load_grain (void *opaque, void *buf)
       size > s->file_size - host - GRAIN_MARKER_SIZE) {
     image_error ("%s: grain %" PRIu64 " (at sector %" PRIu32 "): compressed "
                  "size %" PRIu32 " is zero, too large or past the end of "
-                 "the file", f->path, req->grain, req->sector, size);
+                 "the file", f->name, req->grain, req->sector, size);
     errno = EIO;
     return -1;
   }
   in = thread_scratch (size);
   if (in == NULL) {
-    image_error ("%s: %m", f->path);
+    image_error ("%s: %m", f->name);
     return -1;
   }
-  if (image_read_fd (f->fd, f->path, in, size, host + GRAIN_MARKER_SIZE,
+  if (source_read (f, in, size, host + GRAIN_MARKER_SIZE,
                      "compressed grain") == -1)
     return -1;
   if (decompress_zlib (in, size, buf, grain_size, &got) == -1 ||
       (got != grain_size && (disk_part >= grain_size || got != disk_part))) {
     image_error ("%s: compressed grain %" PRIu64 " (at sector %" PRIu32
                  ") does not inflate to the grain size of %" PRIu64
-                 " bytes", f->path, req->grain, req->sector, grain_size);
+                 " bytes", f->name, req->grain, req->sector, grain_size);
     errno = EIO;
     return -1;
   }
@@ -761,9 +753,8 @@ vmdk_close (struct image *img)
   for (size_t i = 0; i < v->n_extents; ++i) {
     struct extent *e = &v->extents[i];
 
-    if (e->file.fd >= 0)
-      close (e->file.fd);
-    free (e->file.path);
+    if (e->file != img->src)
+      source_close (e->file);
     free (e->sparse.gt);
     free (e->sparse.tables);
   }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "qemount.h"
+#include "source.h"
 
 void
 disk_options_init (struct disk_options *d)
@@ -118,7 +119,9 @@ prepare (struct preparation *p)
   if (status != EXIT_OK)
     return status;
 
-  image = realpath (d->req.path, NULL);
+  /* nbdkit is given the image by absolute path, or the URL as it is. */
+  image = source_is_url (d->req.path) ? xstrdup (d->req.path) :
+    realpath (d->req.path, NULL);
   if (image == NULL) {
     errorf ("%s: %m", d->req.path);
     return EXIT_NO_IMAGE;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "qemount.h"
+#include "source.h"
 
 bool
 format_is_known (const char *format)
@@ -111,23 +112,29 @@ open_image (const struct image_request *req, int *status)
 
   /* The two commonest mistakes get their own status; the image layer
    * reports everything else.  What is not an image file (a directory,
-   * a FIFO, a character device) it refuses as a bad image.
+   * a FIFO, a character device) it refuses as a bad image.  A URL is
+   * looked at once, by the image layer.
    */
-  fd = image_open_file (req->path, O_RDONLY);
-  if (fd == -1) {
-    *status = errno == ENOENT || errno == ENOTDIR ? EXIT_NO_IMAGE :
-      errno == EACCES || errno == EPERM ? EXIT_UNREADABLE :
-      errno == EINVAL ? EXIT_BAD_IMAGE : EXIT_ERROR;
-    return NULL;
+  if (!source_is_url (req->path)) {
+    fd = image_open_file (req->path, O_RDONLY);
+    if (fd == -1) {
+      *status = errno == ENOENT || errno == ENOTDIR ? EXIT_NO_IMAGE :
+        errno == EACCES || errno == EPERM ? EXIT_UNREADABLE :
+        errno == EINVAL ? EXIT_BAD_IMAGE : EXIT_ERROR;
+      return NULL;
+    }
+    close (fd);
   }
-  close (fd);
 
   img = image_open (req->path, &opts);
   if (img == NULL) {
-    /* A file further down the chain may be missing or unreadable. */
+    /* A file further down the chain may be missing or unreadable; a
+     * server that does not answer says nothing about the image.
+     */
     *status = req->snapshot && errno == ENXIO ? EXIT_NO_SNAPSHOT :
       errno == ENOENT ? EXIT_NO_IMAGE :
-      errno == EACCES ? EXIT_UNREADABLE : EXIT_BAD_IMAGE;
+      errno == EACCES ? EXIT_UNREADABLE :
+      errno == EIO && source_is_url (req->path) ? EXIT_ERROR : EXIT_BAD_IMAGE;
     return NULL;
   }
 

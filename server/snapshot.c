@@ -28,6 +28,7 @@
 #include "qsnap.h"
 #include "qsnap-writer.h"
 #include "snapshot.h"
+#include "source.h"
 
 static const char *const kind_names[QSNAP_KIND_MAX + 1] = {
   "zero", "raw", "lz4", "zstd", "parent",
@@ -403,7 +404,7 @@ snapshot_commit (int argc, char *argv[])
 
 struct snapfile {
   const char *path;
-  int fd;
+  struct source *src;
   uint64_t size;
   struct qsnap_header h;
   struct qsnap_stream streams[QSNAP_MAX_STREAMS];
@@ -418,7 +419,7 @@ read_exact (const struct snapfile *f, void *buf, size_t count,
                  "file (truncated?)", f->path, what, offset);
     return -1;
   }
-  return image_read_fd (f->fd, f->path, buf, count, offset, what);
+  return source_read (f->src, buf, count, offset, what);
 }
 
 /* Header and stream table, each field checked against the file by the
@@ -428,12 +429,12 @@ static int
 open_snapfile (struct snapfile *f, const char *path)
 {
   f->path = path;
-  f->fd = image_open_file (path, O_RDONLY);
-  if (f->fd == -1)
+  f->src = source_open (path);
+  if (f->src == NULL)
     return -1;
-  if (image_file_size (f->fd, path, &f->size) == -1 ||
-      qsnap_read_tables (f->fd, path, f->size, &f->h, f->streams) == -1) {
-    close (f->fd);
+  f->size = f->src->size;
+  if (qsnap_read_tables (f->src, &f->h, f->streams) == -1) {
+    source_close (f->src);
     return -1;
   }
   return 0;
@@ -611,10 +612,10 @@ snapshot_info (int argc, char *argv[])
       image_error ("%s: the index is damaged; run 'qemount snapshot verify'",
                    f.path);
     free (in.stored);
-    close (f.fd);
+    source_close (f.src);
     return EXIT_ERROR;
   }
-  close (f.fd);
+  source_close (f.src);
 
   /* Entries sharing stored bytes are deduplicated blocks. */
   if (in.n_stored > 0)
@@ -794,7 +795,7 @@ snapshot_verify (int argc, char *argv[])
     r = walk_entries (&f, verify_entry, &v, &v.bad);
   if (r == 0 && verify_parent (&f) == -1)
     v.bad++;
-  close (f.fd);
+  source_close (f.src);
   free (v.stored);
   free (v.block);
   if (r == -1)

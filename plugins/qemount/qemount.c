@@ -22,13 +22,17 @@
 #include <nbdkit-plugin.h>
 
 #include "image.h"
+#include "source.h"
 
 static char *filename;
+static const char *shown;       /* the image's name in messages: a URL
+                                   without credentials; the top image's */
 static char *format;
 static char *overlay;
 static char *snapshot;
 static bool overlay_readonly;
 static enum backing_policy backing = BACKING_SAME_DIR;
+static struct source_settings remote;
 
 /* One export per stream of the image (qsnap files may hold "disk",
  * "memory", ...; other formats have one, unnamed).  The first is the
@@ -96,7 +100,16 @@ qemount_config (const char *key, const char *value)
 {
   if (strcmp (key, "file") == 0) {
     free (filename);
-    filename = nbdkit_realpath (value);
+    /* A URL is not resolved here: nbdkit may chdir later, a URL does
+     * not care.
+     */
+    if (source_is_url (value)) {
+      filename = strdup (value);
+      if (filename == NULL)
+        nbdkit_error ("strdup: %m");
+    }
+    else
+      filename = nbdkit_realpath (value);
     if (filename == NULL)
       return -1;
   }
@@ -121,6 +134,21 @@ qemount_config (const char *key, const char *value)
     if (bytes == -1)
       return -1;
     image_set_cache_size (bytes);
+  }
+  else if (strcmp (key, "timeout") == 0 ||
+           strcmp (key, "connections") == 0) {
+    unsigned n;
+
+    if (nbdkit_parse_unsigned (key, value, &n) == -1)
+      return -1;
+    if (n == 0) {
+      nbdkit_error ("%s=0: must be at least 1", key);
+      return -1;
+    }
+    if (key[0] == 't')
+      remote.timeout = n;
+    else
+      remote.connections = n;
   }
   else if (strcmp (key, "overlay") == 0) {
     free (overlay);
@@ -164,11 +192,14 @@ qemount_config_complete (void)
     nbdkit_error ("overlay-readonly=true needs overlay=<PATH>");
     return -1;
   }
+  source_configure (&remote);
   return 0;
 }
 
 #define qemount_config_help \
-  "file=<IMAGE>      (required) Image file or block device.\n" \
+  "file=<IMAGE>      (required) Image file or block device, or the URL\n" \
+  "                  of one: http://, https://, nbd://, nbds://,\n" \
+  "                  nbd+unix://.\n" \
   "format=auto|raw|qcow2|ploop|qsnap|vdi|vhd|vhdx|vmdk|dmg|ewf\n" \
   "                  Format (default: probed from the magic bytes).\n" \
   "backing=yes|no|samedir\n" \
@@ -184,8 +215,13 @@ qemount_config_complete (void)
   "                  Read the image as changed by the overlay, which\n" \
   "                  must exist and is never written; writes then go\n" \
   "                  to a temporary overlay on top of it.\n" \
-  "cache=<SIZE>      Cache of decompressed qsnap blocks and qcow2\n" \
-  "                  clusters (default 256M, 0 disables it)."
+  "cache=<SIZE>      Cache of decompressed qsnap blocks, qcow2\n" \
+  "                  clusters and blocks of remote images (default\n" \
+  "                  256M, 0 disables it).\n" \
+  "timeout=<SECONDS> Remote images: a request that makes no progress\n" \
+  "                  for this long fails (default 30).\n" \
+  "connections=<N>   Remote images: at most N requests at once per\n" \
+  "                  file (default 4)."
 
 /* Open the image (every stream of it) before serving, so that a bad
  * image stops nbdkit at start-up with the reason instead of failing each
@@ -205,6 +241,7 @@ qemount_get_ready (void)
   first = image_open (filename, &opts);
   if (first == NULL)
     return -1;
+  shown = first->path;
   image_list_streams (first, &names, &n);
   exports = calloc (n ? n : 1, sizeof *exports);
   if (exports == NULL) {
@@ -238,7 +275,7 @@ qemount_get_ready (void)
     exports[0].img = top;
   }
   nbdkit_debug ("%s: format %s, %" PRIu64 " bytes, block size %" PRIu32
-                ", %zu export(s)", filename, first->ops->name, first->size,
+                ", %zu export(s)", shown, first->ops->name, first->size,
                 first->block_size, n_exports);
   return 0;
 }
@@ -292,7 +329,7 @@ qemount_open (int readonly)
     if (strcmp (exports[i].name, name) == 0)
       e = &exports[i];
   if (e == NULL) {
-    nbdkit_error ("%s: no export (stream) called '%s'", filename, name);
+    nbdkit_error ("%s: no export (stream) called '%s'", shown, name);
     errno = ENOENT;
     return NULL;
   }

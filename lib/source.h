@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* Byte sources: where an image file's bytes come from.  A local file (a
+ * path), an object on an HTTP(S) server, an NBD export; decoders read
+ * through source_read and never know which.
+ *
+ * A local file is read with pread(2) on its descriptor, nothing in
+ * between.  Remote sources read whole blocks of SOURCE_BLOCK bytes
+ * through the block cache (image_block_cache), so that the small reads
+ * of metadata turn into few requests, fetch several blocks per request
+ * for a sequential reader, and run one request per concurrent reader on
+ * a pool of connections.
+ */
+
+#ifndef QEMOUNT_SOURCE_H
+#define QEMOUNT_SOURCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Remote sources fetch and cache this much around each read. */
+#define SOURCE_BLOCK (256u << 10)
+
+struct source;
+
+struct source_ops {
+  const char *kind;             /* "file", "http", "nbd" */
+  /* Fill buf with exactly count bytes at offset (inside the object);
+   * 0, or -1 after image_error naming the source, errno set (EIO).
+   */
+  int (*fetch) (struct source *s, void *buf, size_t count, uint64_t offset);
+  void (*close) (struct source *s);
+};
+
+struct source {
+  const struct source_ops *ops;
+  char *location;               /* as opened (a path or the whole URL):
+                                   relative names resolve against it */
+  char *name;                   /* for messages: the path, or the URL
+                                   without user, password or query */
+  int fd;                       /* a local file's descriptor, else -1 */
+  bool remote;                  /* not a local file */
+  uint64_t size;                /* bytes */
+  uint64_t owner;               /* remote: block cache key space */
+  bool probe_failed;            /* a remote read for probing (what NULL)
+                                   failed: the probe's "no" means nothing */
+  _Atomic uint64_t seq_end;     /* remote: where the last read ended */
+  _Atomic unsigned streak;      /* remote: reads in a row that started
+                                   there (readahead) */
+  void *priv;                   /* the kind's state */
+};
+
+/* Settings of remote sources, set once before opening any. */
+struct source_settings {
+  unsigned timeout;             /* seconds without progress before a
+                                   request fails; 0: the default */
+  unsigned connections;         /* per source, 0: the default */
+};
+#define SOURCE_DEFAULT_TIMEOUT 30
+#define SOURCE_DEFAULT_CONNECTIONS 4
+void source_configure (const struct source_settings *settings);
+const struct source_settings *source_settings (void);
+
+/* Whether location is a URL of a remote source (http://, https://,
+ * nbd://, nbds://, nbd+unix://) rather than a path.
+ */
+bool source_is_url (const char *location);
+
+/* Open location read-only: a local file (a regular file or block
+ * device, as image_open_file) or a URL.  NULL after image_error, errno
+ * set (ENOENT for a local file or remote object that is not there).
+ */
+struct source *source_open (const char *location);
+
+/* A source on an open local file descriptor (which it then owns). */
+struct source *source_from_fd (int fd, const char *path);
+
+void source_close (struct source *s);
+
+/* Read exactly count bytes at offset.  A read past the end is an error
+ * naming the source and what ("L2 table"); what NULL: no message for
+ * that (probing).  0, or -1 with errno set.
+ */
+int source_read (struct source *s, void *buf, size_t count, uint64_t offset,
+                 const char *what);
+
+/* The same key for the same file or object, to find loops in chains:
+ * device and inode of a local file, the URL of a remote one.  malloc'd,
+ * NULL after image_error.
+ */
+char *source_identity (const struct source *s);
+
+/* For the remote kinds (lib/source-http.c, lib/source-nbd.c): open url
+ * into s (location, name set; fill size, ops, priv); 0, or -1 after
+ * image_error.
+ */
+int source_http_open (struct source *s);
+int source_nbd_open (struct source *s);
+const char *source_curl_version (void);
+const char *source_libnbd_version (void);
+
+/* A pool of per-request handles (a curl easy handle, an NBD
+ * connection), at most max of them, made on demand: each concurrent
+ * request takes one, so parallel reads are parallel requests.
+ */
+struct source_pool;
+struct source_pool *source_pool_create (unsigned max,
+                                        void *(*make) (void *opaque),
+                                        void (*destroy) (void *handle),
+                                        void *opaque);
+/* A handle, waiting for one to be free; NULL if make failed. */
+void *source_pool_get (struct source_pool *p);
+void source_pool_put (struct source_pool *p, void *handle);
+/* Give back a handle that is of no more use (its connection died). */
+void source_pool_discard (struct source_pool *p, void *handle);
+void source_pool_destroy (struct source_pool *p);
+
+#endif /* QEMOUNT_SOURCE_H */

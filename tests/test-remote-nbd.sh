@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Images on an NBD server (nbdkit's file plugin on a unix socket, with 20
+# ms of added latency per read): they decode exactly through
+# file=nbd+unix://, in parallel over several connections.
+source ./tests/functions.sh
+requires nbdkit
+requires nbdcopy
+nbdkit --dump-plugin file >/dev/null 2>&1 || skip "nbdkit's file plugin is not installed"
+nbdkit --filter=delay null --dump-plugin >/dev/null 2>&1 || skip "nbdkit's delay filter is not installed"
+
+stop_server () { [ -z "${server_pid:-}" ] || kill "$server_pid" 2>/dev/null || :; }
+on_exit stop_server
+
+# serve IMAGE: nbdkit file on $tmp/server.sock, slowed down.
+serve ()
+{
+  stop_server
+  rm -f "$tmp/server.sock" "$tmp/server.pid"
+  nbdkit -r -U "$tmp/server.sock" -P "$tmp/server.pid" --filter=delay \
+    file "$1" rdelay=20ms 2>>"$tmp/server.log" ||
+    { cat "$tmp/server.log" >&2; fail "nbdkit file did not start"; }
+  for _ in $(seq 100); do
+    [ -s "$tmp/server.pid" ] && [ -S "$tmp/server.sock" ] && break
+    sleep 0.05
+  done
+  server_pid=$(cat "$tmp/server.pid")
+}
+
+url="nbd+unix:///?socket=$tmp/server.sock"
+export out="$tmp/out"
+for image in src/mixed.raw qcow2/comp-zstd-c64k.qcow2 vhdx/qemu-dyn-b1m.vhdx \
+             dmg/zlib.dmg vdi/vbox-dynamic.vdi; do
+  expected=$(awk -v i="$image" '$1 == i { print $3 }' "$IMAGES/MANIFEST")
+  [ -n "$expected" ] || fail "$image is not in the manifest"
+  serve "$IMAGES/$image"
+  rm -f "$out"
+  qemount_nbdkit -r --run 'nbdcopy "$uri" "$out"' -- \
+    file="$url" connections=4 2>"$tmp/err" </dev/null ||
+    { cat "$tmp/err" >&2; fail "$image: nbdkit file=$url failed"; }
+  cmp -s "$out" "$IMAGES/$expected" || fail "$image: over NBD differs from $expected"
+done
+
+# An export has no directory: a backing file is not looked for there.
+serve "$IMAGES/qcow2-chain/top.qcow2"
+expect_read_failure "chain" "an NBD export has no directory to look for it in" "$url"
+qemount_read -b no "$url" >/dev/null 2>"$tmp/err" ||
+  { cat "$tmp/err" >&2; fail "chain: backing=no refused"; }
+
+# No server: an error naming the URL.
+stop_server
+expect_read_failure "no server" "nbd+unix:///?socket=$tmp/server.sock: " "$url"
+
+echo "PASS: images over NBD with added latency"
