@@ -40,16 +40,9 @@ done < <(images_manifest)
 
 # Chains and multi-file images through nbdkit and a parallel client
 # (nbdcopy runs several requests at once: several connections).
-export out="$tmp/out"
 for image in qcow2-chain/top.qcow2 ploop-chain/DiskDescriptor.xml \
              vmdk/twoGbMaxExtentSparse.vmdk src/mixed.raw; do
-  expected=$(awk -v i="$image" '$1 == i { print $3 }' "$IMAGES/MANIFEST")
-  [ -n "$expected" ] || fail "$image is not in the manifest"
-  rm -f "$out"
-  qemount_nbdkit -r --run 'nbdcopy "$uri" "$out"' -- \
-    file="$http/images/$image" connections=3 2>"$tmp/err" </dev/null ||
-    { cat "$tmp/err" >&2; fail "$image: nbdkit file=URL failed"; }
-  cmp -s "$out" "$IMAGES/$expected" || fail "$image: nbdcopy over HTTP differs"
+  copy_matches_manifest "$image" file="$http/images/$image" connections=3
 done
 
 # Redirects are followed once, at open.
