@@ -349,7 +349,10 @@ create_ephemeral (struct image *img, const uint8_t *header,
 }
 
 /* print is the dense fingerprint of the base when the caller has it
- * already (it just made the overlay), else NULL.
+ * already (it just made the overlay), else NULL.  A header that breaks
+ * a rule fails with EINVAL, not with whatever errno an earlier call
+ * happened to leave (since the byte sources landed that was ENOENT, and
+ * qemount called the overlay of another image a missing file).
  */
 static int
 check_header (struct image *img, const uint8_t *h, const uint64_t *print)
@@ -361,11 +364,13 @@ check_header (struct image *img, const uint8_t *h, const uint64_t *print)
 
   if (memcmp (&h[H_MAGIC], MAGIC, 8) != 0) {
     image_error ("%s: not a qemount overlay", img->path);
+    errno = EINVAL;
     return -1;
   }
   if (load_le64 (&h[H_CHECKSUM]) != XXH64 (h, H_CHECKSUM, 0)) {
     image_error ("%s: overlay header checksum mismatch (corrupt)",
                  img->path);
+    errno = EINVAL;
     return -1;
   }
   features = load_le32 (&h[H_FEATURES]);
@@ -375,6 +380,7 @@ check_header (struct image *img, const uint8_t *h, const uint64_t *print)
                  ") is not supported (this qemount reads version %d, "
                  "features 0x%x)", img->path, load_le32 (&h[H_VERSION]),
                  features, OVERLAY_VERSION, KNOWN_FEATURES);
+    errno = EINVAL;
     return -1;
   }
   memcpy (base_path, &h[H_BASE_PATH], sizeof base_path);
@@ -389,6 +395,7 @@ check_header (struct image *img, const uint8_t *h, const uint64_t *print)
     image_error ("%s: overlay belongs to a different base image (it was "
                  "made for %s image %s of %" PRIu64 " bytes)", img->path,
                  base_format, base_path, load_le64 (&h[H_SIZE]));
+    errno = EINVAL;
     return -1;
   }
   if (load_le32 (&h[H_BLOCK]) != BLOCK ||
@@ -396,6 +403,7 @@ check_header (struct image *img, const uint8_t *h, const uint64_t *print)
       load_le64 (&h[H_DATA]) != o->data_offset) {
     image_error ("%s: overlay layout does not match its size (corrupt)",
                  img->path);
+    errno = EINVAL;
     return -1;
   }
   return 0;
