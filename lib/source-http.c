@@ -8,6 +8,9 @@
  * conditional (If-Match on a strong ETag, else If-Unmodified-Since) and
  * the ETag of every answer is checked too, for servers that ignore the
  * condition.
+ *
+ * An s3:// object is read the same way at the URL lib/source-s3.c makes
+ * of it, each request signed by libcurl (AWS Signature Version 4).
  */
 
 #include <config.h>
@@ -15,6 +18,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +44,9 @@ struct http {
   char *url;                    /* after redirects: what GETs fetch */
   char etag[MAX_ETAG];          /* strong ETag at open, "" if none */
   curl_off_t mtime;             /* Last-Modified at open, -1 if none */
-  struct curl_slist *if_match;  /* the If-Match header, or NULL */
+  struct curl_slist *headers;   /* sent with every request: S3's, then
+                                   If-Match once the ETag is known */
+  struct source_s3 s3;          /* an s3:// object's URL and keys */
   struct source_pool *pool;     /* of struct conn */
 };
 
@@ -59,6 +65,9 @@ struct transfer {
   size_t count, got;
   bool overflow;                /* the server sent more than asked */
   char etag[MAX_ETAG];          /* of the (last) response, "" if none */
+  curl_off_t total;             /* the object's size in Content-Range,
+                                   -1 if none */
+  char code[64];                /* S3's error code, "" if none */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -98,8 +107,23 @@ read_header (char *data, size_t size, size_t n, void *opaque)
   size_t len = size * n, v;
 
   /* A new response (after a redirect, or a retry) starts afresh. */
-  if (len >= 5 && strncmp (data, "HTTP/", 5) == 0)
+  if (len >= 5 && strncmp (data, "HTTP/", 5) == 0) {
     t->etag[0] = '\0';
+    t->total = -1;
+  }
+  /* "bytes FIRST-LAST/SIZE", or "bytes * /SIZE" for a range past it */
+  else if (len > 14 && strncasecmp (data, "content-range:", 14) == 0) {
+    const char *slash = memchr (data, '/', len);
+    char *end;
+    long long total;
+
+    if (slash && slash[1] >= '0' && slash[1] <= '9') {
+      errno = 0;
+      total = strtoll (slash + 1, &end, 10);
+      if (errno == 0 && (*end == '\r' || *end == '\n'))
+        t->total = total;
+    }
+  }
   else if (len > 5 && strncasecmp (data, "etag:", 5) == 0) {
     for (v = 5; v < len && (data[v] == ' ' || data[v] == '\t'); ++v)
       ;
@@ -118,6 +142,7 @@ static void *
 make_conn (void *opaque)
 {
   const struct source_settings *set = source_settings ();
+  const struct http *h = opaque;
   struct conn *conn = calloc (1, sizeof *conn);
   CURL *c;
 
@@ -141,6 +166,10 @@ make_conn (void *opaque)
   curl_easy_setopt (c, CURLOPT_LOW_SPEED_TIME, (long) set->timeout);
   curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, write_body);
   curl_easy_setopt (c, CURLOPT_HEADERFUNCTION, read_header);
+  if (h->s3.userpwd) {
+    curl_easy_setopt (c, CURLOPT_AWS_SIGV4, h->s3.sigv4);
+    curl_easy_setopt (c, CURLOPT_USERPWD, h->s3.userpwd);
+  }
   return conn;
 }
 
@@ -151,6 +180,17 @@ destroy_conn (void *handle)
 
   curl_easy_cleanup (conn->curl);
   free (conn);
+}
+
+/* Append header to *list; false if out of memory (*list unchanged). */
+static bool
+add_header (struct curl_slist **list, const char *header)
+{
+  struct curl_slist *l = curl_slist_append (*list, header);
+
+  if (l != NULL)
+    *list = l;
+  return l != NULL;
 }
 
 static bool
@@ -185,6 +225,7 @@ perform (struct transfer *t, long *status)
     t->got = 0;
     t->overflow = false;
     t->etag[0] = '\0';
+    t->total = -1;
     t->conn->error[0] = '\0';
     *status = 0;
     rc = curl_easy_perform (t->conn->curl);
@@ -210,6 +251,9 @@ report_failure (struct source *s, const struct transfer *t, CURLcode rc,
     image_error ("%s: %s: %s", s->name, doing,
                  t->conn->error[0] ? t->conn->error :
                  curl_easy_strerror (rc));
+  else if (t->code[0])
+    image_error ("%s: %s: HTTP status %ld (%s)", s->name, doing, status,
+                 t->code);
   else
     image_error ("%s: %s: HTTP status %ld", s->name, doing, status);
   errno = rc == CURLE_OK && (status == 404 || status == 410) ? ENOENT :
@@ -242,8 +286,8 @@ http_fetch (struct source *s, void *buf, size_t count, uint64_t offset)
   curl_easy_setopt (c, CURLOPT_HTTPGET, 1L);
   curl_easy_setopt (c, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt (c, CURLOPT_RANGE, range);
-  curl_easy_setopt (c, CURLOPT_HTTPHEADER, h->if_match);
-  if (h->if_match == NULL && h->mtime >= 0) {
+  curl_easy_setopt (c, CURLOPT_HTTPHEADER, h->headers);
+  if (h->etag[0] == '\0' && h->mtime >= 0) {
     curl_easy_setopt (c, CURLOPT_TIMECONDITION,
                       (long) CURL_TIMECOND_IFUNMODSINCE);
     curl_easy_setopt (c, CURLOPT_TIMEVALUE_LARGE, h->mtime);
@@ -291,7 +335,8 @@ http_close (struct source *s)
   if (h == NULL)
     return;
   source_pool_destroy (h->pool);
-  curl_slist_free_all (h->if_match);
+  curl_slist_free_all (h->headers);
+  source_s3_clear (&h->s3);
   free (h->url);
   free (h);
 }
@@ -302,10 +347,34 @@ static const struct source_ops http_ops = {
   .close = http_close,
 };
 
-/* The HEAD request: size, final URL, version. */
+/* S3's error code in the XML body of an error response
+ * ("<Code>NoSuchKey</Code>"), into t->code.
+ */
+static void
+s3_error_code (struct transfer *t)
+{
+  const char *code, *end;
+
+  t->buf[t->got] = '\0';
+  code = strstr (t->buf, "<Code>");
+  end = code ? strstr (code, "</Code>") : NULL;
+  if (end && end - code - 6 < (ptrdiff_t) sizeof t->code &&
+      strspn (code + 6, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+              "0123456789.") == (size_t) (end - code - 6)) {
+    memcpy (t->code, code + 6, end - code - 6);
+    t->code[end - code - 6] = '\0';
+  }
+}
+
+/* The HEAD request: size, final URL, version.  An S3 server that
+ * refuses the HEAD (a 4xx) says why only in the body of a GET, and a
+ * bucket policy may allow GET but not HEAD: for S3 a GET of the first
+ * byte follows then, the size in its Content-Range.
+ */
 static int
 http_head (struct source *s, struct http *h, struct conn *conn)
 {
+  char body[4096];
   struct transfer t = { .conn = conn };
   CURL *c = conn->curl;
   curl_off_t length = -1;
@@ -313,17 +382,33 @@ http_head (struct source *s, struct http *h, struct conn *conn)
   long status;
   CURLcode rc;
 
-  curl_easy_setopt (c, CURLOPT_URL, s->location);
+  curl_easy_setopt (c, CURLOPT_URL, h->url);
+  curl_easy_setopt (c, CURLOPT_HTTPHEADER, h->headers);
   curl_easy_setopt (c, CURLOPT_NOBODY, 1L);
   curl_easy_setopt (c, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt (c, CURLOPT_MAXREDIRS, 10L);
   curl_easy_setopt (c, CURLOPT_FILETIME, 1L);
   rc = perform (&t, &status);
+  if (h->s3.url && rc == CURLE_OK && status >= 400 && status <= 499) {
+    t.buf = body;
+    t.count = sizeof body - 1;
+    curl_easy_setopt (c, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt (c, CURLOPT_RANGE, "0-0");
+    rc = perform (&t, &status);
+    curl_easy_setopt (c, CURLOPT_RANGE, NULL);
+    /* More than the byte asked for: stopped, the headers say enough. */
+    if (rc == CURLE_WRITE_ERROR && t.overflow && status == 206)
+      rc = CURLE_OK;
+    else if (status >= 400)
+      s3_error_code (&t);
+    length = t.total;
+  }
+  else
+    curl_easy_getinfo (c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
   if (rc != CURLE_OK || status < 200 || status > 299) {
     report_failure (s, &t, rc, status, "opening");
     return -1;
   }
-  curl_easy_getinfo (c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
   curl_easy_getinfo (c, CURLINFO_EFFECTIVE_URL, &url);
   curl_easy_getinfo (c, CURLINFO_FILETIME_T, &h->mtime);
   curl_easy_setopt (c, CURLOPT_FILETIME, 0L);
@@ -333,20 +418,22 @@ http_head (struct source *s, struct http *h, struct conn *conn)
     return -1;
   }
   s->size = length;
-  h->url = strdup (url ? url : s->location);
+  if (url && strcmp (url, h->url) != 0) {
+    free (h->url);
+    if ((h->url = strdup (url)) == NULL)
+      goto nomem;
+  }
   /* A weak ETag (W/"...") never matches in If-Match: pin by date then. */
   if (t.etag[0] == '"') {
     strcpy (h->etag, t.etag);
     if (asprintf (&header, "If-Match: %s", h->etag) == -1)
       header = NULL;
-    if (header)
-      h->if_match = curl_slist_append (NULL, header);
-    free (header);
-    if (h->if_match == NULL)
+    if (header == NULL || !add_header (&h->headers, header)) {
+      free (header);
       goto nomem;
+    }
+    free (header);
   }
-  if (h->url == NULL)
-    goto nomem;
   return 0;
 
  nomem:
@@ -373,12 +460,21 @@ source_http_open (struct source *s)
     return -1;
   }
   s->ops = &http_ops;
+  if (strncasecmp (s->location, "s3://", 5) == 0 &&
+      source_s3_resolve (s, &h->s3) == -1)
+    return -1;
+  /* S3 wants the payload's hash in a signed request; libcurl 7.88
+   * sends none (later versions send this one): a GET has no payload.
+   */
+  if (h->s3.userpwd &&
+      (!add_header (&h->headers, "x-amz-content-sha256: UNSIGNED-PAYLOAD") ||
+       (h->s3.token && !add_header (&h->headers, h->s3.token))))
+    goto nomem;
+  h->url = strdup (h->s3.url ? h->s3.url : s->location);
   h->pool = source_pool_create (source_settings ()->connections,
                                 make_conn, destroy_conn, h);
-  if (h->pool == NULL) {
-    image_error ("%s: %m", s->name);
-    return -1;
-  }
+  if (h->url == NULL || h->pool == NULL)
+    goto nomem;
   conn = source_pool_get (h->pool);
   if (conn == NULL) {
     image_error ("%s: cannot make a curl handle", s->name);
@@ -392,4 +488,8 @@ source_http_open (struct source *s)
   curl_easy_setopt (conn->curl, CURLOPT_NOBODY, 0L);
   source_pool_put (h->pool, conn);  /* and its open connection */
   return 0;
+
+ nomem:
+  image_error ("%s: %m", s->name);
+  return -1;
 }

@@ -41,7 +41,9 @@ source_settings (void)
   return &settings;
 }
 
-static const char *const http_schemes[] = { "http://", "https://", NULL };
+static const char *const http_schemes[] = {
+  "http://", "https://", "s3://", NULL
+};
 static const char *const nbd_schemes[] = {
   "nbd://", "nbds://", "nbd+unix://", "nbds+unix://", NULL
 };

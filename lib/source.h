@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* Byte sources: where an image file's bytes come from.  A local file (a
- * path), an object on an HTTP(S) server, an NBD export; decoders read
- * through source_read and never know which.
+ * path), an object on an HTTP(S) server or in S3, an NBD export;
+ * decoders read through source_read and never know which.
  *
  * A local file is read with pread(2) on its descriptor, nothing in
  * between.  Remote sources read whole blocks of SOURCE_BLOCK bytes
@@ -62,7 +62,7 @@ void source_configure (const struct source_settings *settings);
 const struct source_settings *source_settings (void);
 
 /* Whether location is a URL of a remote source (http://, https://,
- * nbd://, nbds://, nbd+unix://) rather than a path.
+ * s3://, nbd://, nbds://, nbd+unix://) rather than a path.
  */
 bool source_is_url (const char *location);
 
@@ -97,6 +97,21 @@ char *source_identity (const struct source *s);
 int source_http_open (struct source *s);
 int source_nbd_open (struct source *s);
 const char *source_curl_version (void);
+
+/* How the requests for an s3:// location go out (lib/source-s3.c,
+ * used by lib/source-http.c).
+ */
+struct source_s3 {
+  char *url;                    /* the object's http(s):// URL */
+  char *userpwd;                /* "KEY:SECRET" to sign with; NULL:
+                                   anonymous requests */
+  char *sigv4;                  /* libcurl's CURLOPT_AWS_SIGV4 */
+  char *token;                  /* "x-amz-security-token: ...", or NULL */
+};
+/* Fill r (zeroed) for s; 0, or -1 after image_error. */
+int source_s3_resolve (const struct source *s, struct source_s3 *r);
+/* Free r's strings, the secrets cleared first. */
+void source_s3_clear (struct source_s3 *r);
 const char *source_libnbd_version (void);
 
 /* A pool of per-request handles (a curl easy handle, an NBD

@@ -198,7 +198,7 @@ qemount_config_complete (void)
 
 #define qemount_config_help \
   "file=<IMAGE>      (required) Image file or block device, or the URL\n" \
-  "                  of one: http://, https://, nbd://, nbds://,\n" \
+  "                  of one: http://, https://, s3://, nbd://, nbds://,\n" \
   "                  nbd+unix://.\n" \
   "format=auto|raw|qcow2|ploop|qsnap|vdi|vhd|vhdx|vmdk|dmg|ewf\n" \
   "                  Format (default: probed from the magic bytes).\n" \
