@@ -322,16 +322,11 @@ dmg_open (const char *path, struct source *src,
           const struct image_options *opts, unsigned depth)
 {
   struct image *img = image_alloc (&dmg_ops, path, src, sizeof (struct dmg));
-  int saved_errno;
 
   if (img == NULL)
     return NULL;
-  if (dmg_parse (img, img->priv) == -1) {
-    saved_errno = errno ? errno : EINVAL;
-    image_close (img);
-    errno = saved_errno;
-    return NULL;
-  }
+  if (dmg_parse (img, img->priv) == -1)
+    return image_open_failed (img);
   return img;
 }
 

@@ -448,8 +448,7 @@ ewf_open (const char *path, struct source *src,
   return img;
 
  err:
-  image_close (img);
-  return NULL;
+  return image_open_failed (img);
 }
 
 /* The whole disk is one decoded run: libewf finds the chunks. */

@@ -283,6 +283,16 @@ image_alloc (const struct image_ops *ops, const char *path,
   return img;
 }
 
+struct image *
+image_open_failed (struct image *img)
+{
+  int saved_errno = errno ? errno : EINVAL;
+
+  image_close (img);
+  errno = saved_errno;
+  return NULL;
+}
+
 /* Opening.
  *
  * Chains are opened depth first on one thread (the plugin opens once at

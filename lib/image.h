@@ -219,6 +219,12 @@ void image_close (struct image *img);
 struct image *image_alloc (const struct image_ops *ops, const char *path,
                            struct source *src, size_t priv_size);
 
+/* For decoders: the end of an open that failed.  Closes img and returns
+ * NULL with errno as the failing step left it, or EINVAL where it left
+ * none (a rule of the format was broken).
+ */
+struct image *image_open_failed (struct image *img);
+
 int image_pread (struct image *img, void *buf, size_t count, uint64_t offset);
 int image_pwrite (struct image *img, const void *buf, size_t count,
                   uint64_t offset);

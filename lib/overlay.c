@@ -565,11 +565,8 @@ overlay_open (struct image *base, const char *path, bool readonly)
  nomem:
   image_error ("%s: %m", img->path);
  err:
-  if (errno == 0)
-    errno = EINVAL;
   img->backing = NULL;          /* base stays the caller's */
-  image_close (img);
-  return NULL;
+  return image_open_failed (img);
 }
 
 /* Reading. */

@@ -241,10 +241,7 @@ ploop_open (const char *path, struct source *src,
   return img;
 
  err:
-  if (errno == 0)
-    errno = EINVAL;
-  image_close (img);
-  return NULL;
+  return image_open_failed (img);
 }
 
 /* Host offset of the cluster holding offset, or 0 for a hole. */

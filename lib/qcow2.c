@@ -968,7 +968,7 @@ qcow2_open (const char *path, struct source *src,
 {
   struct image *img;
   struct qcow2 *q;
-  int r, saved_errno;
+  int r;
 
   img = image_alloc (&qcow2_ops, path, src, sizeof *q);
   if (img == NULL)
@@ -981,14 +981,8 @@ qcow2_open (const char *path, struct source *src,
   free (q->header);
   q->header = NULL;
   if (r == -1)
-    goto err;
+    return image_open_failed (img);
   return img;
-
- err:
-  saved_errno = errno;
-  image_close (img);
-  errno = saved_errno;
-  return NULL;
 }
 
 static void

@@ -153,10 +153,7 @@ qsnap_open (const char *path, struct source *src,
   return img;
 
  err:
-  if (errno == 0)
-    errno = EINVAL;
-  image_close (img);
-  return NULL;
+  return image_open_failed (img);
 }
 
 /* Copy block's index entry to *e, reading its page if needed. */

@@ -499,16 +499,11 @@ vdi_open (const char *path, struct source *src,
           const struct image_options *opts, unsigned depth)
 {
   struct image *img = image_alloc (&vdi_ops, path, src, sizeof (struct vdi));
-  int saved_errno;
 
   if (img == NULL)
     return NULL;
-  if (vdi_parse (img, img->priv, opts, depth) == -1) {
-    saved_errno = errno ? errno : EINVAL;
-    image_close (img);
-    errno = saved_errno;
-    return NULL;
-  }
+  if (vdi_parse (img, img->priv, opts, depth) == -1)
+    return image_open_failed (img);
   return img;
 }
 

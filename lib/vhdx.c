@@ -1107,16 +1107,12 @@ vhdx_open (const char *path, struct source *src,
            const struct image_options *opts, unsigned depth)
 {
   struct image *img = image_alloc (&vhdx_ops, path, src, sizeof (struct vhdx));
-  int saved_errno;
 
   if (img == NULL)
     return NULL;
-  if (vhdx_parse (img, img->priv, opts, depth) == 0)
-    return img;
-  saved_errno = errno;
-  image_close (img);
-  errno = saved_errno;
-  return NULL;
+  if (vhdx_parse (img, img->priv, opts, depth) == -1)
+    return image_open_failed (img);
+  return img;
 }
 
 static void
