@@ -50,19 +50,17 @@ for tool in nbd-client kpartx nbdkit; do
   progs="$progs $p"
 done
 # qemount where a build tree has it, so that it finds its plugin as it
-# does there (find_ours in server/proc.c); the filters where nbdkit
-# looks for them.
+# does there (find_ours in server/proc.c); the one filter it uses
+# (--filter=offset, server/attach.c) where nbdkit looks for it.
 mkdir -p "$root/opt/qemount/server" "$root/opt/qemount/plugins/qemount/.libs"
 cp "$qemount" "$root/opt/qemount/server/qemount"
 cp "$plugin" "$root/opt/qemount/plugins/qemount/.libs/nbdkit-qemount-plugin.so"
 progs="$progs $qemount $plugin"
 filterdir=$(nbdkit --dump-config | sed -n 's/^filterdir=//p')
 mkdir -p "$root$filterdir"
-for f in offset; do
-  cp "$filterdir/nbdkit-$f-filter.so" "$root$filterdir/" ||
-    die "nbdkit has no $f filter"
-  progs="$progs $filterdir/nbdkit-$f-filter.so"
-done
+cp "$filterdir/nbdkit-offset-filter.so" "$root$filterdir/" ||
+  die "nbdkit has no offset filter"
+progs="$progs $filterdir/nbdkit-offset-filter.so"
 for p in $progs; do
   ldd "$p" > /dev/null || die "$p: not a dynamically linked program"
 done
