@@ -10,7 +10,7 @@
 # tests/nbd-client-guest-init as /init.  The helper guest itself stays
 # as it is: this is a guest for the tests only.
 #
-# usage: nbd-client-guest.sh HELPER-INITRD QEMOUNT PLUGIN OUTPUT [IMAGE...]
+# usage: [NBDKIT_PRELOAD=LIB[:LIB...]] nbd-client-guest.sh HELPER-INITRD QEMOUNT PLUGIN OUTPUT [IMAGE...]
 
 set -euo pipefail
 
@@ -43,12 +43,34 @@ done
 cp "$work/helper/bin/busybox" "$root/bin/busybox"
 
 progs=
-for tool in nbd-client kpartx nbdkit; do
+for tool in nbd-client kpartx; do
   p=$(PATH=$PATH:/usr/sbin:/sbin command -v "$tool") ||
     die "$tool is not installed"
   cp "$p" "$root/bin/$tool"
   progs="$progs $p"
 done
+# nbdkit itself, not a test's wrapper of it in PATH.  An instrumented
+# plugin (a sanitized build) needs the runtime preloaded into nbdkit, as
+# on the host: NBDKIT_PRELOAD lists those libraries, and /bin/nbdkit
+# becomes a wrapper that preloads them into the real one, which keeps
+# its name (qemount knows its nbdkit by the name).
+nbdkit=$(nbdkit --dump-config | sed -n 's/^bindir=//p')/nbdkit
+[ -x "$nbdkit" ] || die "nbdkit is not installed"
+progs="$progs $nbdkit"
+if [ -n "${NBDKIT_PRELOAD:-}" ]; then
+  mkdir -p "$root/opt/nbdkit"
+  cp "$nbdkit" "$root/opt/nbdkit/nbdkit"
+  printf '#!/bin/busybox sh\nexport LD_PRELOAD=%s ASAN_OPTIONS=detect_leaks=0\nexec /opt/nbdkit/nbdkit "$@"\n' \
+    "$NBDKIT_PRELOAD" > "$root/bin/nbdkit"
+  chmod 755 "$root/bin/nbdkit"
+  for lib in ${NBDKIT_PRELOAD//:/ }; do
+    mkdir -p "$root$(dirname "$lib")"
+    cp "$lib" "$root$lib"
+    progs="$progs $lib"
+  done
+else
+  cp "$nbdkit" "$root/bin/nbdkit"
+fi
 # qemount where a build tree has it, so that it finds its plugin as it
 # does there (find_ours in server/proc.c); the one filter it uses
 # (--filter=offset, server/attach.c) where nbdkit looks for it.

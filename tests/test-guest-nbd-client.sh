@@ -44,7 +44,8 @@ make_images
 convert_images gpt mbr
 qemu-img convert -O qcow2 "$tmp/whole.img" "$tmp/whole.qcow2"
 manifest "$tmp/tree" | LC_ALL=C sort > "$tmp/expected"
-"$top_srcdir/tests/nbd-client-guest.sh" "$QEMOUNT_GUEST_DIR/initrd" \
+NBDKIT_PRELOAD=${nbdkit_env#LD_PRELOAD=} \
+  "$top_srcdir/tests/nbd-client-guest.sh" "$QEMOUNT_GUEST_DIR/initrd" \
     "$QEMOUNT" "$QEMOUNT_PLUGIN" "$tmp/initrd" "$tmp/mbr.qcow2" "$tmp/mbr.hdd" \
     "$tmp/whole.qcow2" ||
   fail "cannot make the test guest's initrd"
