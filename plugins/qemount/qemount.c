@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
@@ -30,6 +32,7 @@ static const char *shown;       /* the image's name in messages: a URL
 static char *format;
 static char *overlay;
 static char *snapshot;
+static char *cache_dir;
 static bool overlay_readonly;
 static enum backing_policy backing = BACKING_SAME_DIR;
 static struct source_settings remote;
@@ -92,6 +95,7 @@ qemount_unload (void)
   free (format);
   free (overlay);
   free (snapshot);
+  free (cache_dir);
 }
 
 /* Parse one key=value from the command line. */
@@ -150,6 +154,12 @@ qemount_config (const char *key, const char *value)
     else
       remote.connections = n;
   }
+  else if (strcmp (key, "cache-dir") == 0) {
+    free (cache_dir);
+    cache_dir = nbdkit_absolute_path (value);
+    if (cache_dir == NULL)
+      return -1;
+  }
   else if (strcmp (key, "overlay") == 0) {
     free (overlay);
     overlay = nbdkit_absolute_path (value);
@@ -181,6 +191,33 @@ qemount_config (const char *key, const char *value)
   return 0;
 }
 
+/* cache-dir=: made if missing (private: it holds the blocks of images
+ * that may be); it must be a directory this process can write in.
+ */
+static int
+prepare_cache_dir (void)
+{
+  struct stat st;
+
+  if (mkdir (cache_dir, 0700) == -1 && errno != EEXIST) {
+    nbdkit_error ("cache-dir=%s: %m", cache_dir);
+    return -1;
+  }
+  if (stat (cache_dir, &st) == -1) {
+    nbdkit_error ("cache-dir=%s: %m", cache_dir);
+    return -1;
+  }
+  if (!S_ISDIR (st.st_mode)) {
+    nbdkit_error ("cache-dir=%s: not a directory", cache_dir);
+    return -1;
+  }
+  if (access (cache_dir, W_OK | X_OK) == -1) {
+    nbdkit_error ("cache-dir=%s: cannot write in it: %m", cache_dir);
+    return -1;
+  }
+  return 0;
+}
+
 static int
 qemount_config_complete (void)
 {
@@ -192,6 +229,9 @@ qemount_config_complete (void)
     nbdkit_error ("overlay-readonly=true needs overlay=<PATH>");
     return -1;
   }
+  if (cache_dir && prepare_cache_dir () == -1)
+    return -1;
+  remote.cache_dir = cache_dir;
   source_configure (&remote);
   return 0;
 }
@@ -221,7 +261,9 @@ qemount_config_complete (void)
   "timeout=<SECONDS> Remote images: a request that makes no progress\n" \
   "                  for this long fails (default 30).\n" \
   "connections=<N>   Remote images: at most N requests at once per\n" \
-  "                  file (default 4)."
+  "                  file (default 4).\n" \
+  "cache-dir=<DIR>   Remote images: keep fetched blocks in DIR, for\n" \
+  "                  later runs (and other processes) to read there."
 
 /* Open the image (every stream of it) before serving, so that a bad
  * image stops nbdkit at start-up with the reason instead of failing each
