@@ -329,6 +329,11 @@ read_cached (struct source *s, char *buf, size_t count, uint64_t offset)
 
   if (c == NULL)
     return -1;
+  /* Blocks fetched ahead are kept for the next reads: with cache=0 and
+   * no cache-dir=, nowhere.
+   */
+  if (!cache_enabled (c) && s->disk == NULL)
+    ahead = 1;
   while (count > 0) {
     uint64_t key = offset / SOURCE_BLOCK, start = key * SOURCE_BLOCK;
     size_t within = offset - start;

@@ -4,7 +4,8 @@
 # on 127.0.0.1): a second read fetches nothing and reads the same
 # bytes; a replaced object, a corrupt or torn block and two processes
 # filling one cache at once still read exactly the object; no
-# credentials in the cache.
+# credentials in the cache.  And cache=0 fetches no blocks ahead that it
+# would throw away.
 source ./tests/functions.sh
 source "$top_srcdir/tests/remote-functions.sh"
 requires nbdkit
@@ -103,4 +104,15 @@ cmp -s "$tmp/out1" "$tmp/www/data.raw" || fail "first process: the data differs"
 cmp -s "$tmp/out2" "$tmp/www/data.raw" || fail "second process: the data differs"
 reads_right "after two processes"
 
-echo "PASS: cache-dir= over HTTP"
+# cache=0 without cache-dir=: a sequential reader fetches each block
+# once, not blocks ahead that nothing keeps.
+head -c 8M /dev/urandom > "$tmp/www/seq.raw"
+qemount_read -c 0 -f raw "$http/seq.raw" 2>"$tmp/err" |
+  cmp -s - "$tmp/www/seq.raw" ||
+  { cat "$tmp/err" >&2; fail "cache=0: data differs"; }
+bytes=$(awk '$1 == "GET" && $2 == "/seq.raw" { n += $4 } END { print n + 0 }' \
+          "$tmp/nginx/access.log")
+echo "8 MiB read sequentially with cache=0: $bytes bytes fetched"
+[ "$bytes" -lt $((9 << 20)) ] || fail "cache=0: $bytes bytes fetched for 8 MiB"
+
+echo "PASS: cache-dir= over HTTP, cache=0 without readahead"
