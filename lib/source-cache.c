@@ -72,6 +72,30 @@ write_failed (const char *dir, const char *doing)
     image_warning ("cache-dir: %s %s: %m (blocks are not kept)", doing, dir);
 }
 
+int
+source_cache_dir_prepare (const char *dir)
+{
+  struct stat st;
+
+  if (mkdir (dir, 0700) == -1 && errno != EEXIST) {
+    image_error ("cache directory %s: %m", dir);
+    return -1;
+  }
+  if (stat (dir, &st) == -1) {
+    image_error ("cache directory %s: %m", dir);
+    return -1;
+  }
+  if (!S_ISDIR (st.st_mode)) {
+    image_error ("cache directory %s: not a directory", dir);
+    return -1;
+  }
+  if (access (dir, W_OK | X_OK) == -1) {
+    image_error ("cache directory %s: cannot write in it: %m", dir);
+    return -1;
+  }
+  return 0;
+}
+
 struct source_cache *
 source_cache_open (const char *dir, const char *pinned, uint64_t size)
 {

@@ -132,6 +132,10 @@ const char *source_libnbd_version (void);
  * none (out of memory, or dir is unusable: said once).
  */
 struct source_cache;
+/* Make dir if missing (mode 0700: it holds blocks of images), and check
+ * it is a directory we can write in; 0, or -1 after image_error.
+ */
+int source_cache_dir_prepare (const char *dir);
 struct source_cache *source_cache_open (const char *dir, const char *pinned,
                                         uint64_t size);
 void source_cache_close (struct source_cache *c);

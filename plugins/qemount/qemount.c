@@ -17,8 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
@@ -191,33 +189,6 @@ qemount_config (const char *key, const char *value)
   return 0;
 }
 
-/* cache-dir=: made if missing (private: it holds the blocks of images
- * that may be); it must be a directory this process can write in.
- */
-static int
-prepare_cache_dir (void)
-{
-  struct stat st;
-
-  if (mkdir (cache_dir, 0700) == -1 && errno != EEXIST) {
-    nbdkit_error ("cache-dir=%s: %m", cache_dir);
-    return -1;
-  }
-  if (stat (cache_dir, &st) == -1) {
-    nbdkit_error ("cache-dir=%s: %m", cache_dir);
-    return -1;
-  }
-  if (!S_ISDIR (st.st_mode)) {
-    nbdkit_error ("cache-dir=%s: not a directory", cache_dir);
-    return -1;
-  }
-  if (access (cache_dir, W_OK | X_OK) == -1) {
-    nbdkit_error ("cache-dir=%s: cannot write in it: %m", cache_dir);
-    return -1;
-  }
-  return 0;
-}
-
 static int
 qemount_config_complete (void)
 {
@@ -229,7 +200,7 @@ qemount_config_complete (void)
     nbdkit_error ("overlay-readonly=true needs overlay=<PATH>");
     return -1;
   }
-  if (cache_dir && prepare_cache_dir () == -1)
+  if (cache_dir && source_cache_dir_prepare (cache_dir) == -1)
     return -1;
   remote.cache_dir = cache_dir;
   source_configure (&remote);
