@@ -69,7 +69,8 @@ write_failed (const char *dir, const char *doing)
   static atomic_bool said;
 
   if (!atomic_exchange (&said, true))
-    image_warning ("cache-dir: %s %s: %m (blocks are not kept)", doing, dir);
+    image_warning ("cache directory %s: %s: %m (blocks are not kept)", dir,
+                   doing);
 }
 
 int
@@ -118,7 +119,7 @@ source_cache_open (const char *dir, const char *pinned, uint64_t size)
     return NULL;
   }
   if (mkdir (c->dir, 0700) == -1 && errno != EEXIST) {
-    write_failed (c->dir, "creating");
+    write_failed (c->dir, "creating it");
     source_cache_close (c);
     return NULL;
   }
@@ -236,7 +237,7 @@ source_cache_put (const struct source_cache *c, uint64_t key,
   }
   fd = mkostemp (tmp, O_CLOEXEC);
   if (fd == -1) {
-    write_failed (c->dir, "writing in");
+    write_failed (c->dir, "writing a block");
     goto out;
   }
   make_header (&h, key, data, size);
@@ -244,7 +245,7 @@ source_cache_put (const struct source_cache *c, uint64_t key,
   if (close (fd) == -1)
     ok = false;
   if (!ok || rename (tmp, path) == -1) {
-    write_failed (c->dir, "writing in");
+    write_failed (c->dir, "writing a block");
     unlink (tmp);
   }
  out:
