@@ -86,6 +86,12 @@ cache_create (uint64_t bytes)
   return c;
 }
 
+bool
+cache_enabled (const struct block_cache *c)
+{
+  return !c->disabled;
+}
+
 void
 cache_destroy (struct block_cache *c)
 {

@@ -11,6 +11,7 @@
 #ifndef QEMOUNT_CACHE_H
 #define QEMOUNT_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +25,9 @@ typedef int (*cache_load_fn) (void *opaque, void *buf);
  */
 struct block_cache *cache_create (uint64_t bytes);
 void cache_destroy (struct block_cache *c);
+
+/* false: created with size 0, it keeps nothing. */
+bool cache_enabled (const struct block_cache *c);
 
 /* A key space of its own for each cached file. */
 uint64_t cache_new_owner (void);

@@ -366,6 +366,34 @@ s3_error_code (struct transfer *t)
   }
 }
 
+/* s->pinned: the final URL and the version every GET asks for, if
+ * there is one.
+ */
+static int
+pin (struct source *s, const struct http *h)
+{
+  char *url;
+  int r = 0;
+
+  if (h->etag[0] == '\0' && h->mtime < 0)
+    return 0;
+  url = source_display_name (h->url);
+  if (url == NULL)
+    r = -1;
+  else if (h->etag[0])
+    r = asprintf (&s->pinned, "%s\nETag: %s", url, h->etag);
+  else
+    r = asprintf (&s->pinned, "%s\nLast-Modified: %" CURL_FORMAT_CURL_OFF_T,
+                  url, h->mtime);
+  free (url);
+  if (r == -1) {
+    s->pinned = NULL;
+    image_error ("%s: %m", s->name);
+    return -1;
+  }
+  return 0;
+}
+
 /* The HEAD request: size, final URL, version.  An S3 server that
  * refuses the HEAD (a 4xx) says why only in the body of a GET, and a
  * bucket policy may allow GET but not HEAD: for S3 a GET of the first
@@ -434,7 +462,7 @@ http_head (struct source *s, struct http *h, struct conn *conn)
     }
     free (header);
   }
-  return 0;
+  return pin (s, h);
 
  nomem:
   image_error ("%s: %m", s->name);

@@ -1,7 +1,13 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* NBD byte sources through libnbd (nbd://, nbds://, nbd+unix://): a
- * pool of connections to the export, one per concurrent reader, since a
- * libnbd handle runs one synchronous command at a time.
+ * pool of connections to the export, one per concurrent reader, each
+ * running one command at a time.
+ *
+ * libnbd's synchronous calls wait for ever on a server that stops
+ * answering, and it has no timeout setting: connecting and reading use
+ * its asynchronous calls, polled until the timeout= passes with no
+ * progress.  A handle that timed out has a command in flight and is
+ * discarded.
  */
 
 #include <config.h>
@@ -9,6 +15,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 
 #include <libnbd.h>
@@ -38,20 +45,67 @@ source_libnbd_version (void)
   return version;
 }
 
+/* Poll h until done (h, cookie) is non-zero; it is then returned (1:
+ * done, -1: failed with libnbd's error).  0 when the timeout passes
+ * with nothing happening on the connection.
+ */
+static int
+run (struct nbd_handle *h, int (*done) (struct nbd_handle *h,
+                                        uint64_t cookie), uint64_t cookie)
+{
+  const unsigned timeout = source_settings ()->timeout;
+  const int timeout_ms = timeout < INT_MAX / 1000 ? (int) timeout * 1000 : -1;
+  int r;
+
+  while ((r = done (h, cookie)) == 0) {
+    r = nbd_poll (h, timeout_ms);
+    if (r == -1)
+      return -1;
+    if (r == 0)
+      return 0;
+  }
+  return r;
+}
+
+/* Done connecting: 1 ready, -1 failed, 0 not yet. */
+static int
+connected (struct nbd_handle *h, uint64_t unused)
+{
+  if (nbd_aio_is_connecting (h) || nbd_aio_is_created (h))
+    return 0;
+  return nbd_aio_is_ready (h) ? 1 : -1;
+}
+
+static int
+completed (struct nbd_handle *h, uint64_t cookie)
+{
+  return nbd_aio_command_completed (h, cookie);
+}
+
 /* A connected handle, or NULL after image_error. */
 static void *
 make_handle (void *opaque)
 {
   struct nbd *n = opaque;
   struct nbd_handle *h = nbd_create ();
+  int r;
 
   if (h == NULL) {
     image_error ("%s: %s", n->s->name, nbd_get_error ());
     return NULL;
   }
-  if (nbd_connect_uri (h, n->s->location) == -1) {
+  r = nbd_aio_connect_uri (h, n->s->location) == -1 ? -1 :
+    run (h, connected, 0);
+  if (r == 0) {
+    image_error ("%s: connecting: timed out (no progress for %u s)",
+                 n->s->name, source_settings ()->timeout);
+    errno = EIO;
+  }
+  else if (r == -1) {
     image_error ("%s: %s", n->s->name, nbd_get_error ());
     errno = nbd_get_errno () ? nbd_get_errno () : EIO;
+  }
+  if (r != 1) {
     nbd_close (h);
     return NULL;
   }
@@ -69,24 +123,34 @@ nbd_fetch (struct source *s, void *buf, size_t count, uint64_t offset)
 {
   struct nbd *n = s->priv;
   struct nbd_handle *h = source_pool_get (n->pool);
+  int64_t cookie;
   int r;
 
   if (h == NULL) {
     errno = EIO;
     return -1;
   }
-  r = nbd_pread (h, buf, count, offset, 0);
-  if (r == -1) {
+  cookie = nbd_aio_pread (h, buf, count, offset, NBD_NULL_COMPLETION, 0);
+  r = cookie == -1 ? -1 : run (h, completed, cookie);
+  if (r == 0)
+    image_error ("%s: reading %zu bytes at offset %" PRIu64 ": timed out "
+                 "(no progress for %u s)", s->name, count, offset,
+                 source_settings ()->timeout);
+  else if (r == -1)
     image_error ("%s: reading %zu bytes at offset %" PRIu64 ": %s",
                  s->name, count, offset, nbd_get_error ());
-    errno = EIO;
-  }
-  /* A handle whose connection died is of no more use. */
-  if (r == -1 && nbd_aio_is_dead (h))
+  /* A handle whose connection died, or that still has the command in
+   * flight, is of no more use.
+   */
+  if (r == 0 || (r == -1 && nbd_aio_is_dead (h)))
     source_pool_discard (n->pool, h);
   else
     source_pool_put (n->pool, h);
-  return r;
+  if (r != 1) {
+    errno = EIO;
+    return -1;
+  }
+  return 0;
 }
 
 static void

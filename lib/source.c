@@ -33,6 +33,7 @@ source_configure (const struct source_settings *s)
   settings.timeout = s->timeout ? s->timeout : SOURCE_DEFAULT_TIMEOUT;
   settings.connections = s->connections ? s->connections :
     SOURCE_DEFAULT_CONNECTIONS;
+  settings.cache_dir = s->cache_dir;
 }
 
 const struct source_settings *
@@ -64,12 +65,12 @@ source_is_url (const char *location)
     has_scheme (location, nbd_schemes);
 }
 
-/* The URL as messages show it: no user or password (they may come
- * with the URL), and for HTTP no query (a pre-signed URL carries its
- * signature there).  NBD keeps its query: it names the socket.
+/* User and password may come with the URL, and a pre-signed HTTP URL
+ * carries its signature in the query.  NBD keeps its query: it names
+ * the socket.
  */
-static char *
-display_name (const char *url)
+char *
+source_display_name (const char *url)
 {
   const char *authority = strstr (url, "://") + 3;
   size_t host_len = strcspn (authority, "/?#");
@@ -165,7 +166,7 @@ source_open (const char *location)
   if (s == NULL)
     return NULL;
   s->remote = true;
-  s->name = display_name (location);
+  s->name = source_display_name (location);
   if (s->name == NULL) {
     image_error ("%s: %m", location);
     source_close (s);
@@ -181,6 +182,8 @@ source_open (const char *location)
     return NULL;
   }
   s->owner = cache_new_owner ();
+  if (settings.cache_dir && s->pinned)
+    s->disk = source_cache_open (settings.cache_dir, s->pinned, s->size);
   return s;
 }
 
@@ -193,6 +196,8 @@ source_close (struct source *s)
     s->ops->close (s);
   if (s->fd >= 0)
     close (s->fd);
+  source_cache_close (s->disk);
+  free (s->pinned);
   free (s->location);
   free (s->name);
   free (s);
@@ -239,38 +244,58 @@ loaded (void *opaque, void *buf)
 }
 
 /* Fetch the block, and for a sequential reader the blocks after it in
- * the same request, which go into the cache for its next reads.
+ * the same request, which go into the cache for its next reads; with
+ * cache-dir=, a block kept there is read from there, and fetched ones
+ * are kept.
  */
 static int
 load_block (void *opaque, void *buf)
 {
   struct block_load *l = opaque;
   struct source *s = l->s;
-  uint64_t end = l->offset + (uint64_t) l->ahead * SOURCE_BLOCK;
-  char *span;
+  const uint64_t key = l->offset / SOURCE_BLOCK;
+  unsigned ahead = l->ahead;
+  uint64_t end;
+  char *span = NULL;
   size_t len;
 
+  if (s->disk) {
+    if (source_cache_get (s->disk, key, buf, l->count))
+      return 0;
+    /* Not fetching again what the next reads will find there. */
+    for (ahead = 1; ahead < l->ahead; ++ahead)
+      if (source_cache_has (s->disk, key + ahead))
+        break;
+  }
+  end = l->offset + (uint64_t) ahead * SOURCE_BLOCK;
   if (end > s->size)
     end = s->size;
   len = end - l->offset;
-  if (len <= l->count)
-    return s->ops->fetch (s, buf, l->count, l->offset);
-  span = malloc (len);
-  if (span == NULL)
-    return s->ops->fetch (s, buf, l->count, l->offset);
+  if (len > l->count)
+    span = malloc (len);
+  if (span == NULL) {
+    if (s->ops->fetch (s, buf, l->count, l->offset) == -1)
+      return -1;
+    if (s->disk)
+      source_cache_put (s->disk, key, buf, l->count);
+    return 0;
+  }
   if (s->ops->fetch (s, span, len, l->offset) == -1) {
     free (span);
     return -1;
   }
   memcpy (buf, span, l->count);
-  for (size_t at = l->count; at < len; at += SOURCE_BLOCK) {
+  for (size_t at = 0; at < len; at += SOURCE_BLOCK) {
     struct cache_block b = {
-      .owner = s->owner, .key = (l->offset + at) / SOURCE_BLOCK,
+      .owner = s->owner, .key = key + at / SOURCE_BLOCK,
       .size = len - at < SOURCE_BLOCK ? len - at : SOURCE_BLOCK,
     };
 
-    cache_read (l->c, &b, loaded, NULL, span + at, 0, b.size,
-                CACHE_WHOLE_DIRECT | CACHE_WHOLE_KEEP);
+    if (s->disk)
+      source_cache_put (s->disk, b.key, span + at, b.size);
+    if (at > 0)
+      cache_read (l->c, &b, loaded, NULL, span + at, 0, b.size,
+                  CACHE_WHOLE_DIRECT | CACHE_WHOLE_KEEP);
   }
   free (span);
   return 0;
@@ -304,6 +329,11 @@ read_cached (struct source *s, char *buf, size_t count, uint64_t offset)
 
   if (c == NULL)
     return -1;
+  /* Blocks fetched ahead are kept for the next reads: with cache=0 and
+   * no cache-dir=, nowhere.
+   */
+  if (!cache_enabled (c) && s->disk == NULL)
+    ahead = 1;
   while (count > 0) {
     uint64_t key = offset / SOURCE_BLOCK, start = key * SOURCE_BLOCK;
     size_t within = offset - start;

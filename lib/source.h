@@ -42,6 +42,12 @@ struct source {
   bool remote;                  /* not a local file */
   uint64_t size;                /* bytes */
   uint64_t owner;               /* remote: block cache key space */
+  char *pinned;                 /* remote: what pins the content at open
+                                   (the URL without user, password or
+                                   query, and the ETag or Last-Modified),
+                                   set by the kind; NULL: nothing does,
+                                   and no block is kept in cache-dir= */
+  struct source_cache *disk;    /* its blocks in cache-dir=, or NULL */
   bool probe_failed;            /* a remote read for probing (what NULL)
                                    failed: the probe's "no" means nothing */
   _Atomic uint64_t seq_end;     /* remote: where the last read ended */
@@ -55,11 +61,18 @@ struct source_settings {
   unsigned timeout;             /* seconds without progress before a
                                    request fails; 0: the default */
   unsigned connections;         /* per source, 0: the default */
+  const char *cache_dir;        /* keep fetched blocks there (an existing
+                                   directory), NULL: do not */
 };
 #define SOURCE_DEFAULT_TIMEOUT 30
 #define SOURCE_DEFAULT_CONNECTIONS 4
 void source_configure (const struct source_settings *settings);
 const struct source_settings *source_settings (void);
+
+/* url as messages (and the persistent cache) show it: no user or
+ * password, and for HTTP no query.  malloc'd, or NULL.
+ */
+char *source_display_name (const char *url);
 
 /* Whether location is a URL of a remote source (http://, https://,
  * s3://, nbd://, nbds://, nbd+unix://) rather than a path.
@@ -113,6 +126,31 @@ int source_s3_resolve (const struct source *s, struct source_s3 *r);
 /* Free r's strings, the secrets cleared first. */
 void source_s3_clear (struct source_s3 *r);
 const char *source_libnbd_version (void);
+
+/* The persistent cache of remote blocks (lib/source-cache.c), for the
+ * object pinned (struct source) of size bytes, in directory dir.  NULL:
+ * none (out of memory, or dir is unusable: said once).
+ */
+struct source_cache;
+/* Make dir if missing (mode 0700: it holds blocks of images), and check
+ * it is a directory we can write in; 0, or -1 after image_error.
+ */
+int source_cache_dir_prepare (const char *dir);
+struct source_cache *source_cache_open (const char *dir, const char *pinned,
+                                        uint64_t size);
+void source_cache_close (struct source_cache *c);
+/* Whether block key (of SOURCE_BLOCK bytes from key * SOURCE_BLOCK) has
+ * a file: it is probably there.
+ */
+bool source_cache_has (const struct source_cache *c, uint64_t key);
+/* Fill buf with block key of size bytes if it is there, whole and its
+ * checksum right; false otherwise (buf then holds anything).
+ */
+bool source_cache_get (const struct source_cache *c, uint64_t key,
+                       void *buf, uint32_t size);
+/* Keep a copy of block key; a failure is said once and ignored. */
+void source_cache_put (const struct source_cache *c, uint64_t key,
+                       const void *data, uint32_t size);
 
 /* A pool of per-request handles (a curl easy handle, an NBD
  * connection), at most max of them, made on demand: each concurrent

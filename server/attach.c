@@ -77,7 +77,7 @@ wait_child_nbdkit (struct mount_state *st, pid_t pid, const char *pidfile,
  * extract leaves no server behind.
  */
 int
-start_nbdkit (struct mount_state *st, const char *backing)
+start_nbdkit (struct mount_state *st, const struct disk_options *d)
 {
   CLEANUP_FREE char *sock = state_path (st, STATE_SOCKET);
   CLEANUP_FREE char *pidfile = state_path (st, STATE_NBDKIT_PID);
@@ -103,7 +103,7 @@ start_nbdkit (struct mount_state *st, const char *backing)
   argv_push_printf (&argv, "file=%s", st->image);
   if (st->format)
     argv_push_printf (&argv, "format=%s", st->format);
-  argv_push_printf (&argv, "backing=%s", backing);
+  argv_push_printf (&argv, "backing=%s", d->backing);
   if (st->snapshot)
     argv_push_printf (&argv, "snapshot=%s", st->snapshot);
   if (st->overlay && strcmp (st->overlay, "ephemeral") != 0) {
@@ -111,6 +111,8 @@ start_nbdkit (struct mount_state *st, const char *backing)
     if (st->readonly)
       argv_push (&argv, "overlay-readonly=true");
   }
+  if (d->req.cache_dir)
+    argv_push_printf (&argv, "cache-dir=%s", d->req.cache_dir);
   if (st->partition > 0) {
     argv_push_printf (&argv, "offset=%" PRIu64, st->part_start);
     argv_push_printf (&argv, "range=%" PRIu64, st->part_size);

@@ -70,6 +70,10 @@ parse_disk_option (int c, const char *arg, struct disk_options *d)
     }
     d->req.snapshot = arg;
     return 1;
+  case OPT_DISK_CACHE_DIR:
+    /* Absolute: nbdkit runs elsewhere.  Checked when the image opens. */
+    d->req.cache_dir = absolute_path (arg);
+    return 1;
   case OPT_DISK_LV:
     if (!lv_name_ok (arg)) {
       errorf ("--lv %s: must be VG/LV, names of letters, digits and "

@@ -27,7 +27,8 @@ extract_usage (FILE *fp)
 "usage: qemount extract IMAGE [--partition N] [--fstype T] [--path P]...\n"
 "                       [--accel auto|kvm|tcg] [--format FORMAT]\n"
 "                       [--backing yes|no|samedir] [--snapshot NAME]\n"
-"                       [--lv VG/LV] [--key-file FILE|-] -o FILE|-\n"
+"                       [--lv VG/LV] [--key-file FILE|-] [--cache-dir DIR]\n"
+"                       -o FILE|-\n"
 "\n"
 "Write a tar of the filesystem in IMAGE (or of the paths P in it) to\n"
 "FILE, or to standard output with -o -.  The helper VM mounts the\n"
@@ -131,7 +132,7 @@ extract_main (int argc, char *argv[])
   r.key = &prep.key;
   st->extract = true;
   st->readonly = true;
-  status = state_save (st) == -1 ? EXIT_ERROR : start_nbdkit (st, d.backing);
+  status = state_save (st) == -1 ? EXIT_ERROR : start_nbdkit (st, &d);
   if (status == EXIT_OK) {
     r.fstype = st->fstype;
     r.fsopts = prep.choice.fsopts[0] ? prep.choice.fsopts : NULL;

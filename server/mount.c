@@ -58,9 +58,10 @@ mount_usage (FILE *fp)
 "                     [--uid U --gid G] [--foreground]\n"
 "                     [--format FORMAT] [--backing yes|no|samedir]\n"
 "                     [--snapshot NAME] [--lv VG/LV] [--key-file FILE|-]\n"
+"                     [--cache-dir DIR]\n"
 "       qemount mount IMAGE DIR --raw [--partition N] [--rw]\n"
 "                     [--overlay PATH] [--uid U --gid G] [--foreground]\n"
-"                     [--snapshot NAME]\n"
+"                     [--snapshot NAME] [--cache-dir DIR]\n"
 "\n"
 "Mount the filesystem in the disk image IMAGE on DIR, read-only\n"
 "unless --rw (writes go to a copy-on-write overlay, never to IMAGE; it\n"
@@ -515,7 +516,7 @@ build (const struct mount_options *o, struct mount_state *st)
   char *device = NULL;
   int hold_fd = -1, status;
 
-  status = start_nbdkit (st, o->disk.backing);
+  status = start_nbdkit (st, &o->disk);
   if (status != EXIT_OK)
     return status;
   if (interrupted)

@@ -110,6 +110,15 @@ open_image (const struct image_request *req, int *status)
     return NULL;
   }
 
+  if (req->cache_dir) {
+    if (source_cache_dir_prepare (req->cache_dir) == -1) {
+      *status = EXIT_ERROR;
+      return NULL;
+    }
+    source_configure (&(struct source_settings) {
+        .cache_dir = req->cache_dir });
+  }
+
   /* The two commonest mistakes get their own status; the image layer
    * reports everything else.  What is not an image file (a directory,
    * a FIFO, a character device) it refuses as a bad image.  A URL is

@@ -108,13 +108,14 @@ struct image_request {
   enum backing_policy backing;
   const char *overlay;          /* NULL, or read as changed by this one */
   const char *snapshot;         /* NULL: the active state */
+  const char *cache_dir;        /* --cache-dir, absolute; NULL: none */
 };
 bool format_is_known (const char *format);
 
 /* disk-options.c: the options qemount mount and extract share. */
 struct disk_options {
-  struct image_request req;     /* --format, --backing, --snapshot (and
-                                   the path) */
+  struct image_request req;     /* --format, --backing, --snapshot,
+                                   --cache-dir (and the path) */
   const char *backing;          /* --backing as given, for nbdkit */
   int partition;                /* --partition N; 0: chosen */
   char letter;                  /* --partition Na: a disklabel's, or 0 */
@@ -124,13 +125,14 @@ struct disk_options {
 };
 enum {
   OPT_DISK_ACCEL = 0x300, OPT_DISK_FORMAT, OPT_DISK_BACKING, OPT_DISK_LV,
-  OPT_DISK_KEY_FILE, OPT_DISK_SNAPSHOT,
+  OPT_DISK_KEY_FILE, OPT_DISK_SNAPSHOT, OPT_DISK_CACHE_DIR,
 };
 /* How to open the image: qemount info takes these too. */
 #define IMAGE_LONG_OPTIONS                                        \
   { "format", required_argument, NULL, OPT_DISK_FORMAT },         \
   { "backing", required_argument, NULL, OPT_DISK_BACKING },      \
-  { "snapshot", required_argument, NULL, OPT_DISK_SNAPSHOT }
+  { "snapshot", required_argument, NULL, OPT_DISK_SNAPSHOT },     \
+  { "cache-dir", required_argument, NULL, OPT_DISK_CACHE_DIR }
 #define DISK_LONG_OPTIONS                                         \
   IMAGE_LONG_OPTIONS,                                             \
   { "partition", required_argument, NULL, 'p' },                  \
@@ -352,7 +354,7 @@ bool is_mount_point (const char *path, char **source, char **fstype);
 bool has_mount_under (const char *dir);
 
 /* attach.c: nbdkit and the host attach step. */
-int start_nbdkit (struct mount_state *st, const char *backing);
+int start_nbdkit (struct mount_state *st, const struct disk_options *d);
 int start_nbdfuse (struct mount_state *st, size_t i, const char *export,
                    char *const *fuse_options);
 int attach_kernel (struct mount_state *st, char **device, int *hold_fd);

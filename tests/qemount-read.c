@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount-read: decode an image with the image layer alone, no server.
  *
- *   qemount-read [-f FORMAT] [-b yes|no|samedir] [-s SNAPSHOT] [-m] IMAGE
+ *   qemount-read [-f FORMAT] [-b yes|no|samedir] [-s SNAPSHOT] [-c BYTES]
+ *                [-m] IMAGE
  *
  * Writes the disk contents to stdout, or with -m its extents as
- * "offset length flags" lines.  Tests use it to run the decoders
+ * "offset length flags" lines; -c sets the size of the block cache
+ * (as cache=).  Tests use it to run the decoders
  * directly, e.g. under the sanitizers or with malformed images.
  */
 
@@ -81,7 +83,7 @@ main (int argc, char *argv[])
   struct image *img;
   int c, r;
 
-  while ((c = getopt (argc, argv, "f:b:s:m")) != -1) {
+  while ((c = getopt (argc, argv, "f:b:s:c:m")) != -1) {
     switch (c) {
     case 'f': opts.format = optarg; break;
     case 'b':
@@ -89,6 +91,7 @@ main (int argc, char *argv[])
         strcmp (optarg, "no") == 0 ? BACKING_NO : BACKING_SAME_DIR;
       break;
     case 's': opts.snapshot = optarg; break;
+    case 'c': image_set_cache_size (strtoull (optarg, NULL, 0)); break;
     case 'm': map = true; break;
     default: goto usage;
     }
@@ -107,6 +110,6 @@ main (int argc, char *argv[])
 
  usage:
   fprintf (stderr, "usage: qemount-read [-f FORMAT] [-b yes|no|samedir] "
-           "[-s SNAPSHOT] [-m] IMAGE\n");
+           "[-s SNAPSHOT] [-c BYTES] [-m] IMAGE\n");
   exit (2);
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # qemount on an image named by URL (nginx on 127.0.0.1): info, mount
-# through the host kernel and mount --raw read it in place; a missing
-# object is "no image" (3), a server that does not answer an error (1).
+# through the host kernel and mount --raw read it in place, and with
+# --cache-dir fetch nothing the second time; a missing object is "no
+# image" (3), a server that does not answer an error (1).
 source ./tests/qemount-functions.sh
 source "$top_srcdir/tests/remote-functions.sh"
 requires_root
@@ -35,6 +36,28 @@ cmp "$mnt/disk" "$tmp/mbr.img" || fail "mount --raw $url: DIR/disk differs"
 pids=$(mount_pids "$mnt")
 qemount umount "$mnt" || fail "umount --raw failed"
 assert_clean "$mnt" $pids
+
+# --cache-dir: what info and mount --raw (through nbdkit) fetched once
+# is not fetched again.
+get_bytes () { awk '$1 == "GET" { n += $4 } END { print n + 0 }' "$tmp/nginx/access.log"; }
+cache_run ()
+{
+  qemount info "$url" --cache-dir "$tmp/cache" >/dev/null ||
+    fail "info --cache-dir failed"
+  qemount mount --raw --cache-dir "$tmp/cache" "$url" "$mnt" ||
+    fail "mount --raw --cache-dir failed"
+  cmp "$mnt/disk" "$tmp/mbr.img" || fail "mount --raw --cache-dir: DIR/disk differs"
+  pids=$(mount_pids "$mnt")
+  qemount umount "$mnt" || fail "umount --raw failed"
+  assert_clean "$mnt" $pids
+}
+cache_run
+before=$(get_bytes)
+cache_run
+[ "$(get_bytes)" = "$before" ] ||
+  fail "--cache-dir: $(($(get_bytes) - before)) bytes fetched again"
+expect 1 "cache directory /etc/passwd: not a directory" \
+  qemount info "$url" --cache-dir /etc/passwd
 
 expect 3 "$http/nope.qcow2: opening: HTTP status 404" qemount info "$http/nope.qcow2"
 nginx_stop

@@ -2,14 +2,21 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # Images on an NBD server (nbdkit's file plugin on a unix socket, with 20
 # ms of added latency per read): they decode exactly through
-# file=nbd+unix://, in parallel over several connections.
+# file=nbd+unix://, in parallel over several connections; a server that
+# stops answering fails reads after timeout=.
 source ./tests/functions.sh
+source "$top_srcdir/tests/remote-functions.sh"
 requires nbdkit
 requires nbdcopy
 nbdkit --dump-plugin file >/dev/null 2>&1 || skip "nbdkit's file plugin is not installed"
 nbdkit --filter=delay null --dump-plugin >/dev/null 2>&1 || skip "nbdkit's delay filter is not installed"
 
-stop_server () { [ -z "${server_pid:-}" ] || kill "$server_pid" 2>/dev/null || :; }
+stop_server ()
+{
+  [ -n "${server_pid:-}" ] || return 0
+  kill -CONT "$server_pid" 2>/dev/null || :
+  kill "$server_pid" 2>/dev/null || :
+}
 on_exit stop_server
 
 # serve IMAGE: nbdkit file on $tmp/server.sock, slowed down.
@@ -39,6 +46,20 @@ serve "$IMAGES/qcow2-chain/top.qcow2"
 expect_read_failure "chain" "an NBD export has no directory to look for it in" "$url"
 qemount_read -b no "$url" >/dev/null 2>"$tmp/err" ||
   { cat "$tmp/err" >&2; fail "chain: backing=no refused"; }
+
+# A stopped server (SIGSTOP): a read fails once timeout= passes with no
+# progress, naming the URL; never a hang (a hang fails the test when
+# timeout(1) kills nbdkit).
+head -c 4M /dev/urandom > "$tmp/data.raw"
+serve "$tmp/data.raw"
+if timeout -s KILL 120 env $nbdkit_env nbdkit -f -U - -r "$QEMOUNT_PLUGIN" \
+     --run "kill -STOP $server_pid; $nbd_read \"\$uri\" 4096 $((2 << 20)); s=\$?; kill -CONT $server_pid; exit \$s" \
+     file="$url" timeout=1 2>"$tmp/err" </dev/null; then
+  fail "stopped server: the read succeeded"
+fi
+kill -CONT "$server_pid"
+grep -qF "$url: reading 262144 bytes at offset 2097152: timed out (no progress for 1 s)" "$tmp/err" ||
+  { cat "$tmp/err" >&2; fail "stopped server: no timeout message"; }
 
 # No server: an error naming the URL.
 stop_server

@@ -3,9 +3,9 @@
 # Images in S3 (s3rver from npm on 127.0.0.1): a raw image, a qcow2
 # chain and a two-extent VMDK decode exactly by s3://BUCKET/KEY, their
 # backing file and extents found in the bucket, path- and virtual-host
-# style; keys from the environment or the shared credentials file; an
-# unknown key or object is an error naming s3://BUCKET/KEY and S3's
-# error code, never the secret.
+# style, and through cache-dir=; keys from the environment or the shared
+# credentials file; an unknown key or object is an error naming
+# s3://BUCKET/KEY and S3's error code, never the secret.
 #
 # s3rver 3.7.1 checks that a signed request names a known access key
 # and carries x-amz-content-sha256, but does not check Signature V4
@@ -94,6 +94,18 @@ for image in disk.raw top.qcow2 disk.vmdk; do
     { cat "$tmp/err" >&2; fail "$image: nbdkit qemount file=s3://bkt/vm/$image failed"; }
   cmp -s "$tmp/copy" "$expected" || fail "$image: nbdkit qemount differs"
 done
+
+# cache-dir=: a chain read twice, the second time (also) from the
+# blocks kept, exactly; neither key in the cache.
+for run in first second; do
+  rm -f "$tmp/copy"
+  out="$tmp/copy" qemount_nbdkit -r --run 'nbdcopy "$uri" "$out"' -- \
+    file=s3://bkt/vm/top.qcow2 cache-dir="$tmp/cache" 2>"$tmp/err" </dev/null ||
+    { cat "$tmp/err" >&2; fail "cache-dir, $run read: nbdkit qemount failed"; }
+  cmp -s "$tmp/copy" "$tmp/img/top.qcow2.raw" || fail "cache-dir, $run read: differs"
+done
+[ "$(find "$tmp/cache" -type f | wc -l)" -gt 1 ] || fail "cache-dir: nothing kept"
+! grep -rqa S3RVER "$tmp/cache" || fail "cache-dir: a key in the cache"
 
 # Virtual-host style (BUCKET.ENDPOINT; libcurl takes *.localhost for
 # 127.0.0.1).  s3rver takes a bucket from the host name too: on an

@@ -30,6 +30,7 @@ static const char *shown;       /* the image's name in messages: a URL
 static char *format;
 static char *overlay;
 static char *snapshot;
+static char *cache_dir;
 static bool overlay_readonly;
 static enum backing_policy backing = BACKING_SAME_DIR;
 static struct source_settings remote;
@@ -92,6 +93,7 @@ qemount_unload (void)
   free (format);
   free (overlay);
   free (snapshot);
+  free (cache_dir);
 }
 
 /* Parse one key=value from the command line. */
@@ -150,6 +152,12 @@ qemount_config (const char *key, const char *value)
     else
       remote.connections = n;
   }
+  else if (strcmp (key, "cache-dir") == 0) {
+    free (cache_dir);
+    cache_dir = nbdkit_absolute_path (value);
+    if (cache_dir == NULL)
+      return -1;
+  }
   else if (strcmp (key, "overlay") == 0) {
     free (overlay);
     overlay = nbdkit_absolute_path (value);
@@ -192,6 +200,9 @@ qemount_config_complete (void)
     nbdkit_error ("overlay-readonly=true needs overlay=<PATH>");
     return -1;
   }
+  if (cache_dir && source_cache_dir_prepare (cache_dir) == -1)
+    return -1;
+  remote.cache_dir = cache_dir;
   source_configure (&remote);
   return 0;
 }
@@ -221,7 +232,9 @@ qemount_config_complete (void)
   "timeout=<SECONDS> Remote images: a request that makes no progress\n" \
   "                  for this long fails (default 30).\n" \
   "connections=<N>   Remote images: at most N requests at once per\n" \
-  "                  file (default 4)."
+  "                  file (default 4).\n" \
+  "cache-dir=<DIR>   Remote images: keep fetched blocks in DIR, for\n" \
+  "                  later runs (and other processes) to read there."
 
 /* Open the image (every stream of it) before serving, so that a bad
  * image stops nbdkit at start-up with the reason instead of failing each
