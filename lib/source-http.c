@@ -79,6 +79,45 @@ init_curl (void)
   curl_init_code = curl_global_init (CURL_GLOBAL_DEFAULT);
 }
 
+int
+source_curl_init (const char *name)
+{
+  pthread_once (&curl_once, init_curl);
+  if (curl_init_code != CURLE_OK) {
+    image_error ("%s: cannot initialize libcurl: %s", name,
+                 curl_easy_strerror (curl_init_code));
+    errno = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+void
+source_curl_options (void *curl, char *error, const struct source_s3 *s3)
+{
+  const struct source_settings *set = source_settings ();
+  CURL *c = curl;
+
+  curl_easy_setopt (c, CURLOPT_ERRORBUFFER, error);
+  curl_easy_setopt (c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt (c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt (c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt (c, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
+  /* User and password from ~/.netrc, never from the command line. */
+  curl_easy_setopt (c, CURLOPT_NETRC, (long) CURL_NETRC_OPTIONAL);
+  curl_easy_setopt (c, CURLOPT_TCP_KEEPALIVE, 1L);
+  /* "No progress for timeout seconds" rather than a bound on the whole
+   * request: a large read on a slow link is not a stuck one.
+   */
+  curl_easy_setopt (c, CURLOPT_CONNECTTIMEOUT, (long) set->timeout);
+  curl_easy_setopt (c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt (c, CURLOPT_LOW_SPEED_TIME, (long) set->timeout);
+  if (s3->userpwd) {
+    curl_easy_setopt (c, CURLOPT_AWS_SIGV4, s3->sigv4);
+    curl_easy_setopt (c, CURLOPT_USERPWD, s3->userpwd);
+  }
+}
+
 const char *
 source_curl_version (void)
 {
@@ -141,7 +180,6 @@ read_header (char *data, size_t size, size_t n, void *opaque)
 static void *
 make_conn (void *opaque)
 {
-  const struct source_settings *set = source_settings ();
   const struct http *h = opaque;
   struct conn *conn = calloc (1, sizeof *conn);
   CURL *c;
@@ -150,26 +188,9 @@ make_conn (void *opaque)
     free (conn);
     return NULL;
   }
-  curl_easy_setopt (c, CURLOPT_ERRORBUFFER, conn->error);
-  curl_easy_setopt (c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt (c, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt (c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt (c, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
-  /* User and password from ~/.netrc, never from the command line. */
-  curl_easy_setopt (c, CURLOPT_NETRC, (long) CURL_NETRC_OPTIONAL);
-  curl_easy_setopt (c, CURLOPT_TCP_KEEPALIVE, 1L);
-  /* "No progress for timeout seconds" rather than a bound on the whole
-   * request: a large read on a slow link is not a stuck one.
-   */
-  curl_easy_setopt (c, CURLOPT_CONNECTTIMEOUT, (long) set->timeout);
-  curl_easy_setopt (c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt (c, CURLOPT_LOW_SPEED_TIME, (long) set->timeout);
+  source_curl_options (c, conn->error, &h->s3);
   curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, write_body);
   curl_easy_setopt (c, CURLOPT_HEADERFUNCTION, read_header);
-  if (h->s3.userpwd) {
-    curl_easy_setopt (c, CURLOPT_AWS_SIGV4, h->s3.sigv4);
-    curl_easy_setopt (c, CURLOPT_USERPWD, h->s3.userpwd);
-  }
   return conn;
 }
 
@@ -347,25 +368,6 @@ static const struct source_ops http_ops = {
   .close = http_close,
 };
 
-/* S3's error code in the XML body of an error response
- * ("<Code>NoSuchKey</Code>"), into t->code.
- */
-static void
-s3_error_code (struct transfer *t)
-{
-  const char *code, *end;
-
-  t->buf[t->got] = '\0';
-  code = strstr (t->buf, "<Code>");
-  end = code ? strstr (code, "</Code>") : NULL;
-  if (end && end - code - 6 < (ptrdiff_t) sizeof t->code &&
-      strspn (code + 6, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-              "0123456789.") == (size_t) (end - code - 6)) {
-    memcpy (t->code, code + 6, end - code - 6);
-    t->code[end - code - 6] = '\0';
-  }
-}
-
 /* The HEAD request: size, final URL, version.  An S3 server that
  * refuses the HEAD (a 4xx) says why only in the body of a GET, and a
  * bucket policy may allow GET but not HEAD: for S3 a GET of the first
@@ -399,8 +401,10 @@ http_head (struct source *s, struct http *h, struct conn *conn)
     /* More than the byte asked for: stopped, the headers say enough. */
     if (rc == CURLE_WRITE_ERROR && t.overflow && status == 206)
       rc = CURLE_OK;
-    else if (status >= 400)
-      s3_error_code (&t);
+    else if (status >= 400) {
+      t.buf[t.got] = '\0';
+      source_s3_error_code (t.buf, t.code, sizeof t.code);
+    }
     length = t.total;
   }
   else
@@ -447,13 +451,8 @@ source_http_open (struct source *s)
   struct http *h;
   struct conn *conn;
 
-  pthread_once (&curl_once, init_curl);
-  if (curl_init_code != CURLE_OK) {
-    image_error ("%s: cannot initialize libcurl: %s", s->name,
-                 curl_easy_strerror (curl_init_code));
-    errno = EIO;
+  if (source_curl_init (s->name) == -1)
     return -1;
-  }
   s->priv = h = calloc (1, sizeof *h);
   if (h == NULL) {
     image_error ("%s: %m", s->name);

@@ -250,6 +250,27 @@ read_credentials_file (const struct source *s, char **id, char **secret,
 }
 
 void
+source_s3_error_code (const char *body, char *code, size_t size)
+{
+  const char *start = strstr (body, "<Code>"), *end;
+  size_t len;
+
+  code[0] = '\0';
+  end = start ? strstr (start, "</Code>") : NULL;
+  if (end == NULL)
+    return;
+  start += 6;
+  len = end - start;
+  /* A word, or nothing: the body is the server's, not ours to print. */
+  if (len < size &&
+      strspn (start, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+              "0123456789.") == len) {
+    memcpy (code, start, len);
+    code[len] = '\0';
+  }
+}
+
+void
 source_s3_clear (struct source_s3 *r)
 {
   free (r->url);

@@ -112,6 +112,19 @@ struct source_s3 {
 int source_s3_resolve (const struct source *s, struct source_s3 *r);
 /* Free r's strings, the secrets cleared first. */
 void source_s3_clear (struct source_s3 *r);
+/* S3's error code in the XML body (a string) of an error response
+ * ("<Code>NoSuchKey</Code>") into code, "" if there is none.
+ */
+void source_s3_error_code (const char *body, char *code, size_t size);
+
+/* libcurl, for lib/source-http.c and lib/s3-upload.c: initialize it
+ * once (0, or -1 after image_error naming name); set up a new easy
+ * handle (a CURL *) as every request of ours is, error messages into
+ * error (CURL_ERROR_SIZE bytes), signed with s3's keys if it has any.
+ */
+int source_curl_init (const char *name);
+void source_curl_options (void *curl, char *error,
+                          const struct source_s3 *s3);
 const char *source_libnbd_version (void);
 
 /* A pool of per-request handles (a curl easy handle, an NBD
