@@ -78,6 +78,8 @@ def check_signature(method, path, headers, body):
         return 400, 'XAmzContentSHA256Mismatch', 'payload hash differs'
     names = signed.split(';')
     if 'host' not in names or any(headers.get(n) is None for n in names):
+        sys.stderr.write('signed headers: %s; sent: %s\n'
+                         % (signed, ' '.join(headers.keys())))
         return 403, 'SignatureDoesNotMatch', 'a signed header is missing'
     request = AWSRequest(method=method,
                          url='http://%s%s' % (headers['Host'], path),
@@ -88,6 +90,8 @@ def check_signature(method, path, headers, body):
     expected = signer.signature(signer.string_to_sign(request, canonical),
                                 request)
     if not hmac.compare_digest(expected, signature):
+        # What the client should have signed, to see why in the log.
+        sys.stderr.write('canonical request:\n%s\n' % canonical)
         return 403, 'SignatureDoesNotMatch', 'signature differs'
     return None
 
@@ -135,9 +139,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.reply(404, error_xml('NoSuchUpload', upload_id))
             return self.reply(204, b'')
         if self.command == 'GET' and 'uploads' in query:
+            bucket = url.path.rstrip('/') + '/'
             with lock:
-                uploads = [(k, p) for k, p in pending.items()
-                           if p.startswith(url.path.rstrip('/') + '/')]
+                uploads = [(k, p[len(bucket):]) for k, p in pending.items()
+                           if p.startswith(bucket)]
             xml = '<ListMultipartUploadsResult>%s</ListMultipartUploadsResult>' \
                 % ''.join('<Upload><Key>%s</Key><UploadId>%s</UploadId></Upload>'
                           % (escape(p), escape(k)) for k, p in uploads)
