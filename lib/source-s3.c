@@ -71,24 +71,20 @@ path_style (const char *host, size_t host_len, const char *bucket)
     strchr (bucket, '.') != NULL;
 }
 
-/* The key as it goes into the URL: kept as written (a key is written
- * percent-encoded where it needs to be, and relative names are joined
- * so), any other byte a URL cannot carry encoded.
- */
-static char *
-key_path (const char *key)
+char *
+source_s3_encode (const char *s, const char *keep)
 {
-  char *path = malloc (3 * strlen (key) + 1), *p = path;
+  char *enc = malloc (3 * strlen (s) + 1), *p = enc;
 
-  if (path == NULL)
+  if (enc == NULL)
     return NULL;
-  for (const unsigned char *c = (const unsigned char *) key; *c; ++c)
-    if (isalnum (*c) || strchr ("-._~/%", *c))
+  for (const unsigned char *c = (const unsigned char *) s; *c; ++c)
+    if (isalnum (*c) || strchr (keep, *c))
       *p++ = *c;
     else
       p += sprintf (p, "%%%02X", *c);
   *p = '\0';
-  return path;
+  return enc;
 }
 
 /* The object's URL: the endpoint from AWS_ENDPOINT_URL_S3 or
@@ -126,7 +122,11 @@ object_url (const struct source *s, const char *bucket, const char *key,
   prefix_len = strcspn (prefix, "?#");
   while (prefix_len > 0 && prefix[prefix_len - 1] == '/')
     prefix_len--;
-  path = key_path (key);
+  /* The key kept as written (a key is written percent-encoded where it
+   * needs to be, and relative names are joined so), any other byte a
+   * URL cannot carry encoded.
+   */
+  path = source_s3_encode (key, "-._~/%");
   if (path == NULL)
     goto nomem;
   if (path_style (host, host_len, bucket))

@@ -112,6 +112,10 @@ struct source_s3 {
 int source_s3_resolve (const struct source *s, struct source_s3 *r);
 /* Free r's strings, the secrets cleared first. */
 void source_s3_clear (struct source_s3 *r);
+/* s percent-encoded but for letters, digits and the bytes in keep,
+ * malloc'd; NULL if out of memory.
+ */
+char *source_s3_encode (const char *s, const char *keep);
 /* S3's error code in the XML body (a string) of an error response
  * ("<Code>NoSuchKey</Code>") into code, "" if there is none.
  */
