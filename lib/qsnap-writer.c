@@ -569,6 +569,16 @@ check_not_input (const char *output, const struct qsnap_input *inputs,
 {
   struct stat out, st;
 
+  /* An object is the same by its name. */
+  if (s3_is_url (output)) {
+    if (parent && strcmp (parent, output) == 0)
+      goto same;
+    for (size_t i = 0; i < n; ++i)
+      for (struct image *img = inputs[i].img; img; img = img->backing)
+        if (strcmp (img->path, output) == 0)
+          goto same;
+    return 0;
+  }
   if (stat (output, &out) == -1)
     return 0;
   if (parent && stat (parent, &st) == 0 &&

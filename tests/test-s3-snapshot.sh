@@ -77,6 +77,12 @@ base_id=$("$qemount" snapshot info --json s3://bkt/snaps/base.qsnap | jq -r .fil
 grep -qF "s3://other/next.qsnap: a thin snapshot's parent must be where it is (a local file, or in the same S3 bucket), not s3://bkt/snaps/base.qsnap" err ||
   { cat err >&2; fail "a parent in another bucket: no message"; }
 
+# Not over one of its own inputs, in S3 as on disk.
+"$qemount" snapshot commit --base s3://bkt/snaps/base.qsnap --overlay ovl \
+  --output s3://bkt/snaps/base.qsnap --thin >out 2>err && fail "commit over its base"
+grep -qF "s3://bkt/snaps/base.qsnap: the output is one of the files it is made from" err ||
+  { cat err >&2; fail "commit over its base: no message"; }
+
 # A wrong secret: refused at the start, nothing left.
 status=0
 AWS_SECRET_ACCESS_KEY=s3cr3t "$qemount" snapshot create disk.raw \
