@@ -51,6 +51,7 @@ struct request {
   size_t got;
   char etag[MAX_ETAG];
   unsigned part;                /* 1-based while sending one, else 0 */
+  unsigned attempt;             /* retries of this part so far */
   int fd;                       /* the part's bytes: */
   uint64_t offset, left;
 };
@@ -175,6 +176,25 @@ set_url (struct s3_upload *u, struct request *r, const char *fmt, ...)
   return 0;
 }
 
+/* Run the request set up on r, again after a transient failure. */
+static CURLcode
+perform (struct request *r)
+{
+  CURLcode rc;
+  long status;
+
+  for (unsigned attempt = 0;; ++attempt) {
+    r->got = 0;
+    r->body[0] = '\0';
+    r->error[0] = '\0';
+    rc = curl_easy_perform (r->curl);
+    status = 0;
+    curl_easy_getinfo (r->curl, CURLINFO_RESPONSE_CODE, &status);
+    if (!source_curl_retry (rc, status, attempt))
+      return rc;
+  }
+}
+
 /* Whether r got the answer wanted (status 200, no S3 error in the body:
  * CompleteMultipartUpload can fail after its 200); else the message,
  * errno set.
@@ -229,7 +249,7 @@ initiate (struct s3_upload *u, struct request *r)
   curl_easy_setopt (r->curl, CURLOPT_POST, 1L);
   curl_easy_setopt (r->curl, CURLOPT_POSTFIELDS, "");
   curl_easy_setopt (r->curl, CURLOPT_POSTFIELDSIZE, 0L);
-  if (!answered (u, r, curl_easy_perform (r->curl), "upload"))
+  if (!answered (u, r, perform (r), "upload"))
     return -1;
   id = xml_value (r->body, "UploadId");
   if (id == NULL || id[0] == '\0') {
@@ -292,6 +312,7 @@ send_parts (struct s3_upload *u, int fd, uint64_t size,
 
     for (unsigned i = 0; i < PARALLEL && next <= u->n_parts; ++i)
       if (reqs[i].part == 0) {
+        reqs[i].attempt = 0;
         if (start_part (u, &reqs[i], fd, size, next++) == -1)
           goto out;
         curl_multi_add_handle (m, reqs[i].curl);
@@ -308,18 +329,30 @@ send_parts (struct s3_upload *u, int fd, uint64_t size,
       goto out;
     }
     while ((msg = curl_multi_info_read (m, &left)) != NULL) {
+      CURLcode rc = msg->data.result;
       struct request *req;
+      long status = 0;
       unsigned part;
 
       if (msg->msg != CURLMSG_DONE)
         continue;
       curl_easy_getinfo (msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+      curl_easy_getinfo (req->curl, CURLINFO_RESPONSE_CODE, &status);
       curl_multi_remove_handle (m, req->curl);
       active--;
       part = req->part;
       req->part = 0;
+      /* S3 answers 503 SlowDown to too many requests at once. */
+      if ((rc != CURLE_OK || status != 200) &&
+          source_curl_retry (rc, status, req->attempt++)) {
+        if (start_part (u, req, fd, size, part) == -1)
+          goto out;
+        curl_multi_add_handle (m, req->curl);
+        active++;
+        continue;
+      }
       snprintf (doing, sizeof doing, "upload of part %u", part);
-      if (!answered (u, req, msg->data.result, doing))
+      if (!answered (u, req, rc, doing))
         goto out;
       if (req->etag[0] == '\0') {
         image_error ("%s: %s: the server's answer has no usable ETag",
@@ -366,8 +399,7 @@ complete (struct s3_upload *u, struct request *r)
     curl_easy_setopt (r->curl, CURLOPT_POSTFIELDS, xml);
     curl_easy_setopt (r->curl, CURLOPT_POSTFIELDSIZE_LARGE,
                       (curl_off_t) len);
-    if (answered (u, r, curl_easy_perform (r->curl),
-                  "completing the upload"))
+    if (answered (u, r, perform (r), "completing the upload"))
       ret = 0;
   }
   free (xml);
@@ -388,7 +420,7 @@ abort_upload (struct s3_upload *u, struct request *r)
     return;
   curl_easy_setopt (r->curl, CURLOPT_CUSTOMREQUEST, "DELETE");
   curl_easy_setopt (r->curl, CURLOPT_NOBODY, 1L);
-  rc = curl_easy_perform (r->curl);
+  rc = perform (r);
   curl_easy_getinfo (r->curl, CURLINFO_RESPONSE_CODE, &status);
   if (rc != CURLE_OK || status < 200 || status > 299)
     image_error ("%s: the unfinished upload could not be aborted either: "

@@ -30,14 +30,6 @@
 #include "image.h"
 #include "source.h"
 
-/* Transient failures (resets, refused connections, 5xx) are retried
- * this many times, after 0.1 s, 0.4 s, 1.6 s: a server restarting or a
- * proxy hiccup, not one that is down.  A request that times out is not
- * retried: the timeout is the user's bound on waiting.
- */
-#define RETRIES 3
-#define FIRST_BACKOFF_NS 100000000L
-
 #define MAX_ETAG 256
 
 struct http {
@@ -214,21 +206,41 @@ add_header (struct curl_slist **list, const char *header)
   return l != NULL;
 }
 
-static bool
-transient (CURLcode rc, long status)
+/* Transient failures (resets, refused connections, 5xx) are retried
+ * this many times, after 0.1 s, 0.4 s, 1.6 s: a server restarting or a
+ * proxy hiccup, not one that is down.  A request that times out is not
+ * retried: the timeout is the user's bound on waiting.
+ */
+#define RETRIES 3
+#define FIRST_BACKOFF_NS 100000000L
+
+bool
+source_curl_retry (int rc, long status, unsigned attempt)
 {
+  long backoff = FIRST_BACKOFF_NS;
+  bool transient;
+
   switch (rc) {
   case CURLE_OK:
-    return status >= 500 && status != 501 && status != 505;
+    transient = status >= 500 && status != 501 && status != 505;
+    break;
   case CURLE_COULDNT_CONNECT:
   case CURLE_SEND_ERROR:
   case CURLE_RECV_ERROR:
   case CURLE_GOT_NOTHING:
   case CURLE_PARTIAL_FILE:
-    return true;
+    transient = true;
+    break;
   default:
-    return false;
+    transient = false;
   }
+  if (!transient || attempt >= RETRIES)
+    return false;
+  for (unsigned i = 0; i < attempt; ++i)
+    backoff *= 4;
+  nanosleep (&(struct timespec) { .tv_sec = backoff / 1000000000L,
+                                  .tv_nsec = backoff % 1000000000L }, NULL);
+  return true;
 }
 
 /* Run the request set up on t->conn, again after a transient failure.
@@ -237,12 +249,11 @@ transient (CURLcode rc, long status)
 static CURLcode
 perform (struct transfer *t, long *status)
 {
-  long backoff = FIRST_BACKOFF_NS;
   CURLcode rc;
 
   curl_easy_setopt (t->conn->curl, CURLOPT_WRITEDATA, t);
   curl_easy_setopt (t->conn->curl, CURLOPT_HEADERDATA, t);
-  for (int attempt = 0; ; ++attempt) {
+  for (unsigned attempt = 0; ; ++attempt) {
     t->got = 0;
     t->overflow = false;
     t->etag[0] = '\0';
@@ -251,12 +262,8 @@ perform (struct transfer *t, long *status)
     *status = 0;
     rc = curl_easy_perform (t->conn->curl);
     curl_easy_getinfo (t->conn->curl, CURLINFO_RESPONSE_CODE, status);
-    if (attempt == RETRIES || !transient (rc, *status))
+    if (!source_curl_retry (rc, *status, attempt))
       return rc;
-    nanosleep (&(struct timespec) { .tv_sec = backoff / 1000000000L,
-                                    .tv_nsec = backoff % 1000000000L },
-               NULL);
-    backoff *= 4;
   }
 }
 

@@ -127,6 +127,11 @@ void source_s3_error_code (const char *body, char *code, size_t size);
  * error (CURL_ERROR_SIZE bytes), signed with s3's keys if it has any.
  */
 int source_curl_init (const char *name);
+/* Whether a request that ended with rc (a CURLcode) and HTTP status
+ * (0 if none) failed in a way worth trying again, for its attempt-th
+ * retry (from 0); if so, after waiting the backoff for it.
+ */
+bool source_curl_retry (int rc, long status, unsigned attempt);
 void source_curl_options (void *curl, char *error,
                           const struct source_s3 *s3);
 const char *source_libnbd_version (void);

@@ -90,8 +90,9 @@ nbd_read="$PYTHON $tmp/nbd-read.py"
 # Signature V4 (s3rver does not) with the key S3RVER:S3RVER; both on
 # 127.0.0.1, stopped at exit.  Sets s3_port (the proxy's) and the AWS
 # variables for it (path style).  While $tmp/s3-hold exists, part
-# uploads wait; $tmp/s3-hold.held says one does.  $tmp/s3-proxy.log has
-# one line per request.
+# uploads wait; $tmp/s3-hold.held says one does.  If $tmp/s3-fail
+# exists, the next upload of part 2 fails with 503 SlowDown.
+# $tmp/s3-proxy.log has one line per request.
 s3_start ()
 {
   local s3rver=$top_srcdir/build/npm/node_modules/.bin/s3rver port
@@ -107,7 +108,7 @@ s3_start ()
   on_exit s3_stop
   echo "S3RVER S3RVER" > "$tmp/s3-keys"
   $PYTHON "$top_srcdir/tests/s3-verify-proxy.py" "$tmp/s3-port" \
-    "http://127.0.0.1:$port" "$tmp/s3-keys" "$tmp/s3-hold" \
+    "http://127.0.0.1:$port" "$tmp/s3-keys" "$tmp/s3" \
     2>"$tmp/s3-proxy.log" &
   s3proxy_pid=$!
   for _ in $(seq 200); do

@@ -15,12 +15,14 @@ AbortMultipartUpload (DELETE ?uploadId=) and ListMultipartUploads (GET
 /BUCKET?uploads) itself, from the uploads it saw started and not yet
 completed or aborted.
 
-  s3-verify-proxy.py PORTFILE UPSTREAM KEYFILE [HOLDFILE]
+  s3-verify-proxy.py PORTFILE UPSTREAM KEYFILE [CONTROL]
 
 KEYFILE has "ACCESS_KEY SECRET" lines (keys stay out of the process
 list).  The port listened on (127.0.0.1) is written to PORTFILE.  While
-HOLDFILE exists, part uploads wait before their body is read, and
-HOLDFILE.held says one does.  One line per request on stderr.
+CONTROL-hold exists, part uploads wait before their body is read, and
+CONTROL-hold.held says one does; if CONTROL-fail exists, the next
+upload of part 2 is answered 503 SlowDown (and the file removed).  One
+line per request on stderr.
 """
 
 import hashlib
@@ -40,7 +42,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 portfile, upstream, keyfile = sys.argv[1:4]
-holdfile = sys.argv[4] if len(sys.argv) > 4 else None
+control = sys.argv[4] if len(sys.argv) > 4 else None
+holdfile = control and control + '-hold'
+failfile = control and control + '-fail'
 upstream = urllib.parse.urlsplit(upstream)
 with open(keyfile) as f:
     keys = dict(line.split(None, 1) for line in f.read().splitlines()
@@ -128,6 +132,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get('Content-Length', '0'))
         body = self.rfile.read(length) if length else b''
         bad = check_signature(self.command, self.path, self.headers, body)
+        if not bad and failfile and query.get('partNumber') == ['2']:
+            try:
+                os.unlink(failfile)
+                bad = 503, 'SlowDown', 'Please reduce your request rate.'
+            except FileNotFoundError:
+                pass
         if bad:
             return self.reply(bad[0], error_xml(bad[1], bad[2]),
                               [('Content-Type', 'application/xml')])

@@ -3,7 +3,8 @@
 # qemount snapshot create and commit --thin into S3 (s3rver behind
 # tests/s3-verify-proxy.py, which checks every signature): the snapshot
 # goes up in parts and reads back through nbdkit as the image it was
-# made from; a thin one names its parent in the bucket relative to it.
+# made from, a part refused with 503 sent again; a thin one names its
+# parent in the bucket relative to it.
 # A wrong secret is refused with the URL and S3's code, exit status 1,
 # and leaves nothing; SIGTERM during the upload aborts it: no object,
 # no pending upload, death by the signal.  The keys never show in a
@@ -57,6 +58,15 @@ grep -q "^disk.raw -> s3://bkt/snaps/base.qsnap: 24 MiB in" out ||
 grep -q "^PUT /bkt/snaps/base.qsnap?partNumber=3&uploadId=.* 200$" s3-proxy.log ||
   fail "create: not uploaded in three parts"
 reads_as s3://bkt/snaps/base.qsnap disk.raw
+
+# A part refused with S3's 503 SlowDown is sent again.
+touch s3-fail
+"$qemount" snapshot create --block-size 64K disk.raw s3://bkt/snaps/again.qsnap \
+  >out 2>err || { cat err >&2; fail "create with a 503: failed"; }
+[ ! -e s3-fail ] || fail "create with a 503: part 2 was not refused"
+grep -q "^PUT /bkt/snaps/again.qsnap?partNumber=2&uploadId=.* 200$" s3-proxy.log ||
+  fail "create with a 503: part 2 was not sent again"
+reads_as s3://bkt/snaps/again.qsnap disk.raw
 
 # Changes written through the plugin's overlay on the snapshot in S3,
 # committed thin next to it: only the changes go up, the rest is read
