@@ -342,7 +342,9 @@ send_parts (struct s3_upload *u, int fd, uint64_t size,
       active--;
       part = req->part;
       req->part = 0;
-      /* S3 answers 503 SlowDown to too many requests at once. */
+      /* S3 answers 503 SlowDown to too many requests at once.  The
+       * other parts wait out the backoff too: that is what it asks.
+       */
       if ((rc != CURLE_OK || status != 200) &&
           source_curl_retry (rc, status, req->attempt++)) {
         if (start_part (u, req, fd, size, part) == -1)
@@ -362,7 +364,7 @@ send_parts (struct s3_upload *u, int fd, uint64_t size,
       }
       strcpy (u->etags[part - 1], req->etag);
     }
-    /* A signal does not wake curl_multi_poll: look again soon. */
+    /* At least every 0.1 s, to see cancel soon. */
     if (active > 0)
       curl_multi_poll (m, NULL, 0, 100, NULL);
   }
