@@ -36,6 +36,8 @@
 
 #include "outfile.h"
 #include "qsnap-writer.h"
+#include "s3-upload.h"
+#include "source.h"
 
 #define WRITE_BUFFER (1u << 20)
 
@@ -91,6 +93,7 @@ struct writer {
 
   /* The output. */
   struct outfile out;
+  struct s3_upload *upload;     /* output in S3: sent when complete */
   uint64_t offset;              /* where the next stored bytes go */
   uint8_t *wbuf;
   size_t wbuf_used;
@@ -566,6 +569,16 @@ check_not_input (const char *output, const struct qsnap_input *inputs,
 {
   struct stat out, st;
 
+  /* An object is the same by its name. */
+  if (s3_is_url (output)) {
+    if (parent && strcmp (parent, output) == 0)
+      goto same;
+    for (size_t i = 0; i < n; ++i)
+      for (struct image *img = inputs[i].img; img; img = img->backing)
+        if (strcmp (img->path, output) == 0)
+          goto same;
+    return 0;
+  }
   if (stat (output, &out) == -1)
     return 0;
   if (parent && stat (parent, &st) == 0 &&
@@ -583,19 +596,13 @@ check_not_input (const char *output, const struct qsnap_input *inputs,
   return -1;
 }
 
-/* Path of target relative to the directory of from, both resolved. */
+/* Path of t relative to the directory d: both absolute, resolved. */
 static char *
-relative_path (const char *target, const char *from)
+relative_to (const char *d, const char *t)
 {
-  char *copy = strdup (from), *t = realpath (target, NULL), *d = NULL;
-  char *result = NULL;
+  char *result;
   size_t common = 0, len;
 
-  if (copy == NULL || t == NULL)
-    goto out;
-  d = realpath (dirname (copy), NULL);
-  if (d == NULL)
-    goto out;
   /* Longest common prefix of whole components. */
   for (size_t i = 0;; ++i) {
     if ((d[i] == '\0' || d[i] == '/') && (t[i] == '/' || t[i] == '\0'))
@@ -609,17 +616,54 @@ relative_path (const char *target, const char *from)
       len += 3;
   result = malloc (len);
   if (result == NULL)
-    goto out;
+    return NULL;
   result[0] = '\0';
   for (const char *p = d + common; *p; ++p)
     if (*p == '/')
       strcat (result, "../");
   strcat (result, t + common + (t[common] == '/'));
+  return result;
+}
+
+/* Path of target relative to the directory of from, both resolved;
+ * for an object in S3, its key relative to the "directory" of from's
+ * key in the same bucket, as the reader resolves it (image.c).
+ */
+static char *
+relative_path (const char *target, const char *from)
+{
+  char *copy = strdup (from), *t = NULL, *d = NULL, *result = NULL;
+
+  if (copy == NULL)
+    goto out;
+  if (s3_is_url (from)) {
+    t = strdup (target);
+    d = strndup (from, strrchr (from, '/') - from);
+  }
+  else {
+    t = realpath (target, NULL);
+    d = realpath (dirname (copy), NULL);
+  }
+  if (t && d)
+    result = relative_to (d, t);
  out:
   free (copy);
   free (t);
   free (d);
   return result;
+}
+
+/* Whether a thin snapshot at output can name parent relative to it:
+ * both local files, or both objects in one bucket.
+ */
+static bool
+same_place (const char *parent, const char *output)
+{
+  size_t bucket = strcspn (output + 5, "/") + 1;
+
+  if (!s3_is_url (output))
+    return !source_is_url (parent);
+  return s3_is_url (parent) && strncmp (parent + 5, output + 5, bucket) == 0;
 }
 
 /* A thin snapshot's parent: its header says the block size and its id;
@@ -653,6 +697,13 @@ read_parent (const char *output, const char *parent,
   why = qsnap_decode_header (buf, h);
   if (why) {
     image_error ("%s: %s", parent, why);
+    return -1;
+  }
+  if (!same_place (parent, output)) {
+    image_error ("%s: a thin snapshot's parent must be where it is (a "
+                 "local file, or in the same S3 bucket), not %s", output,
+                 parent);
+    errno = EINVAL;
     return -1;
   }
   path = relative_path (parent, output);
@@ -703,7 +754,38 @@ finish_file (struct writer *w, const struct qsnap_input *inputs, size_t n,
   if (write_at (w, header, sizeof header, 0) == -1)
     return -1;
   w->stats->file_bytes = h->stream_table + n * QSNAP_STREAM_SIZE;
+  if (w->upload)
+    return s3_upload_send (w->upload, w->out.fd, w->stats->file_bytes,
+                           w->opts->cancel);
   return outfile_commit (&w->out, true);
+}
+
+/* The file the snapshot is built in.  For S3, a private temporary one
+ * in $TMPDIR, sent when complete: the index and the header are written
+ * last but go first, so the file cannot be streamed.  The upload
+ * starts first: wrong keys are found before the work.
+ */
+static int
+create_output (struct writer *w)
+{
+  const char *dir = getenv ("TMPDIR");
+  char *path;
+  int r;
+
+  /* Mode 0666: the umask decides, as for any new file. */
+  if (!s3_is_url (w->output))
+    return outfile_create (&w->out, w->output, 0666);
+  w->upload = s3_upload_start (w->output);
+  if (w->upload == NULL)
+    return -1;
+  if (asprintf (&path, "%s/qemount-snapshot", dir && *dir ? dir : "/tmp")
+      == -1) {
+    image_error ("%s: %m", w->output);
+    return -1;
+  }
+  r = outfile_create (&w->out, path, 0600);
+  free (path);
+  return r;
 }
 
 static unsigned
@@ -805,8 +887,7 @@ qsnap_create (const char *output, const struct qsnap_input *inputs,
     if (w.slots[i].data == NULL || w.slots[i].packed == NULL)
       goto nomem;
   }
-  /* Mode 0666: the umask decides, as for any new file. */
-  if (outfile_create (&w.out, output, 0666) == -1)
+  if (create_output (&w) == -1)
     goto out;
   w.offset = QSNAP_HEADER_SIZE;
 
@@ -836,6 +917,7 @@ qsnap_create (const char *output, const struct qsnap_input *inputs,
   pthread_mutex_unlock (&w.lock);
   for (unsigned i = 0; i < started; ++i)
     pthread_join (threads[i], NULL);
+  s3_upload_free (w.upload);
   outfile_close (&w.out);
   if (w.slots)
     for (size_t i = 0; i < w.n_slots; ++i) {

@@ -6,7 +6,8 @@
 # The writer is for the qemount command only: the plugin never writes
 # snapshots, so it links lib/libqemount.la without it.
 noinst_LTLIBRARIES += lib/libqsnapwriter.la
-lib_libqsnapwriter_la_SOURCES = lib/qsnap-writer.h lib/qsnap-writer.c
+lib_libqsnapwriter_la_SOURCES = lib/qsnap-writer.h lib/qsnap-writer.c \
+	lib/s3-upload.h lib/s3-upload.c
 lib_libqsnapwriter_la_CFLAGS = $(lib_libqemount_la_CFLAGS)
 lib_libqsnapwriter_la_LIBADD = lib/libqemount.la
 

@@ -30,14 +30,6 @@
 #include "image.h"
 #include "source.h"
 
-/* Transient failures (resets, refused connections, 5xx) are retried
- * this many times, after 0.1 s, 0.4 s, 1.6 s: a server restarting or a
- * proxy hiccup, not one that is down.  A request that times out is not
- * retried: the timeout is the user's bound on waiting.
- */
-#define RETRIES 3
-#define FIRST_BACKOFF_NS 100000000L
-
 #define MAX_ETAG 256
 
 struct http {
@@ -77,6 +69,45 @@ static void
 init_curl (void)
 {
   curl_init_code = curl_global_init (CURL_GLOBAL_DEFAULT);
+}
+
+int
+source_curl_init (const char *name)
+{
+  pthread_once (&curl_once, init_curl);
+  if (curl_init_code != CURLE_OK) {
+    image_error ("%s: cannot initialize libcurl: %s", name,
+                 curl_easy_strerror (curl_init_code));
+    errno = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+void
+source_curl_options (void *curl, char *error, const struct source_s3 *s3)
+{
+  const struct source_settings *set = source_settings ();
+  CURL *c = curl;
+
+  curl_easy_setopt (c, CURLOPT_ERRORBUFFER, error);
+  curl_easy_setopt (c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt (c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt (c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt (c, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
+  /* User and password from ~/.netrc, never from the command line. */
+  curl_easy_setopt (c, CURLOPT_NETRC, (long) CURL_NETRC_OPTIONAL);
+  curl_easy_setopt (c, CURLOPT_TCP_KEEPALIVE, 1L);
+  /* "No progress for timeout seconds" rather than a bound on the whole
+   * request: a large read on a slow link is not a stuck one.
+   */
+  curl_easy_setopt (c, CURLOPT_CONNECTTIMEOUT, (long) set->timeout);
+  curl_easy_setopt (c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt (c, CURLOPT_LOW_SPEED_TIME, (long) set->timeout);
+  if (s3->userpwd) {
+    curl_easy_setopt (c, CURLOPT_AWS_SIGV4, s3->sigv4);
+    curl_easy_setopt (c, CURLOPT_USERPWD, s3->userpwd);
+  }
 }
 
 const char *
@@ -141,7 +172,6 @@ read_header (char *data, size_t size, size_t n, void *opaque)
 static void *
 make_conn (void *opaque)
 {
-  const struct source_settings *set = source_settings ();
   const struct http *h = opaque;
   struct conn *conn = calloc (1, sizeof *conn);
   CURL *c;
@@ -150,26 +180,9 @@ make_conn (void *opaque)
     free (conn);
     return NULL;
   }
-  curl_easy_setopt (c, CURLOPT_ERRORBUFFER, conn->error);
-  curl_easy_setopt (c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt (c, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt (c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt (c, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
-  /* User and password from ~/.netrc, never from the command line. */
-  curl_easy_setopt (c, CURLOPT_NETRC, (long) CURL_NETRC_OPTIONAL);
-  curl_easy_setopt (c, CURLOPT_TCP_KEEPALIVE, 1L);
-  /* "No progress for timeout seconds" rather than a bound on the whole
-   * request: a large read on a slow link is not a stuck one.
-   */
-  curl_easy_setopt (c, CURLOPT_CONNECTTIMEOUT, (long) set->timeout);
-  curl_easy_setopt (c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt (c, CURLOPT_LOW_SPEED_TIME, (long) set->timeout);
+  source_curl_options (c, conn->error, &h->s3);
   curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, write_body);
   curl_easy_setopt (c, CURLOPT_HEADERFUNCTION, read_header);
-  if (h->s3.userpwd) {
-    curl_easy_setopt (c, CURLOPT_AWS_SIGV4, h->s3.sigv4);
-    curl_easy_setopt (c, CURLOPT_USERPWD, h->s3.userpwd);
-  }
   return conn;
 }
 
@@ -193,21 +206,41 @@ add_header (struct curl_slist **list, const char *header)
   return l != NULL;
 }
 
-static bool
-transient (CURLcode rc, long status)
+/* Transient failures (resets, refused connections, 5xx) are retried
+ * this many times, after 0.1 s, 0.4 s, 1.6 s: a server restarting or a
+ * proxy hiccup, not one that is down.  A request that times out is not
+ * retried: the timeout is the user's bound on waiting.
+ */
+#define RETRIES 3
+#define FIRST_BACKOFF_NS 100000000L
+
+bool
+source_curl_retry (int rc, long status, unsigned attempt)
 {
+  long backoff = FIRST_BACKOFF_NS;
+  bool transient;
+
   switch (rc) {
   case CURLE_OK:
-    return status >= 500 && status != 501 && status != 505;
+    transient = status >= 500 && status != 501 && status != 505;
+    break;
   case CURLE_COULDNT_CONNECT:
   case CURLE_SEND_ERROR:
   case CURLE_RECV_ERROR:
   case CURLE_GOT_NOTHING:
   case CURLE_PARTIAL_FILE:
-    return true;
+    transient = true;
+    break;
   default:
-    return false;
+    transient = false;
   }
+  if (!transient || attempt >= RETRIES)
+    return false;
+  for (unsigned i = 0; i < attempt; ++i)
+    backoff *= 4;
+  nanosleep (&(struct timespec) { .tv_sec = backoff / 1000000000L,
+                                  .tv_nsec = backoff % 1000000000L }, NULL);
+  return true;
 }
 
 /* Run the request set up on t->conn, again after a transient failure.
@@ -216,12 +249,11 @@ transient (CURLcode rc, long status)
 static CURLcode
 perform (struct transfer *t, long *status)
 {
-  long backoff = FIRST_BACKOFF_NS;
   CURLcode rc;
 
   curl_easy_setopt (t->conn->curl, CURLOPT_WRITEDATA, t);
   curl_easy_setopt (t->conn->curl, CURLOPT_HEADERDATA, t);
-  for (int attempt = 0; ; ++attempt) {
+  for (unsigned attempt = 0; ; ++attempt) {
     t->got = 0;
     t->overflow = false;
     t->etag[0] = '\0';
@@ -230,12 +262,8 @@ perform (struct transfer *t, long *status)
     *status = 0;
     rc = curl_easy_perform (t->conn->curl);
     curl_easy_getinfo (t->conn->curl, CURLINFO_RESPONSE_CODE, status);
-    if (attempt == RETRIES || !transient (rc, *status))
+    if (!source_curl_retry (rc, *status, attempt))
       return rc;
-    nanosleep (&(struct timespec) { .tv_sec = backoff / 1000000000L,
-                                    .tv_nsec = backoff % 1000000000L },
-               NULL);
-    backoff *= 4;
   }
 }
 
@@ -347,25 +375,6 @@ static const struct source_ops http_ops = {
   .close = http_close,
 };
 
-/* S3's error code in the XML body of an error response
- * ("<Code>NoSuchKey</Code>"), into t->code.
- */
-static void
-s3_error_code (struct transfer *t)
-{
-  const char *code, *end;
-
-  t->buf[t->got] = '\0';
-  code = strstr (t->buf, "<Code>");
-  end = code ? strstr (code, "</Code>") : NULL;
-  if (end && end - code - 6 < (ptrdiff_t) sizeof t->code &&
-      strspn (code + 6, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-              "0123456789.") == (size_t) (end - code - 6)) {
-    memcpy (t->code, code + 6, end - code - 6);
-    t->code[end - code - 6] = '\0';
-  }
-}
-
 /* s->pinned: the final URL and the version every GET asks for, if
  * there is one.
  */
@@ -427,8 +436,10 @@ http_head (struct source *s, struct http *h, struct conn *conn)
     /* More than the byte asked for: stopped, the headers say enough. */
     if (rc == CURLE_WRITE_ERROR && t.overflow && status == 206)
       rc = CURLE_OK;
-    else if (status >= 400)
-      s3_error_code (&t);
+    else if (status >= 400) {
+      t.buf[t.got] = '\0';
+      source_s3_error_code (t.buf, t.code, sizeof t.code);
+    }
     length = t.total;
   }
   else
@@ -475,13 +486,8 @@ source_http_open (struct source *s)
   struct http *h;
   struct conn *conn;
 
-  pthread_once (&curl_once, init_curl);
-  if (curl_init_code != CURLE_OK) {
-    image_error ("%s: cannot initialize libcurl: %s", s->name,
-                 curl_easy_strerror (curl_init_code));
-    errno = EIO;
+  if (source_curl_init (s->name) == -1)
     return -1;
-  }
   s->priv = h = calloc (1, sizeof *h);
   if (h == NULL) {
     image_error ("%s: %m", s->name);

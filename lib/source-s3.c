@@ -71,24 +71,20 @@ path_style (const char *host, size_t host_len, const char *bucket)
     strchr (bucket, '.') != NULL;
 }
 
-/* The key as it goes into the URL: kept as written (a key is written
- * percent-encoded where it needs to be, and relative names are joined
- * so), any other byte a URL cannot carry encoded.
- */
-static char *
-key_path (const char *key)
+char *
+source_s3_encode (const char *s, const char *keep)
 {
-  char *path = malloc (3 * strlen (key) + 1), *p = path;
+  char *enc = malloc (3 * strlen (s) + 1), *p = enc;
 
-  if (path == NULL)
+  if (enc == NULL)
     return NULL;
-  for (const unsigned char *c = (const unsigned char *) key; *c; ++c)
-    if (isalnum (*c) || strchr ("-._~/%", *c))
+  for (const unsigned char *c = (const unsigned char *) s; *c; ++c)
+    if (isalnum (*c) || strchr (keep, *c))
       *p++ = *c;
     else
       p += sprintf (p, "%%%02X", *c);
   *p = '\0';
-  return path;
+  return enc;
 }
 
 /* The object's URL: the endpoint from AWS_ENDPOINT_URL_S3 or
@@ -126,7 +122,11 @@ object_url (const struct source *s, const char *bucket, const char *key,
   prefix_len = strcspn (prefix, "?#");
   while (prefix_len > 0 && prefix[prefix_len - 1] == '/')
     prefix_len--;
-  path = key_path (key);
+  /* The key kept as written (a key is written percent-encoded where it
+   * needs to be, and relative names are joined so), any other byte a
+   * URL cannot carry encoded.
+   */
+  path = source_s3_encode (key, "-._~/%");
   if (path == NULL)
     goto nomem;
   if (path_style (host, host_len, bucket))
@@ -247,6 +247,27 @@ read_credentials_file (const struct source *s, char **id, char **secret,
   if (r == -1)
     errno = EINVAL;
   return r;
+}
+
+void
+source_s3_error_code (const char *body, char *code, size_t size)
+{
+  const char *start = strstr (body, "<Code>"), *end;
+  size_t len;
+
+  code[0] = '\0';
+  end = start ? strstr (start, "</Code>") : NULL;
+  if (end == NULL)
+    return;
+  start += 6;
+  len = end - start;
+  /* A word, or nothing: the body is the server's, not ours to print. */
+  if (len < size &&
+      strspn (start, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+              "0123456789.") == len) {
+    memcpy (code, start, len);
+    code[len] = '\0';
+  }
 }
 
 void

@@ -125,6 +125,28 @@ struct source_s3 {
 int source_s3_resolve (const struct source *s, struct source_s3 *r);
 /* Free r's strings, the secrets cleared first. */
 void source_s3_clear (struct source_s3 *r);
+/* s percent-encoded but for letters, digits and the bytes in keep,
+ * malloc'd; NULL if out of memory.
+ */
+char *source_s3_encode (const char *s, const char *keep);
+/* S3's error code in the XML body (a string) of an error response
+ * ("<Code>NoSuchKey</Code>") into code, "" if there is none.
+ */
+void source_s3_error_code (const char *body, char *code, size_t size);
+
+/* libcurl, for lib/source-http.c and lib/s3-upload.c: initialize it
+ * once (0, or -1 after image_error naming name); set up a new easy
+ * handle (a CURL *) as every request of ours is, error messages into
+ * error (CURL_ERROR_SIZE bytes), signed with s3's keys if it has any.
+ */
+int source_curl_init (const char *name);
+/* Whether a request that ended with rc (a CURLcode) and HTTP status
+ * (0 if none) failed in a way worth trying again, for its attempt-th
+ * retry (from 0); if so, after waiting the backoff for it.
+ */
+bool source_curl_retry (int rc, long status, unsigned attempt);
+void source_curl_options (void *curl, char *error,
+                          const struct source_s3 *s3);
 const char *source_libnbd_version (void);
 
 /* The persistent cache of remote blocks (lib/source-cache.c), for the
