@@ -21,6 +21,7 @@ disk_options_init (struct disk_options *d)
   d->req.backing = BACKING_SAME_DIR;
   d->backing = "samedir";
   d->accel = "auto";
+  d->volume = -1;
 }
 
 int
@@ -85,9 +86,50 @@ parse_disk_option (int c, const char *arg, struct disk_options *d)
   case OPT_DISK_KEY_FILE:
     d->key_file = arg;
     return 1;
+  case OPT_DISK_VOLUME:
+    /* By number: names are not read yet (apfs.c). */
+    errno = 0;
+    d->volume = strtol (arg, &end, 10);
+    if (errno || *end || end == arg || *arg < '0' || *arg > '9' ||
+        d->volume >= APFS_MAX_VOLUMES) {
+      errorf ("--volume %s: must be an APFS volume's number, from 0 (the "
+              "first) to 99; qemount does not read volume names yet", arg);
+      return -1;
+    }
+    return 1;
   default:
     return 0;
   }
+}
+
+/* --volume N: the module's vol=N, for an APFS container only, and a
+ * volume it lists (apfs.c) when libblkid found it and its superblock
+ * was read: the module's own error for an empty slot reads "likely
+ * corruption".
+ */
+static int
+choose_volume (const char *image, int volume, bool raw, struct choice *c)
+{
+  char vols[APFS_VOLUMES_LEN];
+
+  if (raw) {
+    errorf ("--raw exports the disk itself: --volume does not apply");
+    return EXIT_USAGE;
+  }
+  if (c->fstype == NULL || strcmp (c->fstype, "apfs") != 0) {
+    errorf ("%s: --volume %d: the filesystem is %s, not an APFS container",
+            image, volume, c->fstype ? c->fstype : "not known");
+    return EXIT_USAGE;
+  }
+  if (c->fs->type && strcmp (c->fs->type, "apfs") == 0 &&
+      c->fs->n_volumes >= 0 && !c->fs->volumes[volume]) {
+    apfs_format_volumes (c->fs, vols);
+    errorf ("%s: --volume %d: no such volume in the APFS container; it "
+            "has: %s", image, volume, c->fs->n_volumes ? vols : "none");
+    return EXIT_NO_FILESYSTEM;
+  }
+  snprintf (c->fsopts, sizeof c->fsopts, "vol=%d", volume);
+  return EXIT_OK;
 }
 
 int
@@ -111,6 +153,8 @@ prepare (struct preparation *p)
   image_close (img);
   status = choose_filesystem (d->req.path, &p->layout, d->partition,
                               d->letter, d->fstype, p->raw, &p->choice);
+  if (status == EXIT_OK && d->volume >= 0)
+    status = choose_volume (d->req.path, d->volume, p->raw, &p->choice);
   if (status == EXIT_OK && p->chosen)
     status = p->chosen (&p->choice, p->opaque);
   /* Asked for before anything starts: the prompt is not a timeout. */

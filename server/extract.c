@@ -27,14 +27,15 @@ extract_usage (FILE *fp)
 "usage: qemount extract IMAGE [--partition N] [--fstype T] [--path P]...\n"
 "                       [--accel auto|kvm|tcg] [--format FORMAT]\n"
 "                       [--backing yes|no|samedir] [--snapshot NAME]\n"
-"                       [--lv VG/LV] [--key-file FILE|-] [--cache-dir DIR]\n"
+"                       [--lv VG/LV] [--key-file FILE|-] [--volume N]\n"
+"                       [--cache-dir DIR]\n"
 "                       -o FILE|-\n"
 "\n"
 "Write a tar of the filesystem in IMAGE (or of the paths P in it) to\n"
 "FILE, or to standard output with -o -.  The helper VM mounts the\n"
 "filesystem read-only; owners, modes, times, symlinks, hard links,\n"
 "xattrs and ACLs are kept (unpack with tar --xattrs --acls).  --lv,\n"
-"--key-file and --snapshot as for qemount mount.\n");
+"--key-file, --volume and --snapshot as for qemount mount.\n");
 }
 
 /* Where the tar goes: made before the state, as a check. */

@@ -255,6 +255,17 @@ json_filesystem (FILE *fp, const struct filesystem *fs)
   json_member (fp, ", ", "uuid", fs->uuid);
   if (fs->variant)
     json_member (fp, ", ", "variant", fs->variant);
+  if (fs->n_volumes > 0) {
+    const char *sep = "";
+
+    fputs (", \"volumes\": [", fp);
+    for (int i = 0; i < APFS_MAX_VOLUMES; ++i)
+      if (fs->volumes[i]) {
+        fprintf (fp, "%s%d", sep, i);
+        sep = ", ";
+      }
+    fputs ("]", fp);
+  }
   fputs ("}", fp);
 }
 
@@ -370,6 +381,12 @@ print_filesystem (FILE *fp, const struct filesystem *fs)
     fprintf (fp, " (%s)", fs->variant);
   else if (fs->no_variant)
     fprintf (fp, " (Linux cannot mount it: %s)", fs->no_variant);
+  if (fs->n_volumes > 0) {
+    char vols[APFS_VOLUMES_LEN];
+
+    apfs_format_volumes (fs, vols);
+    fprintf (fp, " (volumes %s)", vols);
+  }
   if (fs->usage && strcmp (fs->usage, "filesystem") != 0)
     fprintf (fp, " (%s, not a filesystem)", fs->usage);
   if (fs->label)

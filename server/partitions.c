@@ -206,6 +206,8 @@ probe_filesystem (int memfd, uint64_t offset, uint64_t size,
         fs->uuid = dup_or_null (v);
       if (fs->type && strcmp (fs->type, "ufs") == 0)
         fs->variant = ufs_variant (memfd, offset, size, &fs->no_variant);
+      if (fs->type && strcmp (fs->type, "apfs") == 0)
+        fs->n_volumes = apfs_volumes (memfd, offset, size, fs->volumes);
     }
   }
   blkid_free_probe (pr);
@@ -603,7 +605,7 @@ print_partition_list (FILE *fp, const struct disk_layout *layout)
            "#", "START", "SIZE", type_width, "TYPE", "FILESYSTEM", "LABEL");
   for (size_t i = 0; i < layout->n_partitions; ++i) {
     const struct partition *p = &layout->partitions[i];
-    char name[16], start[32], size[32], fs[64];
+    char name[16], start[32], size[32], fs[64 + APFS_VOLUMES_LEN];
 
     format_partition (name, sizeof name, p->number, p->letter);
     format_size (start, sizeof start, p->start);
@@ -612,6 +614,12 @@ print_partition_list (FILE *fp, const struct disk_layout *layout)
              type_width, p->type_name ? p->type_name : p->type);
     if (p->fs.variant)
       snprintf (fs, sizeof fs, "%s (%s)", p->fs.type, p->fs.variant);
+    else if (p->fs.n_volumes > 0) {
+      char vols[APFS_VOLUMES_LEN];
+
+      apfs_format_volumes (&p->fs, vols);
+      snprintf (fs, sizeof fs, "%s (volumes %s)", p->fs.type, vols);
+    }
     else
       snprintf (fs, sizeof fs, "%s", p->fs.type ? p->fs.type : "-");
     if (p->fs.label)

@@ -6,7 +6,7 @@
  * open.c (opening an image with the right exit status), disk-options.c
  * (the options mount and extract share, and their preparation),
  * partitions.c (libblkid), disklabel.c (BSD disklabels), ufs.c (UFS
- * variants), state.c (per-mount state), proc.c (child
+ * variants), apfs.c (APFS volumes), state.c (per-mount state), proc.c (child
  * processes, and where our files are), loop.c, mountinfo.c, attach.c
  * (nbdkit and the host attach step), output.c (sizes, JSON strings),
  * guest.c (the helper VM's files, qemount guest), vm.c (running the
@@ -122,10 +122,11 @@ struct disk_options {
   const char *fstype;           /* --fstype T */
   const char *accel;            /* --accel, for the helper VM */
   const char *lv, *key_file;    /* --lv VG/LV, --key-file FILE|- */
+  int volume;                   /* --volume N of an APFS container, or -1 */
 };
 enum {
   OPT_DISK_ACCEL = 0x300, OPT_DISK_FORMAT, OPT_DISK_BACKING, OPT_DISK_LV,
-  OPT_DISK_KEY_FILE, OPT_DISK_SNAPSHOT, OPT_DISK_CACHE_DIR,
+  OPT_DISK_KEY_FILE, OPT_DISK_SNAPSHOT, OPT_DISK_CACHE_DIR, OPT_DISK_VOLUME,
 };
 /* How to open the image: qemount info takes these too. */
 #define IMAGE_LONG_OPTIONS                                        \
@@ -139,7 +140,8 @@ enum {
   { "fstype", required_argument, NULL, 't' },                     \
   { "accel", required_argument, NULL, OPT_DISK_ACCEL },           \
   { "lv", required_argument, NULL, OPT_DISK_LV },                 \
-  { "key-file", required_argument, NULL, OPT_DISK_KEY_FILE }
+  { "key-file", required_argument, NULL, OPT_DISK_KEY_FILE },     \
+  { "volume", required_argument, NULL, OPT_DISK_VOLUME }
 void disk_options_init (struct disk_options *d);
 /* 1: c is one of them, taken; 0: it is not; -1: a bad value (said). */
 int parse_disk_option (int c, const char *arg, struct disk_options *d);
@@ -147,6 +149,7 @@ const char *parse_backing (const char *value, enum backing_policy *policy);
 struct image *open_image (const struct image_request *req, int *status);
 
 /* partitions.c: what the disk holds, found by libblkid. */
+#define APFS_MAX_VOLUMES 100    /* nx_fs_oid[] of a container */
 struct filesystem {
   char *type;                   /* blkid TYPE ("ext4"), NULL if unknown */
   char *usage;                  /* "filesystem", "raid", "crypto", "other" */
@@ -155,6 +158,9 @@ struct filesystem {
    * NULL and why it cannot read it (ufs.c).
    */
   const char *variant, *no_variant;
+  /* APFS: the volumes the container lists (apfs.c), by number. */
+  int n_volumes;                /* -1: its superblock cannot be read */
+  bool volumes[APFS_MAX_VOLUMES];
 };
 
 struct partition {
@@ -195,8 +201,8 @@ struct choice {
   const struct filesystem *fs;  /* what libblkid found there */
   const char *fstype;           /* to mount; NULL: the guest finds it */
   const char *container;        /* fs_container (fs), or NULL */
-  char fsopts[32];              /* mount options it needs ("ufstype=ufs2"),
-                                   or "" */
+  char fsopts[32];              /* mount options it needs ("ufstype=ufs2",
+                                   APFS's "vol=2"), or "" */
 };
 int choose_filesystem (const char *image, const struct disk_layout *d,
                        int partition, char letter, const char *fstype,
@@ -215,6 +221,16 @@ int read_disklabel (struct image *img, const struct disk_layout *d,
 /* ufs.c: which UFS the filesystem at [start, start+size) of fd is. */
 const char *ufs_variant (int fd, uint64_t start, uint64_t size,
                          const char **why);
+
+/* apfs.c: the volumes of the APFS container at [start, start+size) of
+ * fd: their count, or -1 if its superblock cannot be read.
+ */
+int apfs_volumes (int fd, uint64_t start, uint64_t size,
+                  bool volumes[APFS_MAX_VOLUMES]);
+/* "0 1 3": the numbers of fs's volumes; all 100 take 289 bytes. */
+#define APFS_VOLUMES_LEN 300
+void apfs_format_volumes (const struct filesystem *fs,
+                          char buf[APFS_VOLUMES_LEN]);
 
 /* output.c: sizes for people ("64 MiB"), strings for JSON. */
 void format_size (char *buf, size_t len, uint64_t bytes);

@@ -58,7 +58,7 @@ vm_manifest ()
 # The filesystems the matrix knows, in the order it tries them.
 VM_FILESYSTEMS="ext2 ext3 ext4 xfs btrfs fat12 fat16 fat32 exfat ntfs
   iso9660 iso9660-joliet squashfs erofs romfs cramfs f2fs jfs udf minix
-  reiserfs nilfs2 hfs bfs"
+  reiserfs nilfs2 hfs bfs apfs"
 
 # vm_plain FS: true if FS holds no symlinks or hard links.
 vm_plain ()
@@ -177,7 +177,7 @@ vm_make_fs ()
         { echo "no hformat or hcopy (hfsutils)"; return 1; }
       truncate -s 32M "$out"
       vm_fill_hfs "$tree" "$out" ;;
-    jfs|udf|minix|reiserfs|nilfs2|bfs)
+    jfs|udf|minix|reiserfs|nilfs2|bfs|apfs)
       local mkfs size
       case "$fs" in
         jfs) mkfs="mkfs.jfs -q" size=64M ;;
@@ -186,6 +186,7 @@ vm_make_fs ()
         reiserfs) mkfs="mkfs.reiserfs -q -f" size=64M ;;
         nilfs2) mkfs="mkfs.nilfs2 -q -f" size=160M ;;
         bfs) mkfs="mkfs.bfs" size=16M ;;
+        apfs) mkfs="mkapfs" size=128M ;;   # its smallest container
       esac
       command -v ${mkfs%% *} >/dev/null || { echo "no ${mkfs%% *}"; return 1; }
       truncate -s $size "$out"
@@ -250,7 +251,7 @@ vm_keeps ()
     f2fs) echo owner mode mtime hardlink ;;
     ntfs) echo mtime xattr hardlink ;;
     iso9660) echo owner mode mtime ;;
-    jfs|udf|minix|reiserfs|nilfs2) echo mode hardlink ;;
+    jfs|udf|minix|reiserfs|nilfs2|apfs) echo mode hardlink ;;
     bfs) echo mode ;;
   esac
 }

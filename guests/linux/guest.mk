@@ -20,7 +20,7 @@ pkglibexec_PROGRAMS += guests/linux/qemount-resume
 guests_linux_qemount_resume_SOURCES = guests/linux/resume.c
 guests_linux_qemount_resume_CFLAGS = $(WARN_CFLAGS)
 guests_linux_qemount_resume_LDFLAGS =
-TESTS += tests/test-sftp-relay.sh
+TESTS += tests/test-sftp-relay.sh tests/test-build-guest-apfs.sh
 EXTRA_DIST += tests/test-sftp-relay.sh tests/sftp-relay-check.py
 
 guest: $(GUEST_DIR)/info
