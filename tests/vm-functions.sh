@@ -166,10 +166,15 @@ vm_make_fs ()
       command -v mkfs.cramfs >/dev/null || { echo "no mkfs.cramfs"; return 1; }
       mkfs.cramfs "$tree" "$out" >/dev/null 2>&1 ;;
     ufs1)
-      # makefs's UFS2 has its superblock where Linux does not look
-      # (server/ufs.c): UFS1 only.
       command -v makefs >/dev/null || { echo "no makefs"; return 1; }
       makefs -t ffs -o version=1 "$out" "$tree" >/dev/null ;;
+    ufs2)
+      # makefs puts UFS2's superblock at 8 KiB, where Linux does not
+      # look (server/ufs.c); moved to 64 KiB as the BSDs' newfs has it,
+      # into inodes made spare for it.
+      command -v makefs >/dev/null || { echo "no makefs"; return 1; }
+      makefs -t ffs -o version=2,density=4096 -s 32m "$out" "$tree" >/dev/null &&
+        python3 "$top_srcdir/scripts/ufs2-sb64k.py" "$out" ;;
     hfs)
       # hfsutils writes an HFS image without mounting it (HFS+ has no
       # maker in Debian 12: hfsprogs is not in bookworm).
