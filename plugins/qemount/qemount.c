@@ -96,11 +96,54 @@ qemount_unload (void)
   free (cache_dir);
 }
 
+/* file=+FILENAME: the image's location is the first line of FILENAME,
+ * as nbdkit takes secret parameters, so that a URL with a password in
+ * it stays out of the process list.  NULL after a message.
+ */
+static char *
+read_location (const char *path)
+{
+  FILE *fp = fopen (path, "re");
+  char *line = NULL;
+  size_t len = 0;
+  ssize_t n;
+  int saved;
+  bool failed;
+
+  if (fp == NULL) {
+    nbdkit_error ("file=+%s: %m", path);
+    return NULL;
+  }
+  n = getline (&line, &len, fp);
+  saved = errno;
+  failed = n == -1 && ferror (fp);
+  fclose (fp);
+  if (failed) {
+    errno = saved;
+    nbdkit_error ("file=+%s: %m", path);
+    free (line);
+    return NULL;
+  }
+  while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+    line[--n] = '\0';
+  if (n <= 0) {
+    nbdkit_error ("file=+%s: empty: no image location in it", path);
+    free (line);
+    return NULL;
+  }
+  return line;
+}
+
 /* Parse one key=value from the command line. */
 static int
 qemount_config (const char *key, const char *value)
 {
   if (strcmp (key, "file") == 0) {
+    char *location = NULL;
+
+    if (value[0] == '+' &&
+        (value = location = read_location (value + 1)) == NULL)
+      return -1;
     free (filename);
     /* A URL is not resolved here: nbdkit may chdir later, a URL does
      * not care.
@@ -112,6 +155,7 @@ qemount_config (const char *key, const char *value)
     }
     else
       filename = nbdkit_realpath (value);
+    free (location);
     if (filename == NULL)
       return -1;
   }
@@ -210,7 +254,9 @@ qemount_config_complete (void)
 #define qemount_config_help \
   "file=<IMAGE>      (required) Image file or block device, or the URL\n" \
   "                  of one: http://, https://, s3://, nbd://, nbds://,\n" \
-  "                  nbd+unix://.\n" \
+  "                  nbd+unix://.  file=+FILENAME reads it from the\n" \
+  "                  first line of FILENAME (./+NAME for a file whose\n" \
+  "                  name begins with +).\n" \
   "format=auto|raw|qcow2|ploop|qsnap|vdi|vhd|vhdx|vmdk|dmg|ewf\n" \
   "                  Format (default: probed from the magic bytes).\n" \
   "backing=yes|no|samedir\n" \
