@@ -86,6 +86,20 @@ source_display_name (const char *url)
   return name;
 }
 
+bool
+source_hides (const char *location)
+{
+  char *name;
+  bool hides;
+
+  if (!source_is_url (location))
+    return false;
+  name = source_display_name (location);
+  hides = name == NULL || strcmp (name, location) != 0;
+  free (name);
+  return hides;
+}
+
 /* The local file. */
 
 static int

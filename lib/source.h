@@ -74,6 +74,11 @@ const struct source_settings *source_settings (void);
  */
 char *source_display_name (const char *url);
 
+/* Whether location is a URL its display name shows only part of (a
+ * user, a password, a query): then the location is a secret.
+ */
+bool source_hides (const char *location);
+
 /* Whether location is a URL of a remote source (http://, https://,
  * s3://, nbd://, nbds://, nbd+unix://) rather than a path.
  */

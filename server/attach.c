@@ -25,7 +25,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "outfile.h"
 #include "qemount.h"
+#include "source.h"
 
 #define PLUGIN_IN_TREE "plugins/qemount/.libs/nbdkit-qemount-plugin.so"
 #define READY_TIMEOUT_MS 30000
@@ -39,6 +41,34 @@ plugin_path (void)
 {
   return find_ours ("QEMOUNT_PLUGIN", PLUGIN_IN_TREE, PLUGIN_IN_TREE, R_OK,
                     "qemount");
+}
+
+/* A URL with secrets goes to nbdkit as file=+PATH, PATH a file of the
+ * state directory only we may read: in its argv it would stay in the
+ * process list as long as the mount.  NULL after a message.
+ */
+static char *
+location_file (const struct mount_state *st, const char *url)
+{
+  char *path = state_path (st, STATE_LOCATION);
+  char *line = xasprintf ("%s\n", url);
+  struct outfile out;
+  int r = -1;
+
+  if (outfile_create (&out, path, 0600) == 0) {
+    if (image_write_file (out.fd, line, strlen (line), 0) == -1)
+      errorf ("%s: %m", path);
+    else
+      r = outfile_commit (&out, false);
+    outfile_close (&out);
+  }
+  explicit_bzero (line, strlen (line));
+  free (line);
+  if (r == -1) {
+    free (path);
+    return NULL;
+  }
+  return path;
 }
 
 /* An extract's nbdkit stays our child and exits with us: on record at
@@ -83,6 +113,7 @@ start_nbdkit (struct mount_state *st, const struct disk_options *d)
   CLEANUP_FREE char *pidfile = state_path (st, STATE_NBDKIT_PID);
   CLEANUP_FREE char *log = state_path (st, STATE_NBDKIT_LOG);
   CLEANUP_FREE char *plugin = plugin_path ();
+  CLEANUP_FREE char *location = NULL;
   CLEANUP_ARGV struct argv_builder argv = { NULL };
   struct proc_wait first = { .timeout_ms = -1, .interruptible = true };
   enum wait_result r;
@@ -100,7 +131,14 @@ start_nbdkit (struct mount_state *st, const struct disk_options *d)
   if (st->partition > 0)
     argv_push (&argv, "--filter=offset");
   argv_push (&argv, plugin);
-  argv_push_printf (&argv, "file=%s", st->image);
+  if (source_hides (d->req.path)) {
+    location = location_file (st, d->req.path);
+    if (location == NULL)
+      return EXIT_ERROR;
+    argv_push_printf (&argv, "file=+%s", location);
+  }
+  else
+    argv_push_printf (&argv, "file=%s", st->image);
   if (st->format)
     argv_push_printf (&argv, "format=%s", st->format);
   argv_push_printf (&argv, "backing=%s", d->backing);

@@ -24,6 +24,35 @@ disk_options_init (struct disk_options *d)
   d->volume = -1;
 }
 
+/* The IMAGE operand.  A URL with a user, a password or an HTTP query
+ * in it is copied, and then overwritten in our argv (as curl does with
+ * -u) by what messages call it, so that the process list shows no more
+ * of it than they do however long we run.  The display name is a part
+ * of the URL, so it fits.  The copy lives as long as argv does.
+ */
+void
+disk_options_image (struct disk_options *d, char *operand)
+{
+  static char *url;
+  char *name;
+  size_t len;
+
+  d->req.path = d->name = operand;
+  if (!source_hides (operand))
+    return;
+  name = source_display_name (operand);
+  if (name == NULL) {
+    perror ("malloc");
+    exit (EXIT_ERROR);
+  }
+  free (url);
+  d->req.path = url = xstrdup (operand);
+  len = strlen (name);
+  memcpy (operand, name, len);
+  memset (operand + len, '\0', strlen (operand + len));
+  free (name);
+}
+
 int
 parse_disk_option (int c, const char *arg, struct disk_options *d)
 {
@@ -151,27 +180,29 @@ prepare (struct preparation *p)
   if (p->opened)
     p->opened (img, p->opaque);
   image_close (img);
-  status = choose_filesystem (d->req.path, &p->layout, d->partition,
+  status = choose_filesystem (d->name, &p->layout, d->partition,
                               d->letter, d->fstype, p->raw, &p->choice);
   if (status == EXIT_OK && d->volume >= 0)
-    status = choose_volume (d->req.path, d->volume, p->raw, &p->choice);
+    status = choose_volume (d->name, d->volume, p->raw, &p->choice);
   if (status == EXIT_OK && p->chosen)
     status = p->chosen (&p->choice, p->opaque);
   /* Asked for before anything starts: the prompt is not a timeout. */
   fs = p->choice.fs;
   if (status == EXIT_OK && !p->raw)
-    status = secret_get (d->req.path, d->key_file, fs && fs->type &&
+    status = secret_get (d->name, d->key_file, fs && fs->type &&
                          strcmp (fs->type, "crypto_LUKS") == 0, &p->key);
   if (status == EXIT_OK && p->before_state)
     status = p->before_state (p->opaque);
   if (status != EXIT_OK)
     return status;
 
-  /* nbdkit is given the image by absolute path, or the URL as it is. */
-  image = source_is_url (d->req.path) ? xstrdup (d->req.path) :
+  /* Recorded by absolute path, or the URL as messages show it; nbdkit
+   * gets a URL with secrets from a file (start_nbdkit).
+   */
+  image = source_is_url (d->req.path) ? xstrdup (d->name) :
     realpath (d->req.path, NULL);
   if (image == NULL) {
-    errorf ("%s: %m", d->req.path);
+    errorf ("%s: %m", d->name);
     return EXIT_NO_IMAGE;
   }
   if (interrupted) {

@@ -115,7 +115,7 @@ extract_main (int argc, char *argv[])
     extract_usage (stderr);
     return EXIT_USAGE;
   }
-  d.req.path = argv[optind];
+  disk_options_image (&d, argv[optind]);
   r.accel = d.accel;
   r.lv = d.lv;
   if (strcmp (output.path, "-") == 0 && isatty (STDOUT_FILENO)) {

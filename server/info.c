@@ -532,7 +532,7 @@ info_main (int argc, char *argv[])
     info_usage (stderr);
     return EXIT_USAGE;
   }
-  d.req.path = argv[optind];
+  disk_options_image (&d, argv[optind]);
 
   img = open_image (&d.req, &status);
   if (img == NULL)
@@ -558,10 +558,10 @@ info_main (int argc, char *argv[])
   image_list_streams (img, &streams, &n_streams);
   image_list_snapshots (img, &snaps.list, &snaps.n, &snaps.served);
   if (json)
-    print_json (stdout, d.req.path, layers, n_layers, streams, n_streams,
+    print_json (stdout, d.name, layers, n_layers, streams, n_streams,
                 &snaps, &layout, &verified);
   else
-    print_human (stdout, d.req.path, layers, n_layers, streams, n_streams,
+    print_human (stdout, d.name, layers, n_layers, streams, n_streams,
                  &snaps, &layout, &verified);
 
   free_disk_layout (&layout);

@@ -160,7 +160,8 @@ parse_options (int argc, char *argv[], struct mount_options *o)
     mount_usage (stderr);
     return EXIT_USAGE;
   }
-  o->image = o->disk.req.path = argv[optind];
+  disk_options_image (&o->disk, argv[optind]);
+  o->image = o->disk.name;
   o->dir = argv[optind + 1];
 
   /* What is on the disk is looked for in the image as the overlay has
@@ -188,7 +189,7 @@ parse_options (int argc, char *argv[], struct mount_options *o)
     return EXIT_USAGE;
   }
   /* The state file has one value a line. */
-  if (strchr (o->image, '\n') || strchr (o->dir, '\n') ||
+  if (strchr (o->disk.req.path, '\n') || strchr (o->dir, '\n') ||
       (o->overlay && strchr (o->overlay, '\n'))) {
     errorf ("file names with a newline are not supported");
     return EXIT_USAGE;

@@ -151,7 +151,7 @@ open_image (const struct image_request *req, int *status)
       (what = foreign_format (img)) != NULL) {
     errorf ("%s: unknown format: the file is %s, which qemount does not "
             "decode (it decodes %s; --format raw reads it as a raw disk "
-            "anyway)", req->path, what, known_formats ());
+            "anyway)", img->path, what, known_formats ());
     image_close (img);
     *status = EXIT_UNKNOWN_FORMAT;
     return NULL;

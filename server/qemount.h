@@ -116,6 +116,7 @@ bool format_is_known (const char *format);
 struct disk_options {
   struct image_request req;     /* --format, --backing, --snapshot,
                                    --cache-dir (and the path) */
+  const char *name;             /* the image in messages and records */
   const char *backing;          /* --backing as given, for nbdkit */
   int partition;                /* --partition N; 0: chosen */
   char letter;                  /* --partition Na: a disklabel's, or 0 */
@@ -143,6 +144,7 @@ enum {
   { "key-file", required_argument, NULL, OPT_DISK_KEY_FILE },     \
   { "volume", required_argument, NULL, OPT_DISK_VOLUME }
 void disk_options_init (struct disk_options *d);
+void disk_options_image (struct disk_options *d, char *operand);
 /* 1: c is one of them, taken; 0: it is not; -1: a bad value (said). */
 int parse_disk_option (int c, const char *arg, struct disk_options *d);
 const char *parse_backing (const char *value, enum backing_policy *policy);
@@ -286,6 +288,7 @@ struct mount_state {
 #define STATE_NBDKIT_PID "nbdkit.pid"
 #define STATE_NBDKIT_LOG "nbdkit.log"
 #define STATE_DISK "disk"
+#define STATE_LOCATION "location"   /* a URL with secrets, for nbdkit */
 
 char *state_path (const struct mount_state *st, const char *name);
 const char *runtime_dir (bool create);

@@ -71,6 +71,13 @@ expect ()
   fi
 }
 
+# wait_for CONDITION...: up to 10 seconds.
+wait_for ()
+{
+  for _ in $(seq 100); do "$@" && return 0; sleep 0.1; done
+  fail "timed out waiting for: $*"
+}
+
 # The files under the tree we put into the images: a text file, random
 # data across many clusters, a sparse file, an empty file, nested
 # directories.  No spaces in names: mkfs.xfs prototype files cannot have

@@ -7,14 +7,15 @@ free_port ()
   $PYTHON -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# nginx_start ROOT: serve ROOT (symbolic links followed) on a free port
-# of 127.0.0.1 with a private configuration in $tmp/nginx; one process,
-# its pid in nginx_pid, stopped at exit.  Sets http (the base URL).
+# nginx_start ROOT [DIRECTIVES]: serve ROOT (symbolic links followed) on
+# a free port of 127.0.0.1 with a private configuration in $tmp/nginx,
+# DIRECTIVES added to its server block; one process, its pid in
+# nginx_pid, stopped at exit.  Sets http (the base URL).
 # $tmp/nginx/access.log has one line per request: method, URI, status
 # and bytes sent.
 nginx_start ()
 {
-  local root=$1 port
+  local root=$1 directives=${2-} port
   export PATH="$PATH:/usr/sbin"
   requires nginx
   mkdir -p "$tmp/nginx"
@@ -41,6 +42,7 @@ http {
   server {
     listen 127.0.0.1:$port;
     root $root;
+    $directives
     location = /redirect.qcow2 { return 302 /images/qcow2/v3-c64k.qcow2; }
   }
 }

@@ -6,13 +6,6 @@
 source ./tests/qemount-functions.sh
 setup_mount_test
 
-# wait_for CONDITION...: up to 10 seconds.
-wait_for ()
-{
-  for _ in $(seq 100); do "$@" && return 0; sleep 0.1; done
-  fail "timed out waiting for: $*"
-}
-
 # SIGINT while nbdfuse is starting (a wrapper makes it slow), after
 # nbdkit is up: exit status 130, nothing left.
 mkdir -p "$tmp/slow"
