@@ -24,33 +24,12 @@ disk_options_init (struct disk_options *d)
   d->volume = -1;
 }
 
-/* The IMAGE operand.  A URL with a user, a password or an HTTP query
- * in it is copied, and then overwritten in our argv (as curl does with
- * -u) by what messages call it, so that the process list shows no more
- * of it than they do however long we run.  The display name is a part
- * of the URL, so it fits.  The copy lives as long as argv does.
- */
+/* The IMAGE operand: messages call it what argv shows after this. */
 void
 disk_options_image (struct disk_options *d, char *operand)
 {
-  static char *url;
-  char *name;
-  size_t len;
-
-  d->req.path = d->name = operand;
-  if (!source_hides (operand))
-    return;
-  name = source_display_name (operand);
-  if (name == NULL) {
-    perror ("malloc");
-    exit (EXIT_ERROR);
-  }
-  free (url);
-  d->req.path = url = xstrdup (operand);
-  len = strlen (name);
-  memcpy (operand, name, len);
-  memset (operand + len, '\0', strlen (operand + len));
-  free (name);
+  d->req.path = hide_url_secrets (operand);
+  d->name = operand;
 }
 
 int

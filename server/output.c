@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* Output helpers: sizes for people, strings for JSON. */
+/* Output helpers: sizes for people, strings for JSON, and image
+ * locations without the secrets a URL may hold.
+ */
 
 #include <config.h>
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "qemount.h"
+#include "source.h"
 
 /* "64 MiB", "1.5 GiB", "512 B": binary units, one decimal when not
  * exact.
@@ -71,4 +76,39 @@ json_member (FILE *fp, const char *sep, const char *key, const char *value)
   json_string (fp, key);
   fputs (": ", fp);
   json_string_or_null (fp, value);
+}
+
+/* An image operand, whose URL may have a user, a password or an HTTP
+ * query in it: then it is copied, and overwritten in our argv (as curl
+ * does with -u) by what messages call it, so that the process list
+ * shows no more of it than they do however long we run.  The display
+ * name is a part of the URL, so it fits.  Returns the whole location,
+ * which lives as long as argv does (kept here, so that it is not a
+ * leak).
+ */
+const char *
+hide_url_secrets (char *operand)
+{
+  static char **kept;
+  static size_t n_kept;
+  char *name, *url, **more;
+  size_t len;
+
+  if (!source_hides (operand))
+    return operand;
+  name = source_display_name (operand);
+  more = realloc (kept, (n_kept + 1) * sizeof *kept);
+  if (more)
+    kept = more;
+  url = strdup (operand);
+  if (name == NULL || more == NULL || url == NULL) {
+    perror ("malloc");
+    exit (EXIT_ERROR);
+  }
+  kept[n_kept++] = url;
+  len = strlen (name);
+  memcpy (operand, name, len);
+  memset (operand + len, '\0', strlen (operand + len));
+  free (name);
+  return url;
 }

@@ -8,9 +8,9 @@
  * partitions.c (libblkid), disklabel.c (BSD disklabels), ufs.c (UFS
  * variants), apfs.c (APFS volumes), state.c (per-mount state), proc.c (child
  * processes, and where our files are), loop.c, mountinfo.c, attach.c
- * (nbdkit and the host attach step), output.c (sizes, JSON strings),
- * guest.c (the helper VM's files, qemount guest), vm.c (running the
- * helper VM), secret.c (LUKS passphrases).
+ * (nbdkit and the host attach step), output.c (sizes, JSON strings, URLs
+ * without their secrets), guest.c (the helper VM's files, qemount guest),
+ * vm.c (running the helper VM), secret.c (LUKS passphrases).
  */
 
 #ifndef QEMOUNT_SERVER_H
@@ -234,7 +234,9 @@ int apfs_volumes (int fd, uint64_t start, uint64_t size,
 void apfs_format_volumes (const struct filesystem *fs,
                           char buf[APFS_VOLUMES_LEN]);
 
-/* output.c: sizes for people ("64 MiB"), strings for JSON. */
+/* output.c: sizes for people ("64 MiB"), strings for JSON, image
+ * locations without a URL's secrets (in argv too). */
+const char *hide_url_secrets (char *operand);
 void format_size (char *buf, size_t len, uint64_t bytes);
 void json_string (FILE *fp, const char *s);
 void json_string_or_null (FILE *fp, const char *s);

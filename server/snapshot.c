@@ -312,7 +312,7 @@ snapshot_create (int argc, char *argv[])
     return usage_error (usage_create, "create takes INPUT and OUTPUT");
 
   inputs[n++] = (struct qsnap_input) { .name = "disk" };
-  inputs[0].img = image_open (argv[optind], &io);
+  inputs[0].img = image_open (hide_url_secrets (argv[optind]), &io);
   if (inputs[0].img == NULL)
     return EXIT_ERROR;
   for (size_t i = 0; i < n_streams; ++i) {
@@ -320,7 +320,7 @@ snapshot_create (int argc, char *argv[])
 
     *eq = '\0';
     inputs[n] = (struct qsnap_input) { .name = stream_args[i] };
-    inputs[n].img = image_open (eq + 1, &io);
+    inputs[n].img = image_open (hide_url_secrets (eq + 1), &io);
     if (inputs[n].img == NULL)
       goto out;
     n++;
@@ -374,7 +374,7 @@ snapshot_commit (int argc, char *argv[])
               "the rest read from BASE (a qsnap file).\n%s", usage_commit,
               help_codec);
       return EXIT_OK;
-    case OPT_BASE: base = optarg; break;
+    case OPT_BASE: base = hide_url_secrets (optarg); break;
     case OPT_OVERLAY: overlay = optarg; break;
     case OPT_OUTPUT: output = optarg; break;
     case OPT_THIN: thin = true; break;
@@ -403,7 +403,8 @@ snapshot_commit (int argc, char *argv[])
 /* Reading a file for info and verify. */
 
 struct snapfile {
-  const char *path;
+  const char *path;             /* the location, secrets and all */
+  const char *name;             /* the location in messages and output */
   struct source *src;
   uint64_t size;
   struct qsnap_header h;
@@ -416,7 +417,7 @@ read_exact (const struct snapfile *f, void *buf, size_t count,
 {
   if (offset > f->size || count > f->size - offset) {
     image_error ("%s: %s at offset %" PRIu64 " lies past the end of the "
-                 "file (truncated?)", f->path, what, offset);
+                 "file (truncated?)", f->name, what, offset);
     return -1;
   }
   return source_read (f->src, buf, count, offset, what);
@@ -426,10 +427,11 @@ read_exact (const struct snapfile *f, void *buf, size_t count,
  * rules the decoder applies (qsnap-format.c).
  */
 static int
-open_snapfile (struct snapfile *f, const char *path)
+open_snapfile (struct snapfile *f, char *operand)
 {
-  f->path = path;
-  f->src = source_open (path);
+  f->path = hide_url_secrets (operand);
+  f->name = operand;
+  f->src = source_open (f->path);
   if (f->src == NULL)
     return -1;
   f->size = f->src->size;
@@ -468,7 +470,7 @@ walk_entries (const struct snapfile *f, entry_fn fn, void *opaque,
         return -1;
       why = qsnap_decode_page (page, p, blocks, entries);
       if (why) {
-        image_error ("%s: stream '%s' index page %" PRIu64 ": %s", f->path,
+        image_error ("%s: stream '%s' index page %" PRIu64 ": %s", f->name,
                      s->name, p, why);
         (*bad)++;
         continue;
@@ -480,7 +482,7 @@ walk_entries (const struct snapfile *f, entry_fn fn, void *opaque,
           break;
         why = qsnap_check_entry (&f->h, &entries[k]);
         if (why) {
-          image_error ("%s: stream '%s' block %" PRIu64 ": %s", f->path,
+          image_error ("%s: stream '%s' block %" PRIu64 ": %s", f->name,
                        s->name, block, why);
           (*bad)++;
           continue;
@@ -524,7 +526,7 @@ count_entry (void *opaque, const struct snapfile *f,
     struct extent *p = realloc (in->stored, cap * sizeof *p);
 
     if (p == NULL) {
-      image_error ("%s: %m", f->path);
+      image_error ("%s: %m", f->name);
       return -1;
     }
     in->stored = p;
@@ -610,7 +612,7 @@ snapshot_info (int argc, char *argv[])
   if (walk_entries (&f, count_entry, &in, &bad) == -1 || bad > 0) {
     if (bad > 0)
       image_error ("%s: the index is damaged; run 'qemount snapshot verify'",
-                   f.path);
+                   f.name);
     free (in.stored);
     source_close (f.src);
     return EXIT_ERROR;
@@ -635,7 +637,7 @@ snapshot_info (int argc, char *argv[])
 
   if (json) {
     printf ("{\n  \"file\": ");
-    json_string (stdout, f.path);
+    json_string (stdout, f.name);
     printf (",\n  \"version\": %" PRIu32 ",\n  \"block_size\": %" PRIu32
             ",\n  \"codec\": ", f.h.version, f.h.block_size);
     json_string (stdout, f.h.codec);
@@ -674,7 +676,7 @@ snapshot_info (int argc, char *argv[])
     strcpy (created, "?");
   printf ("file:        %s\nformat:      qsnap version %" PRIu32
           "\nblock size:  %" PRIu32 " bytes\ncodec:       %s\n"
-          "file id:     %s\ncreated:     %s\n", f.path, f.h.version,
+          "file id:     %s\ncreated:     %s\n", f.name, f.h.version,
           f.h.block_size, f.h.codec, id, created);
   for (uint32_t i = 0; i < f.h.n_streams; ++i) {
     format_size (size, sizeof size, f.streams[i].size);
@@ -735,7 +737,7 @@ verify_entry (void *opaque, const struct snapfile *f,
   }
   if (why) {
     image_error ("%s: stream '%s' block %" PRIu64 " (offset %" PRIu64
-                 "): %s", f->path, s->name, block, e->offset, why);
+                 "): %s", f->name, s->name, block, e->offset, why);
     v->bad++;
   }
   return 0;
@@ -788,7 +790,7 @@ snapshot_verify (int argc, char *argv[])
   v.stored = malloc (qsnap_max_stored (f.h.block_size));
   v.block = malloc (f.h.block_size);
   if (v.stored == NULL || v.block == NULL) {
-    image_error ("%s: %m", f.path);
+    image_error ("%s: %m", f.name);
     r = -1;
   }
   else
@@ -802,10 +804,10 @@ snapshot_verify (int argc, char *argv[])
     return EXIT_ERROR;
   if (v.bad > 0) {
     printf ("%s: %" PRIu64 " problems found (%" PRIu64 " stored blocks "
-            "read)\n", f.path, v.bad, v.checked);
+            "read)\n", f.name, v.bad, v.checked);
     return EXIT_ERROR;
   }
-  printf ("%s: all %" PRIu64 " stored blocks are good\n", f.path, v.checked);
+  printf ("%s: all %" PRIu64 " stored blocks are good\n", f.name, v.checked);
   return EXIT_OK;
 }
 

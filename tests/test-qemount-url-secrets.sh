@@ -97,4 +97,14 @@ expect 4 "$shown: opening: HTTP status 401" \
   qemount mount --raw "http://user:WrongPW@127.0.0.1:$port/img.qcow2?tok=Q9secret" "$mnt"
 no_secret "a refused mount's messages" "$tmp/err"
 assert_clean "$mnt"
-echo "PASS: no secret of a URL shown while it is mounted"
+
+# Snapshots read from such a URL say where from without the secrets.
+qemount snapshot create "$url" "$tmp/s.qsnap" > "$tmp/create.out" 2>&1 ||
+  { cat "$tmp/create.out" >&2; fail "snapshot create from the URL failed"; }
+grep -qF "$shown -> $tmp/s.qsnap:" "$tmp/create.out" ||
+  { cat "$tmp/create.out" >&2; fail "snapshot create: the summary does not name $shown"; }
+no_secret "snapshot create's output" "$tmp/create.out"
+qemount_nbdkit -r -- file="$tmp/s.qsnap" --run "nbdcopy \"\$uri\" '$tmp/snap.raw'" ||
+  fail "the snapshot does not read"
+cmp -s "$tmp/snap.raw" "$tmp/disk.raw" || fail "the snapshot differs from the image"
+echo "PASS: no secret of a URL shown while it is mounted or made a snapshot of"
