@@ -79,10 +79,16 @@ parse_disk_option (int c, const char *arg, struct disk_options *d)
     }
     d->req.snapshot = arg;
     return 1;
-  case OPT_DISK_CACHE_DIR:
-    /* Absolute: nbdkit runs elsewhere.  Checked when the image opens. */
-    d->req.cache_dir = absolute_path (arg);
+  case OPT_DISK_CACHE_DIR: {
+    /* Absolute: nbdkit runs elsewhere.  Checked when the image opens.
+     * Kept here, as long as the option it comes from.
+     */
+    static char *cache_dir;
+
+    free (cache_dir);
+    d->req.cache_dir = cache_dir = absolute_path (arg);
     return 1;
+  }
   case OPT_DISK_LV:
     if (!lv_name_ok (arg)) {
       errorf ("--lv %s: must be VG/LV, names of letters, digits and "
