@@ -101,13 +101,18 @@ parse_disk_option (int c, const char *arg, struct disk_options *d)
     d->key_file = arg;
     return 1;
   case OPT_DISK_VOLUME:
-    /* By number: names are not read yet (apfs.c). */
+    /* A name, unless it is all digits: choose_volume looks it up. */
+    if (*arg && strspn (arg, "0123456789") < strlen (arg)) {
+      d->volume_name = arg;
+      d->volume = -1;
+      return 1;
+    }
+    d->volume_name = NULL;
     errno = 0;
     d->volume = strtol (arg, &end, 10);
-    if (errno || *end || end == arg || *arg < '0' || *arg > '9' ||
-        d->volume >= APFS_MAX_VOLUMES) {
+    if (errno || *end || end == arg || d->volume >= APFS_MAX_VOLUMES) {
       errorf ("--volume %s: must be an APFS volume's number, from 0 (the "
-              "first) to 99; qemount does not read volume names yet", arg);
+              "first) to 99, or its name", arg);
       return -1;
     }
     return 1;
@@ -116,32 +121,46 @@ parse_disk_option (int c, const char *arg, struct disk_options *d)
   }
 }
 
-/* --volume N: the module's vol=N, for an APFS container only, and a
- * volume it lists (apfs.c) when libblkid found it and its superblock
- * was read: the module's own error for an empty slot reads "likely
- * corruption".
+/* --volume N or NAME: the module's vol=N, for an APFS container only,
+ * and a volume it lists (apfs.c) when libblkid found it and its
+ * superblock was read: the module's own error for an empty slot reads
+ * "likely corruption".  A name is looked up among those read on the
+ * host: the module takes numbers only.
  */
 static int
-choose_volume (const char *image, int volume, bool raw, struct choice *c)
+choose_volume (const char *image, int volume, const char *name, bool raw,
+               struct choice *c)
 {
-  char vols[APFS_VOLUMES_LEN];
+  CLEANUP_FREE char *vols = NULL;
+  CLEANUP_FREE char *arg = name ? xstrdup (name) : xasprintf ("%d", volume);
 
   if (raw) {
     errorf ("--raw exports the disk itself: --volume does not apply");
     return EXIT_USAGE;
   }
   if (c->fstype == NULL || strcmp (c->fstype, "apfs") != 0) {
-    errorf ("%s: --volume %d: the filesystem is %s, not an APFS container",
-            image, volume, c->fstype ? c->fstype : "not known");
+    errorf ("%s: --volume %s: the filesystem is %s, not an APFS container",
+            image, arg, c->fstype ? c->fstype : "not known");
     return EXIT_USAGE;
   }
   if (c->fs->type && strcmp (c->fs->type, "apfs") == 0 &&
-      c->fs->n_volumes >= 0 && !c->fs->volumes[volume]) {
-    apfs_format_volumes (c->fs, vols);
-    errorf ("%s: --volume %d: no such volume in the APFS container; it "
-            "has: %s", image, volume, c->fs->n_volumes ? vols : "none");
+      c->fs->n_volumes >= 0) {
+    vols = apfs_format_volumes (c->fs);
+    if (name)
+      volume = apfs_find_volume (c->fs, name);
+    if (volume == -1 || !c->fs->volumes[volume].used) {
+      errorf ("%s: --volume %s: no such volume in the APFS container; it "
+              "has: %s", image, arg, c->fs->n_volumes ? vols : "none");
+      return EXIT_NO_FILESYSTEM;
+    }
+  }
+  else if (name) {
+    errorf ("%s: --volume %s: the APFS container's volume names cannot be "
+            "read on the host: give the volume's number", image, name);
     return EXIT_NO_FILESYSTEM;
   }
+  if (name)
+    debugf ("%s: --volume %s is volume %d", image, name, volume);
   snprintf (c->fsopts, sizeof c->fsopts, "vol=%d", volume);
   return EXIT_OK;
 }
@@ -167,8 +186,9 @@ prepare (struct preparation *p)
   image_close (img);
   status = choose_filesystem (d->name, &p->layout, d->partition,
                               d->letter, d->fstype, p->raw, &p->choice);
-  if (status == EXIT_OK && d->volume >= 0)
-    status = choose_volume (d->name, d->volume, p->raw, &p->choice);
+  if (status == EXIT_OK && (d->volume >= 0 || d->volume_name))
+    status = choose_volume (d->name, d->volume, d->volume_name, p->raw,
+                            &p->choice);
   if (status == EXIT_OK && p->chosen)
     status = p->chosen (&p->choice, p->opaque);
   /* Asked for before anything starts: the prompt is not a timeout. */

@@ -27,7 +27,7 @@ extract_usage (FILE *fp)
 "usage: qemount extract IMAGE [--partition N] [--fstype T] [--path P]...\n"
 "                       [--accel auto|kvm|tcg] [--format FORMAT]\n"
 "                       [--backing yes|no|samedir] [--snapshot NAME]\n"
-"                       [--lv VG/LV] [--key-file FILE|-] [--volume N]\n"
+"                       [--lv VG/LV] [--key-file FILE|-] [--volume N|NAME]\n"
 "                       [--cache-dir DIR]\n"
 "                       -o FILE|-\n"
 "\n"

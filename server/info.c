@@ -259,11 +259,19 @@ json_filesystem (FILE *fp, const struct filesystem *fs)
     const char *sep = "";
 
     fputs (", \"volumes\": [", fp);
-    for (int i = 0; i < APFS_MAX_VOLUMES; ++i)
-      if (fs->volumes[i]) {
-        fprintf (fp, "%s%d", sep, i);
-        sep = ", ";
-      }
+    for (int i = 0; i < APFS_MAX_VOLUMES; ++i) {
+      const struct apfs_volume *v = &fs->volumes[i];
+      char role[APFS_ROLE_LEN];
+
+      if (!v->used)
+        continue;
+      fprintf (fp, "%s{\"index\": %d", sep, i);
+      json_member (fp, ", ", "name", v->name);
+      json_member (fp, ", ", "role",
+                   v->name ? apfs_role_name (v->role, role) : NULL);
+      fputs ("}", fp);
+      sep = ", ";
+    }
     fputs ("]", fp);
   }
   fputs ("}", fp);
@@ -382,9 +390,8 @@ print_filesystem (FILE *fp, const struct filesystem *fs)
   else if (fs->no_variant)
     fprintf (fp, " (Linux cannot mount it: %s)", fs->no_variant);
   if (fs->n_volumes > 0) {
-    char vols[APFS_VOLUMES_LEN];
+    CLEANUP_FREE char *vols = apfs_format_volumes (fs);
 
-    apfs_format_volumes (fs, vols);
     fprintf (fp, " (volumes %s)", vols);
   }
   if (fs->usage && strcmp (fs->usage, "filesystem") != 0)

@@ -58,7 +58,7 @@ mount_usage (FILE *fp)
 "                     [--uid U --gid G] [--foreground]\n"
 "                     [--format FORMAT] [--backing yes|no|samedir]\n"
 "                     [--snapshot NAME] [--lv VG/LV] [--key-file FILE|-]\n"
-"                     [--volume N] [--cache-dir DIR]\n"
+"                     [--volume N|NAME] [--cache-dir DIR]\n"
 "       qemount mount IMAGE DIR --raw [--partition N] [--rw]\n"
 "                     [--overlay PATH] [--uid U --gid G] [--foreground]\n"
 "                     [--snapshot NAME] [--cache-dir DIR]\n"
@@ -74,7 +74,7 @@ mount_usage (FILE *fp)
 "when the host kernel cannot.  LVM, md RAID1 and LUKS containers are\n"
 "opened in the helper VM: --lv chooses a logical volume, --key-file\n"
 "gives the LUKS passphrase (else it is asked for on the terminal).\n"
-"--volume N mounts volume N of an APFS container (default 0).\n"
+"--volume N|NAME mounts that volume of an APFS container (default 0).\n"
 "--snapshot mounts a qcow2 internal snapshot instead of the image's\n"
 "current state; with --rw, only with --overlay PATH.\n");
 }

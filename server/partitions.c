@@ -176,11 +176,12 @@ load_ebr_chain (struct image *img, int memfd, uint64_t ext_start,
 }
 
 /* The filesystem (or other signature) at [offset, offset+size) of the
- * memfd.
+ * memfd; an APFS container's volumes from img itself, since they lie
+ * anywhere in it.
  */
 static void
-probe_filesystem (int memfd, uint64_t offset, uint64_t size,
-                  struct filesystem *fs)
+probe_filesystem (struct image *img, int memfd, uint64_t offset,
+                  uint64_t size, struct filesystem *fs)
 {
   blkid_probe pr = blkid_new_probe ();
   const char *v;
@@ -207,7 +208,7 @@ probe_filesystem (int memfd, uint64_t offset, uint64_t size,
       if (fs->type && strcmp (fs->type, "ufs") == 0)
         fs->variant = ufs_variant (memfd, offset, size, &fs->no_variant);
       if (fs->type && strcmp (fs->type, "apfs") == 0)
-        fs->n_volumes = apfs_volumes (memfd, offset, size, fs->volumes);
+        apfs_volumes (img, offset, size, fs);
     }
   }
   blkid_free_probe (pr);
@@ -324,6 +325,17 @@ add_disklabels (struct image *img, struct disk_layout *layout)
 }
 
 static void
+free_filesystem (struct filesystem *fs)
+{
+  free (fs->type);
+  free (fs->usage);
+  free (fs->label);
+  free (fs->uuid);
+  for (int i = 0; i < APFS_MAX_VOLUMES; ++i)
+    free (fs->volumes[i].name);
+}
+
+static void
 free_partitions (struct disk_layout *layout)
 {
   for (size_t i = 0; i < layout->n_partitions; ++i) {
@@ -332,10 +344,7 @@ free_partitions (struct disk_layout *layout)
     free (p->type);
     free (p->name);
     free (p->uuid);
-    free (p->fs.type);
-    free (p->fs.usage);
-    free (p->fs.label);
-    free (p->fs.uuid);
+    free_filesystem (&p->fs);
   }
   free (layout->partitions);
   free (layout->table);
@@ -349,10 +358,7 @@ void
 free_disk_layout (struct disk_layout *layout)
 {
   free_partitions (layout);
-  free (layout->whole.type);
-  free (layout->whole.usage);
-  free (layout->whole.label);
-  free (layout->whole.uuid);
+  free_filesystem (&layout->whole);
   memset (layout, 0, sizeof *layout);
 }
 
@@ -406,7 +412,7 @@ probe_disk (struct image *img, struct disk_layout *layout)
          load (img, memfd, p->start + p->size - PART_BYTES,
                PART_BYTES) == -1))
       goto err;
-    probe_filesystem (memfd, p->start, p->size, &p->fs);
+    probe_filesystem (img, memfd, p->start, p->size, &p->fs);
   }
   /* A filesystem on the whole disk, unless partitions were found: a
    * partitioned disk's first partition can look like one at offset 0 to
@@ -415,7 +421,7 @@ probe_disk (struct image *img, struct disk_layout *layout)
    * partitions over a filesystem is that filesystem's boot sector.
    */
   if (layout->table == NULL || layout->n_partitions == 0) {
-    probe_filesystem (memfd, 0, img->size, &layout->whole);
+    probe_filesystem (img, memfd, 0, img->size, &layout->whole);
     if (layout->table && fs_is_mountable (&layout->whole)) {
       free (layout->table);
       free (layout->table_id);
@@ -605,7 +611,8 @@ print_partition_list (FILE *fp, const struct disk_layout *layout)
            "#", "START", "SIZE", type_width, "TYPE", "FILESYSTEM", "LABEL");
   for (size_t i = 0; i < layout->n_partitions; ++i) {
     const struct partition *p = &layout->partitions[i];
-    char name[16], start[32], size[32], fs[64 + APFS_VOLUMES_LEN];
+    char name[16], start[32], size[32];
+    CLEANUP_FREE char *fs = NULL;
 
     format_partition (name, sizeof name, p->number, p->letter);
     format_size (start, sizeof start, p->start);
@@ -613,15 +620,14 @@ print_partition_list (FILE *fp, const struct disk_layout *layout)
     fprintf (fp, "  %3s  %10s  %10s  %-*s  ", name, start, size,
              type_width, p->type_name ? p->type_name : p->type);
     if (p->fs.variant)
-      snprintf (fs, sizeof fs, "%s (%s)", p->fs.type, p->fs.variant);
+      fs = xasprintf ("%s (%s)", p->fs.type, p->fs.variant);
     else if (p->fs.n_volumes > 0) {
-      char vols[APFS_VOLUMES_LEN];
+      CLEANUP_FREE char *vols = apfs_format_volumes (&p->fs);
 
-      apfs_format_volumes (&p->fs, vols);
-      snprintf (fs, sizeof fs, "%s (volumes %s)", p->fs.type, vols);
+      fs = xasprintf ("%s (volumes %s)", p->fs.type, vols);
     }
     else
-      snprintf (fs, sizeof fs, "%s", p->fs.type ? p->fs.type : "-");
+      fs = xstrdup (p->fs.type ? p->fs.type : "-");
     if (p->fs.label)
       fprintf (fp, "%-10s  %s\n", fs, p->fs.label);
     else

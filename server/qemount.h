@@ -124,6 +124,7 @@ struct disk_options {
   const char *accel;            /* --accel, for the helper VM */
   const char *lv, *key_file;    /* --lv VG/LV, --key-file FILE|- */
   int volume;                   /* --volume N of an APFS container, or -1 */
+  const char *volume_name;      /* --volume NAME, or NULL */
 };
 enum {
   OPT_DISK_ACCEL = 0x300, OPT_DISK_FORMAT, OPT_DISK_BACKING, OPT_DISK_LV,
@@ -152,6 +153,11 @@ struct image *open_image (const struct image_request *req, int *status);
 
 /* partitions.c: what the disk holds, found by libblkid. */
 #define APFS_MAX_VOLUMES 100    /* nx_fs_oid[] of a container */
+struct apfs_volume {
+  bool used;                    /* its slot holds a volume */
+  char *name;                   /* from its superblock, or NULL (apfs.c) */
+  uint16_t role;                /* apfs_role, when name is set */
+};
 struct filesystem {
   char *type;                   /* blkid TYPE ("ext4"), NULL if unknown */
   char *usage;                  /* "filesystem", "raid", "crypto", "other" */
@@ -162,7 +168,7 @@ struct filesystem {
   const char *variant, *no_variant;
   /* APFS: the volumes the container lists (apfs.c), by number. */
   int n_volumes;                /* -1: its superblock cannot be read */
-  bool volumes[APFS_MAX_VOLUMES];
+  struct apfs_volume volumes[APFS_MAX_VOLUMES];
 };
 
 struct partition {
@@ -225,14 +231,21 @@ const char *ufs_variant (int fd, uint64_t start, uint64_t size,
                          const char **why);
 
 /* apfs.c: the volumes of the APFS container at [start, start+size) of
- * fd: their count, or -1 if its superblock cannot be read.
+ * img into fs->n_volumes (-1 if its superblock cannot be read) and
+ * fs->volumes, with their names where the container lets us read them
+ * (else a warning).
  */
-int apfs_volumes (int fd, uint64_t start, uint64_t size,
-                  bool volumes[APFS_MAX_VOLUMES]);
-/* "0 1 3": the numbers of fs's volumes; all 100 take 289 bytes. */
-#define APFS_VOLUMES_LEN 300
-void apfs_format_volumes (const struct filesystem *fs,
-                          char buf[APFS_VOLUMES_LEN]);
+void apfs_volumes (struct image *img, uint64_t start, uint64_t size,
+                   struct filesystem *fs);
+/* "0 \"Data\", 3": fs's volumes, named when known (malloc()ed). */
+char *apfs_format_volumes (const struct filesystem *fs);
+/* The volume of fs called name, or -1. */
+int apfs_find_volume (const struct filesystem *fs, const char *name);
+/* "data" for APFS_VOL_ROLE_DATA, "0x1c0" (in buf) for one we do not
+ * know, NULL for none.
+ */
+#define APFS_ROLE_LEN 8
+const char *apfs_role_name (uint16_t role, char buf[APFS_ROLE_LEN]);
 
 /* output.c: sizes for people ("64 MiB"), strings for JSON, image
  * locations without a URL's secrets (in argv too). */

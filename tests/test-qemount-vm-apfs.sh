@@ -4,9 +4,11 @@
 # builds from Debian's apfs-dkms: an empty container from mkapfs filled
 # through a --rw mount with an overlay and committed (vm_fill_via_vm),
 # apfsck on the result, extracted, then the same container in a GPT
-# partition mounted read-only with --volume 0: every file compared with
-# the tree that went in, each time (tests/test-qemount-apfs.sh checks what --volume
-# refuses, without the VM).
+# partition mounted read-only with --volume and the volume's name (mkapfs
+# calls it "untitled"; qemount info reads it on the host): every file
+# compared with the tree that went in, each time
+# (tests/test-qemount-apfs.sh checks what --volume refuses, without the
+# VM).
 source ./tests/qemount-functions.sh
 source ./tests/vm-functions.sh
 requires_guest
@@ -38,11 +40,12 @@ echo "start=2048, size=$((size / 512)), type=7c3457ef-0000-11aa-aa11-00306543eca
   sfdisk -q -X gpt "$tmp/gpt.img" >/dev/null
 dd if="$tmp/apfs.img" of="$tmp/gpt.img" bs=1M seek=1 conv=notrunc status=none
 qemount info "$tmp/gpt.img" > "$tmp/info.out"
-grep -qE '^ +1 .* Apple APFS +apfs \(volumes 0\)$' "$tmp/info.out" ||
+grep -qE '^ +1 .* Apple APFS +apfs \(volumes 0 "untitled"\)$' "$tmp/info.out" ||
   fail "qemount info does not show the APFS partition: $(cat "$tmp/info.out")"
 
 mkdir "$tmp/mnt"
-qemount mount --via vm --volume 0 "$tmp/gpt.img" "$tmp/mnt" || fail "mount failed"
+qemount mount --via vm --volume untitled "$tmp/gpt.img" "$tmp/mnt" ||
+  fail "mount failed"
 vm_manifest "$tmp/mnt" > "$tmp/got.manifest"
 diff -u "$tmp/tree.manifest" "$tmp/got.manifest" ||
   fail "mount: the files differ from what went in"
