@@ -138,6 +138,18 @@ put_fs ()
   dd if="$3" of="$1" bs=512 seek="$start" conv=notrunc,sparse status=none
 }
 
+# in_gpt FSFILE DISK TYPE: DISK is a GPT disk whose one partition, of
+# sfdisk's TYPE, starts at 1 MiB and holds FSFILE (whole sectors).
+in_gpt ()
+{
+  local size
+  size=$(stat -c %s "$1")
+  truncate -s $((size + 2 * 1048576)) "$2"
+  echo "start=2048, size=$((size / 512)), type=$3" | sfdisk -q -X gpt "$2" >/dev/null ||
+    fail "sfdisk cannot make $2"
+  dd if="$1" of="$2" bs=1M seek=1 conv=notrunc status=none
+}
+
 # The disks the tests mount, in $tmp (raw), from the tree in $tmp/tree:
 #   mbr.img    DOS table: 1 Linux swap, 2 extended, 5 logical ext4
 #   gpt.img    GPT: 1 ext2, 2 xfs, 3 btrfs (xfs wants >= 300 MiB; sparse)

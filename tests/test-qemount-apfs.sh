@@ -117,10 +117,7 @@ expect 8 "bad.img: --volume Mac HD: no such volume in the APFS container; it has
   qemount mount "$tmp/bad.img" "$tmp/mnt" --volume "Mac HD"
 
 # In a GPT partition of type Apple APFS.
-truncate -s $((130 * 1048576)) "$tmp/gpt.img"
-echo "start=2048, size=$((128 * 2048)), type=7c3457ef-0000-11aa-aa11-00306543ecac" |
-  sfdisk -q -X gpt "$tmp/gpt.img" > /dev/null
-dd if="$tmp/apfs.img" of="$tmp/gpt.img" bs=1M seek=1 conv=notrunc status=none
+in_gpt "$tmp/apfs.img" "$tmp/gpt.img" 7c3457ef-0000-11aa-aa11-00306543ecac
 qemount info "$tmp/gpt.img" > "$tmp/info"
 grep -qE '^ +1 .* Apple APFS +apfs \(volumes 0 "Mac HD"\)$' "$tmp/info" ||
   { cat "$tmp/info" >&2; fail "qemount info does not list the partition's volumes"; }

@@ -34,11 +34,7 @@ diff -u "$tmp/tree.manifest" "$tmp/got.manifest" ||
   fail "extract: the files differ from what went in"
 
 # The committed container as partition 1 of a GPT disk.
-size=$(stat -c %s "$tmp/apfs.img")
-truncate -s $((size + 2 * 1048576)) "$tmp/gpt.img"
-echo "start=2048, size=$((size / 512)), type=7c3457ef-0000-11aa-aa11-00306543ecac" |
-  sfdisk -q -X gpt "$tmp/gpt.img" >/dev/null
-dd if="$tmp/apfs.img" of="$tmp/gpt.img" bs=1M seek=1 conv=notrunc status=none
+in_gpt "$tmp/apfs.img" "$tmp/gpt.img" 7c3457ef-0000-11aa-aa11-00306543ecac
 qemount info "$tmp/gpt.img" > "$tmp/info.out"
 grep -qE '^ +1 .* Apple APFS +apfs \(volumes 0 "untitled"\)$' "$tmp/info.out" ||
   fail "qemount info does not show the APFS partition: $(cat "$tmp/info.out")"

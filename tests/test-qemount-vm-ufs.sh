@@ -30,11 +30,7 @@ check_ufs ()                    # check_ufs MAKER UFSTYPE
     fail "$fs: extract: the files differ from what went in"
 
   # The same filesystem as partition 1 of a GPT disk.
-  size=$(stat -c %s "$tmp/$fs.img")
-  truncate -s $((size + 2 * 1048576)) "$tmp/$fs.gpt.img"
-  echo "start=2048, size=$((size / 512)), type=516e7cb4-6ecf-11d6-8ff8-00022d09712b" |
-    sfdisk -q -X gpt "$tmp/$fs.gpt.img" >/dev/null
-  dd if="$tmp/$fs.img" of="$tmp/$fs.gpt.img" bs=1M seek=1 conv=notrunc status=none
+  in_gpt "$tmp/$fs.img" "$tmp/$fs.gpt.img" 516e7cb4-6ecf-11d6-8ff8-00022d09712b
   qemount info "$tmp/$fs.gpt.img" | grep -q "FreeBSD UFS  ufs ($type)" ||
     fail "$fs: qemount info does not show the UFS partition"
   qemount mount --via vm "$tmp/$fs.gpt.img" "$tmp/mnt" || fail "$fs: mount failed"
