@@ -708,9 +708,21 @@ resolve_relative (const struct source *parent, const char *name,
   }
   if (parent->remote)
     return resolve_url (parent, name, what, same_dir);
+  /* A local overlay of a base on a server is common, but the server is
+   * the image's choice, not the user's, so only under backing=yes.
+   * QEMU's pseudo-protocols (nbd:unix:..., json:{...}) never.
+   */
+  if (source_is_url (name) && !same_dir) {
+    char *url = strdup (name);
+
+    if (url == NULL)
+      image_error ("%s: %m", parent->name);
+    return url;
+  }
   if (looks_like_protocol (name)) {
-    image_error ("%s: %s '%s' is not a local file; only local "
-                 "files are followed", parent->name, what, name);
+    image_error ("%s: %s '%s' is not a local file; %s", parent->name, what,
+                 name, source_is_url (name) ? "use backing=yes to follow it"
+                 : "only local files and URLs under backing=yes are followed");
     errno = EPERM;
     return NULL;
   }

@@ -129,6 +129,20 @@ expect_read_failure "encoded parent directory" "sub/%252e%252e%252fbase.qcow2" \
 qemount_read -b yes "$http/sub/up.qcow2" >/dev/null 2>"$tmp/err" ||
   { cat "$tmp/err" >&2; fail "parent directory: refused with backing=yes"; }
 
+# A local image whose backing file is on the server: followed only with
+# backing=yes (the server is the image's choice, not the user's).
+qemu-img create -q -f qcow2 -F qcow2 -b "$http/base.qcow2" -u "$tmp/local-top.qcow2" 4M
+expect_read_failure "local image, remote backing" \
+  "$tmp/local-top.qcow2: backing file '$http/base.qcow2' is not a local file; use backing=yes to follow it" \
+  "$tmp/local-top.qcow2"
+qemu-img create -q -f raw "$tmp/base.raw" 4M
+printf 'remote base' | dd of="$tmp/base.raw" bs=1 seek=4096 conv=notrunc status=none
+qemu-img convert -f raw -O qcow2 "$tmp/base.raw" "$tmp/www/base.qcow2"
+qemount_read -b yes "$tmp/local-top.qcow2" > "$tmp/local-top.raw" 2>"$tmp/err" ||
+  { cat "$tmp/err" >&2; fail "local image, remote backing: refused with backing=yes"; }
+cmp -s "$tmp/local-top.raw" "$tmp/base.raw" ||
+  fail "local image, remote backing: the data differs from the base's"
+
 # Messages never show a user, password or (pre-signed) query of the URL.
 hostport=${http#http://}
 expect_read_failure "credentials" "http://$hostport/nope.qcow2: opening: HTTP status 404" \
