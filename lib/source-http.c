@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <curl/curl.h>
 
@@ -206,18 +205,9 @@ add_header (struct curl_slist **list, const char *header)
   return l != NULL;
 }
 
-/* Transient failures (resets, refused connections, 5xx) are retried
- * this many times, after 0.1 s, 0.4 s, 1.6 s: a server restarting or a
- * proxy hiccup, not one that is down.  A request that times out is not
- * retried: the timeout is the user's bound on waiting.
- */
-#define RETRIES 3
-#define FIRST_BACKOFF_NS 100000000L
-
 bool
 source_curl_retry (int rc, long status, unsigned attempt)
 {
-  long backoff = FIRST_BACKOFF_NS;
   bool transient;
 
   switch (rc) {
@@ -234,13 +224,7 @@ source_curl_retry (int rc, long status, unsigned attempt)
   default:
     transient = false;
   }
-  if (!transient || attempt >= RETRIES)
-    return false;
-  for (unsigned i = 0; i < attempt; ++i)
-    backoff *= 4;
-  nanosleep (&(struct timespec) { .tv_sec = backoff / 1000000000L,
-                                  .tv_nsec = backoff % 1000000000L }, NULL);
-  return true;
+  return transient && source_backoff (attempt);
 }
 
 /* Run the request set up on t->conn, again after a transient failure.

@@ -118,27 +118,24 @@ destroy_handle (void *handle)
   nbd_close (handle);
 }
 
+/* One read on one pooled handle: 1 done, 0 timed out, -1 failed (the
+ * server's error reply, or the connection died; libnbd's error in
+ * why), -2 no connection (said).
+ */
 static int
-nbd_fetch (struct source *s, void *buf, size_t count, uint64_t offset)
+read_once (struct nbd *n, void *buf, size_t count, uint64_t offset,
+           char *why, size_t why_size)
 {
-  struct nbd *n = s->priv;
   struct nbd_handle *h = source_pool_get (n->pool);
   int64_t cookie;
   int r;
 
-  if (h == NULL) {
-    errno = EIO;
-    return -1;
-  }
+  if (h == NULL)
+    return -2;
   cookie = nbd_aio_pread (h, buf, count, offset, NBD_NULL_COMPLETION, 0);
   r = cookie == -1 ? -1 : run (h, completed, cookie);
-  if (r == 0)
-    image_error ("%s: reading %zu bytes at offset %" PRIu64 ": timed out "
-                 "(no progress for %u s)", s->name, count, offset,
-                 source_settings ()->timeout);
-  else if (r == -1)
-    image_error ("%s: reading %zu bytes at offset %" PRIu64 ": %s",
-                 s->name, count, offset, nbd_get_error ());
+  if (r == -1)
+    snprintf (why, why_size, "%s", nbd_get_error ());
   /* A handle whose connection died, or that still has the command in
    * flight, is of no more use.
    */
@@ -146,6 +143,31 @@ nbd_fetch (struct source *s, void *buf, size_t count, uint64_t offset)
     source_pool_discard (n->pool, h);
   else
     source_pool_put (n->pool, h);
+  return r;
+}
+
+static int
+nbd_fetch (struct source *s, void *buf, size_t count, uint64_t offset)
+{
+  struct nbd *n = s->priv;
+  unsigned attempt = 0;
+  char why[256];
+  int r;
+
+  /* A failed read is tried again (on a new connection if that one
+   * died); a timeout is the user's bound and a failed connect has said
+   * why (make_handle).
+   */
+  while ((r = read_once (n, buf, count, offset, why, sizeof why)) == -1 &&
+         source_backoff (attempt++))
+    ;
+  if (r == 0)
+    image_error ("%s: reading %zu bytes at offset %" PRIu64 ": timed out "
+                 "(no progress for %u s)", s->name, count, offset,
+                 source_settings ()->timeout);
+  else if (r == -1)
+    image_error ("%s: reading %zu bytes at offset %" PRIu64 ": %s",
+                 s->name, count, offset, why);
   if (r != 1) {
     errno = EIO;
     return -1;

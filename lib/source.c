@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -98,6 +99,29 @@ source_hides (const char *location)
   hides = name == NULL || strcmp (name, location) != 0;
   free (name);
   return hides;
+}
+
+/* Transient failures (resets, refused connections, 5xx, an NBD
+ * server's error reply) are retried this many times, after 0.1 s,
+ * 0.4 s, 1.6 s: a server restarting or a proxy hiccup, not one that is
+ * down.  A request that times out is not retried: the timeout is the
+ * user's bound on waiting.
+ */
+#define RETRIES 3
+#define FIRST_BACKOFF_NS 100000000L
+
+bool
+source_backoff (unsigned attempt)
+{
+  long backoff = FIRST_BACKOFF_NS;
+
+  if (attempt >= RETRIES)
+    return false;
+  for (unsigned i = 0; i < attempt; ++i)
+    backoff *= 4;
+  nanosleep (&(struct timespec) { .tv_sec = backoff / 1000000000L,
+                                  .tv_nsec = backoff % 1000000000L }, NULL);
+  return true;
 }
 
 /* The local file. */

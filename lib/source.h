@@ -139,6 +139,11 @@ char *source_s3_encode (const char *s, const char *keep);
  */
 void source_s3_error_code (const char *body, char *code, size_t size);
 
+/* Whether a transient failure is worth its attempt-th retry (from 0);
+ * if so, after waiting the backoff for it.
+ */
+bool source_backoff (unsigned attempt);
+
 /* libcurl, for lib/source-http.c and lib/s3-upload.c: initialize it
  * once (0, or -1 after image_error naming name); set up a new easy
  * handle (a CURL *) as every request of ours is, error messages into
@@ -147,7 +152,8 @@ void source_s3_error_code (const char *body, char *code, size_t size);
 int source_curl_init (const char *name);
 /* Whether a request that ended with rc (a CURLcode) and HTTP status
  * (0 if none) failed in a way worth trying again, for its attempt-th
- * retry (from 0); if so, after waiting the backoff for it.
+ * retry (from 0); if so, after waiting the backoff for it
+ * (source_backoff).
  */
 bool source_curl_retry (int rc, long status, unsigned attempt);
 void source_curl_options (void *curl, char *error,

@@ -2,36 +2,49 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # Images on an NBD server (nbdkit's file plugin on a unix socket, with 20
 # ms of added latency per read): they decode exactly through
-# file=nbd+unix://, in parallel over several connections; a server that
-# stops answering fails reads after timeout=.
+# file=nbd+unix://, in parallel over several connections, also when the
+# server fails reads for a while (nbdkit's error filter: retried); a server
+# that stops answering fails reads after timeout=.
 source ./tests/functions.sh
 source "$top_srcdir/tests/remote-functions.sh"
 requires nbdkit
 requires nbdcopy
 nbdkit --dump-plugin file >/dev/null 2>&1 || skip "nbdkit's file plugin is not installed"
-nbdkit --filter=delay null --dump-plugin >/dev/null 2>&1 || skip "nbdkit's delay filter is not installed"
+for f in delay error; do
+  nbdkit --filter=$f null --dump-plugin >/dev/null 2>&1 || skip "nbdkit's $f filter is not installed"
+done
 
 stop_server ()
 {
   [ -n "${server_pid:-}" ] || return 0
   kill -CONT "$server_pid" 2>/dev/null || :
   kill "$server_pid" 2>/dev/null || :
+  # Gone before the next one starts: nbdkit removes its socket on exit.
+  wait "$server_pid" 2>/dev/null || :
+  server_pid=
 }
 on_exit stop_server
 
-# serve IMAGE: nbdkit file on $tmp/server.sock, slowed down.
+# serve IMAGE [FILTER ARGS...]: nbdkit file on $tmp/server.sock, slowed
+# down (and with the error filter, if given its arguments).
 serve ()
 {
+  local image=$1 filters=(--filter=delay)
+  shift
+  [ $# = 0 ] || filters+=(--filter=error)
   stop_server
-  rm -f "$tmp/server.sock" "$tmp/server.pid"
-  nbdkit -r -U "$tmp/server.sock" -P "$tmp/server.pid" --filter=delay \
-    file "$1" rdelay=20ms 2>>"$tmp/server.log" ||
-    { cat "$tmp/server.log" >&2; fail "nbdkit file did not start"; }
+  rm -f "$tmp/server.sock"
+  # In the foreground, as our child: a daemon's messages go to syslog.
+  nbdkit -f -r -U "$tmp/server.sock" "${filters[@]}" \
+    file "$image" rdelay=20ms "$@" 2>>"$tmp/server.log" &
+  server_pid=$!
   for _ in $(seq 100); do
-    [ -s "$tmp/server.pid" ] && [ -S "$tmp/server.sock" ] && break
+    [ -S "$tmp/server.sock" ] && return 0
+    kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.05
   done
-  server_pid=$(cat "$tmp/server.pid")
+  cat "$tmp/server.log" >&2
+  fail "nbdkit file did not start"
 }
 
 url="nbd+unix:///?socket=$tmp/server.sock"
@@ -40,6 +53,30 @@ for image in src/mixed.raw qcow2/comp-zstd-c64k.qcow2 vhdx/qemu-dyn-b1m.vhdx \
   serve "$IMAGES/$image"
   copy_matches_manifest "$image" file="$url" connections=4
 done
+
+# A server that fails reads for a while (nbdkit's error filter, EIO
+# while $tmp/failing exists, which goes once the first failure is
+# logged): each is tried again, and the images still decode exactly.
+# One that fails every read: the error, after the retries, names the
+# URL and what the server said.
+for image in src/mixed.raw qcow2/comp-zstd-c64k.qcow2; do
+  : > "$tmp/server.log"
+  touch "$tmp/failing"
+  serve "$IMAGES/$image" error=EIO error-pread-rate=100% error-pread-file="$tmp/failing"
+  ( for _ in $(seq 600); do
+      grep -q "injecting EIO error into pread" "$tmp/server.log" && break
+      sleep 0.05
+    done
+    rm -f "$tmp/failing" ) &
+  copy_matches_manifest "$image" file="$url" connections=4
+  wait $!
+  grep -q "injecting EIO error into pread" "$tmp/server.log" ||
+    fail "$image: the flaky server failed no read"
+done
+serve "$IMAGES/src/mixed.raw" error=EIO error-pread-rate=100%
+expect_read_failure "failing server" "$url: reading " "$url"
+grep -qF "Input/output error" "$tmp/err" ||
+  { cat "$tmp/err" >&2; fail "failing server: the server's error is not said"; }
 
 # An export has no directory: a backing file is not looked for there.
 serve "$IMAGES/qcow2-chain/top.qcow2"
