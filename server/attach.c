@@ -151,6 +151,8 @@ start_nbdkit (struct mount_state *st, const struct disk_options *d)
   }
   if (d->req.cache_dir)
     argv_push_printf (&argv, "cache-dir=%s", d->req.cache_dir);
+  if (d->req.timeout)
+    argv_push_printf (&argv, "timeout=%u", d->req.timeout);
   if (st->partition > 0) {
     argv_push_printf (&argv, "offset=%" PRIu64, st->part_start);
     argv_push_printf (&argv, "range=%" PRIu64, st->part_size);

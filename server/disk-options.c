@@ -89,6 +89,20 @@ parse_disk_option (int c, const char *arg, struct disk_options *d)
     d->req.cache_dir = cache_dir = absolute_path (arg);
     return 1;
   }
+  case OPT_DISK_TIMEOUT: {
+    unsigned long seconds;
+
+    errno = 0;
+    seconds = strtoul (arg, &end, 10);
+    if (errno || *end || end == arg || *arg < '1' || *arg > '9' ||
+        seconds > 86400) {
+      errorf ("--timeout %s: must be a number of seconds, from 1 to 86400",
+              arg);
+      return -1;
+    }
+    d->req.timeout = seconds;
+    return 1;
+  }
   case OPT_DISK_LV:
     if (!lv_name_ok (arg)) {
       errorf ("--lv %s: must be VG/LV, names of letters, digits and "

@@ -28,7 +28,7 @@ extract_usage (FILE *fp)
 "                       [--accel auto|kvm|tcg] [--format FORMAT]\n"
 "                       [--backing yes|no|samedir] [--snapshot NAME]\n"
 "                       [--lv VG/LV] [--key-file FILE|-] [--volume N|NAME]\n"
-"                       [--cache-dir DIR]\n"
+"                       [--cache-dir DIR] [--timeout S]\n"
 "                       -o FILE|-\n"
 "\n"
 "Write a tar of the filesystem in IMAGE (or of the paths P in it) to\n"

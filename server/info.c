@@ -24,7 +24,7 @@ info_usage (FILE *fp)
   fprintf (fp,
            "usage: qemount info IMAGE [--json] [--verify] [--format FORMAT]"
            " [--backing yes|no|samedir]\n"
-           "                    [--snapshot NAME] [--cache-dir DIR]\n"
+           "                    [--snapshot NAME] [--cache-dir DIR] [--timeout S]\n"
            "\n"
            "Show the image's format, version, virtual size, cluster size,\n"
            "allocated bytes, streams, internal snapshots, backing chain,\n"

@@ -110,14 +110,12 @@ open_image (const struct image_request *req, int *status)
     return NULL;
   }
 
-  if (req->cache_dir) {
-    if (source_cache_dir_prepare (req->cache_dir) == -1) {
-      *status = EXIT_ERROR;
-      return NULL;
-    }
-    source_configure (&(struct source_settings) {
-        .cache_dir = req->cache_dir });
+  if (req->cache_dir && source_cache_dir_prepare (req->cache_dir) == -1) {
+    *status = EXIT_ERROR;
+    return NULL;
   }
+  source_configure (&(struct source_settings) {
+      .cache_dir = req->cache_dir, .timeout = req->timeout });
 
   /* The two commonest mistakes get their own status; the image layer
    * reports everything else.  What is not an image file (a directory,

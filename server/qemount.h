@@ -109,6 +109,7 @@ struct image_request {
   const char *overlay;          /* NULL, or read as changed by this one */
   const char *snapshot;         /* NULL: the active state */
   const char *cache_dir;        /* --cache-dir, absolute; NULL: none */
+  unsigned timeout;             /* --timeout, seconds; 0: the default */
 };
 bool format_is_known (const char *format);
 
@@ -129,13 +130,15 @@ struct disk_options {
 enum {
   OPT_DISK_ACCEL = 0x300, OPT_DISK_FORMAT, OPT_DISK_BACKING, OPT_DISK_LV,
   OPT_DISK_KEY_FILE, OPT_DISK_SNAPSHOT, OPT_DISK_CACHE_DIR, OPT_DISK_VOLUME,
+  OPT_DISK_TIMEOUT,
 };
 /* How to open the image: qemount info takes these too. */
 #define IMAGE_LONG_OPTIONS                                        \
   { "format", required_argument, NULL, OPT_DISK_FORMAT },         \
   { "backing", required_argument, NULL, OPT_DISK_BACKING },      \
   { "snapshot", required_argument, NULL, OPT_DISK_SNAPSHOT },     \
-  { "cache-dir", required_argument, NULL, OPT_DISK_CACHE_DIR }
+  { "cache-dir", required_argument, NULL, OPT_DISK_CACHE_DIR },   \
+  { "timeout", required_argument, NULL, OPT_DISK_TIMEOUT }
 #define DISK_LONG_OPTIONS                                         \
   IMAGE_LONG_OPTIONS,                                             \
   { "partition", required_argument, NULL, 'p' },                  \

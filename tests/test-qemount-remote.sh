@@ -60,6 +60,13 @@ expect 1 "cache directory /etc/passwd: not a directory" \
   qemount info "$url" --cache-dir /etc/passwd
 
 expect 3 "$http/nope.qcow2: opening: HTTP status 404" qemount info "$http/nope.qcow2"
+# A server that stops answering: --timeout bounds the wait (timeout(1)
+# makes a hang a failure, not a stuck test).
+kill -STOP "$nginx_pid"
+expect 1 "$url: opening: timed out (no progress for 1 s)" timeout -s KILL 60 "$QEMOUNT" info "$url" --timeout 1
+kill -CONT "$nginx_pid"
+expect 2 "--timeout 0: must be a number of seconds, from 1 to 86400" \
+  qemount info "$url" --timeout 0
 nginx_stop
 expect 1 "$url: opening: " qemount info "$url"
 
