@@ -258,7 +258,7 @@ load_block (void *opaque, void *buf)
   struct block_load *l = opaque;
   struct source *s = l->s;
   const uint64_t key = l->offset / SOURCE_BLOCK;
-  const unsigned blocks = (s->size - l->offset + SOURCE_BLOCK - 1) /
+  const uint64_t blocks = (s->size - l->offset + SOURCE_BLOCK - 1) /
     SOURCE_BLOCK;
   unsigned ahead;
   char *span = NULL;
