@@ -3,6 +3,7 @@
 
 #include <config.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -300,25 +301,18 @@ load_uncached (uint32_t block_size, cache_load_fn load, void *opaque,
 
 static int read_if_cached (struct block_cache *c, const struct cache_block *b,
                            void *dst, size_t offset, size_t len);
-static void keep_copy (struct block_cache *c, const struct cache_block *b,
-                       const void *src);
 
-/* A whole block that is not cached: decoded straight into the reply,
- * saving a copy, and kept only if flags say so.  A block another reader
- * is loading is not waited for.
+/* A whole block that is not to be kept (or a cache that keeps nothing):
+ * decoded straight into the reply, saving a copy.  A block another
+ * reader is loading is not waited for.
  */
 static int
 read_whole_direct (struct block_cache *c, const struct cache_block *b,
-                   cache_load_fn load, void *opaque, void *dst,
-                   unsigned flags)
+                   cache_load_fn load, void *opaque, void *dst)
 {
   if (read_if_cached (c, b, dst, 0, b->size))
     return 0;
-  if (load (opaque, dst) == -1)
-    return -1;
-  if (flags & CACHE_WHOLE_KEEP)
-    keep_copy (c, b, dst);
-  return 0;
+  return load (opaque, dst);
 }
 
 /* Whether cached entry e is the block reader b expects. */
@@ -329,6 +323,54 @@ same_tag (const struct entry *e, const struct cache_block *b)
     e->size == b->size;
 }
 
+/* A new LOADING entry for b, its loader holding the one reference, or
+ * NULL (out of memory).  Called with the lock.
+ */
+static struct entry *
+insert_loading (struct shard *s, uint64_t h, const struct cache_block *b)
+{
+  struct entry *e = calloc (1, sizeof *e);
+
+  if (e == NULL)
+    return NULL;
+  e->owner = b->owner;
+  e->key = b->key;
+  e->tag[0] = b->tag[0];
+  e->tag[1] = b->tag[1];
+  e->size = b->size;
+  e->state = LOADING;
+  e->refs = 1;
+  e->hash_next = *bucket (s, h);
+  *bucket (s, h) = e;
+  return e;
+}
+
+/* The end of a load of e, data holding the block (r == 0) or not:
+ * waiters wake to copy it or to fail with err, or, for err 0, to load
+ * it themselves.  Called with the lock, returns without.
+ */
+static void
+loaded (struct shard *s, struct entry *e, char *data, int r, int err)
+{
+  if (r == 0) {
+    e->data = data;
+    e->state = READY;
+    lru_push_front (s, e);
+    s->bytes += e->size;
+    s->blocks++;
+  }
+  else {
+    if (data)
+      recycle (s, data, e->size);
+    e->state = FAILED;
+    e->load_errno = err;
+  }
+  pthread_cond_broadcast (&s->loaded);
+  release (s, e);
+  evict (s);
+  pthread_mutex_unlock (&s->lock);
+}
+
 int
 cache_read (struct block_cache *c, const struct cache_block *b,
             cache_load_fn load, void *opaque, void *dst, size_t offset,
@@ -336,18 +378,22 @@ cache_read (struct block_cache *c, const struct cache_block *b,
 {
   const uint64_t owner = b->owner, key = b->key;
   const uint32_t block_size = b->size;
+  const bool direct = (flags & CACHE_WHOLE_DIRECT) && offset == 0 &&
+    len == block_size;
   uint64_t h = hash (owner, key);
   struct shard *s;
   struct entry *e;
+  char *data;
   int r;
 
-  if ((flags & CACHE_WHOLE_DIRECT) && offset == 0 && len == block_size)
-    return read_whole_direct (c, b, load, opaque, dst, flags);
+  if (direct && (c->disabled || !(flags & CACHE_WHOLE_KEEP)))
+    return read_whole_direct (c, b, load, opaque, dst);
   if (c->disabled)
     return load_uncached (block_size, load, opaque, dst, offset, len);
 
   s = &c->shards[h & (c->n_shards - 1)];
   pthread_mutex_lock (&s->lock);
+ again:
   e = find (s, h, owner, key);
   if (e != NULL && !same_tag (e, b)) {
     /* The same stored bytes read as another block by the reader's
@@ -355,69 +401,116 @@ cache_read (struct block_cache *c, const struct cache_block *b,
      * own, and the cached block stays as it was.
      */
     pthread_mutex_unlock (&s->lock);
+    return direct ? load (opaque, dst) :
+      load_uncached (block_size, load, opaque, dst, offset, len);
+  }
+
+  if (e != NULL) {
+    e->refs++;
+    while (e->state == LOADING)
+      pthread_cond_wait (&s->loaded, &s->lock);
+    if (e->state == FAILED) {
+      int err = e->load_errno;
+      release (s, e);
+      if (err == 0)             /* abandoned claim (cache_abandon) */
+        goto again;
+      pthread_mutex_unlock (&s->lock);
+      errno = err;
+      return -1;
+    }
+    copy_out (s, e, dst, offset, len);
+    return 0;
+  }
+
+  /* Miss: this reader loads, later ones for the same block wait.  A
+   * whole block is loaded straight into the reply, then copied.
+   */
+  e = insert_loading (s, h, b);
+  if (e == NULL) {
+    pthread_mutex_unlock (&s->lock);
     return load_uncached (block_size, load, opaque, dst, offset, len);
   }
+  data = take_spare (s, block_size);
+  pthread_mutex_unlock (&s->lock);
+  if (data == NULL)
+    data = new_buffer (block_size);
 
-  if (e == NULL) {
-    /* Miss: this reader loads, later ones for the same block wait. */
-    e = calloc (1, sizeof *e);
-    if (e == NULL) {
-      pthread_mutex_unlock (&s->lock);
-      return load_uncached (block_size, load, opaque, dst, offset, len);
-    }
-    e->owner = owner;
-    e->key = key;
-    e->tag[0] = b->tag[0];
-    e->tag[1] = b->tag[1];
-    e->size = block_size;
-    e->state = LOADING;
-    e->refs = 1;
-    e->hash_next = *bucket (s, h);
-    *bucket (s, h) = e;
-    char *data = take_spare (s, block_size);
-    pthread_mutex_unlock (&s->lock);
-    if (data == NULL)
-      data = new_buffer (block_size);
+  r = data ? load (opaque, direct ? dst : data) : -1;
+  if (data == NULL)
+    image_error ("block cache: %m");
+  else if (r == 0 && direct)
+    memcpy (data, dst, block_size);
+  else if (r == 0)
+    memcpy (dst, data + offset, len);
 
-    r = data ? load (opaque, data) : -1;
-    if (data == NULL)
-      image_error ("block cache: %m");
-    if (r == 0)
-      memcpy (dst, data + offset, len);
+  pthread_mutex_lock (&s->lock);
+  loaded (s, e, data, r, errno ? errno : EIO);
+  return r;
+}
 
-    pthread_mutex_lock (&s->lock);
-    if (r == 0) {
-      e->data = data;
-      e->state = READY;
-      lru_push_front (s, e);
-      s->bytes += block_size;
-      s->blocks++;
-    }
-    else {
-      if (data)
-        recycle (s, data, block_size);
-      e->state = FAILED;
-      e->load_errno = errno ? errno : EIO;
-    }
-    pthread_cond_broadcast (&s->loaded);
-    release (s, e);
-    evict (s);
-    pthread_mutex_unlock (&s->lock);
-    return r;
-  }
+bool
+cache_claim (struct block_cache *c, const struct cache_block *b)
+{
+  uint64_t h = hash (b->owner, b->key);
+  struct shard *s;
+  bool claimed;
 
-  e->refs++;
-  while (e->state == LOADING)
-    pthread_cond_wait (&s->loaded, &s->lock);
-  if (e->state == FAILED) {
-    int err = e->load_errno;
-    release (s, e);
-    pthread_mutex_unlock (&s->lock);
-    errno = err;
-    return -1;
-  }
-  copy_out (s, e, dst, offset, len);
-  return 0;
+  if (c->disabled)
+    return true;
+  s = &c->shards[h & (c->n_shards - 1)];
+  pthread_mutex_lock (&s->lock);
+  claimed = find (s, h, b->owner, b->key) == NULL &&
+    insert_loading (s, h, b) != NULL;
+  pthread_mutex_unlock (&s->lock);
+  return claimed;
+}
+
+/* The LOADING entry of a block the caller claimed.  Called with the
+ * lock.
+ */
+static struct entry *
+find_claimed (struct shard *s, uint64_t h, const struct cache_block *b)
+{
+  struct entry *e = find (s, h, b->owner, b->key);
+
+  assert (e != NULL && e->state == LOADING);
+  return e;
+}
+
+void
+cache_fill (struct block_cache *c, const struct cache_block *b,
+            const void *src)
+{
+  uint64_t h = hash (b->owner, b->key);
+  struct shard *s;
+  char *data;
+
+  if (c->disabled)
+    return;
+  s = &c->shards[h & (c->n_shards - 1)];
+  pthread_mutex_lock (&s->lock);
+  data = take_spare (s, b->size);
+  pthread_mutex_unlock (&s->lock);
+  if (data == NULL)
+    data = new_buffer (b->size);
+  if (data)
+    memcpy (data, src, b->size);
+  pthread_mutex_lock (&s->lock);
+  /* Out of memory: the waiters load it themselves. */
+  loaded (s, find_claimed (s, h, b), data, data ? 0 : -1, 0);
+}
+
+void
+cache_abandon (struct block_cache *c, const struct cache_block *b)
+{
+  uint64_t h = hash (b->owner, b->key);
+  struct shard *s;
+
+  if (c->disabled)
+    return;
+  s = &c->shards[h & (c->n_shards - 1)];
+  pthread_mutex_lock (&s->lock);
+  loaded (s, find_claimed (s, h, b), NULL, -1, 0);
 }
 
 /* Copy len bytes at offset within block (owner, key) to dst if the
@@ -443,35 +536,6 @@ read_if_cached (struct block_cache *c, const struct cache_block *b,
   e->refs++;
   copy_out (s, e, dst, offset, len);
   return 1;
-}
-
-struct copy_source {
-  const void *src;
-  uint32_t size;
-};
-
-static int
-copy_load (void *opaque, void *buf)
-{
-  const struct copy_source *from = opaque;
-
-  memcpy (buf, from->src, from->size);
-  return 0;
-}
-
-/* Add a copy of a block decoded elsewhere: a load that copies, so a
- * block someone else holds, or one that arrives while this one "loads",
- * is left as it is.
- */
-static void
-keep_copy (struct block_cache *c, const struct cache_block *b,
-           const void *src)
-{
-  struct copy_source from = { .src = src, .size = b->size };
-  char unused;
-
-  if (!c->disabled)
-    cache_read (c, b, copy_load, &from, &unused, 0, 0, 0);
 }
 
 void

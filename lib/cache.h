@@ -36,9 +36,12 @@ uint64_t cache_new_owner (void);
  * block_size) that is not cached.  Without flags it is loaded into the
  * cache and copied out, like any read.
  */
-#define CACHE_WHOLE_DIRECT  1u  /* load it straight into dst, uncached */
+#define CACHE_WHOLE_DIRECT  1u  /* load it straight into dst, uncached;
+                                   not waiting for another reader's load */
 #define CACHE_WHOLE_KEEP    2u  /* ...then keep a copy (a copy costs less
-                                   than loading again: decompression) */
+                                   than loading again: decompression, a
+                                   request), and as any load, the other
+                                   readers of the block wait for it */
 
 /* A block, as one reader asks for it. */
 struct cache_block {
@@ -59,6 +62,19 @@ struct cache_block {
 int cache_read (struct block_cache *c, const struct cache_block *b,
                 cache_load_fn load, void *opaque, void *dst, size_t offset,
                 size_t len, unsigned flags);
+
+/* A loader that fills several blocks at once (a remote request for a
+ * block and those after it) claims the others before it starts, so that
+ * their readers wait for it instead of loading them too.  true: claimed
+ * (or the cache keeps nothing: load it, there is no one to tell); false:
+ * the block is cached or being loaded already, leave it.  Every claim
+ * ends in cache_fill (a copy of its size bytes from src is kept, and
+ * its readers get it) or cache_abandon (its readers load it themselves).
+ */
+bool cache_claim (struct block_cache *c, const struct cache_block *b);
+void cache_fill (struct block_cache *c, const struct cache_block *b,
+                 const void *src);
+void cache_abandon (struct block_cache *c, const struct cache_block *b);
 
 /* Blocks and bytes held now, for tests and statistics. */
 void cache_usage (struct block_cache *c, uint64_t *blocks, uint64_t *bytes);

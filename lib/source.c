@@ -266,6 +266,15 @@ source_identity (const struct source *s)
 /* Sequential readers get up to this many blocks per request. */
 #define READAHEAD_MAX_BLOCKS 8
 
+/* The size of block key of s: SOURCE_BLOCK, but for the last one. */
+static size_t
+block_size (const struct source *s, uint64_t key)
+{
+  const uint64_t start = key * SOURCE_BLOCK;
+
+  return s->size - start < SOURCE_BLOCK ? s->size - start : SOURCE_BLOCK;
+}
+
 struct block_load {
   struct source *s;
   struct block_cache *c;
@@ -274,17 +283,12 @@ struct block_load {
   unsigned ahead;               /* blocks to fetch in the same request */
 };
 
-/* The data is already where the cache reads it from. */
-static int
-loaded (void *opaque, void *buf)
-{
-  return 0;
-}
-
 /* Fetch the block, and for a sequential reader the blocks after it in
  * the same request, which go into the cache for its next reads; with
  * cache-dir=, a block kept there is read from there, and fetched ones
- * are kept.
+ * are kept.  The blocks after it are claimed first, so that a parallel
+ * reader of one of them waits for this request instead of fetching it
+ * too, and the span stops at one that is cached or on its way already.
  */
 static int
 load_block (void *opaque, void *buf)
@@ -292,51 +296,53 @@ load_block (void *opaque, void *buf)
   struct block_load *l = opaque;
   struct source *s = l->s;
   const uint64_t key = l->offset / SOURCE_BLOCK;
-  unsigned ahead = l->ahead;
-  uint64_t end;
+  const uint64_t blocks = (s->size - l->offset + SOURCE_BLOCK - 1) /
+    SOURCE_BLOCK;
+  unsigned ahead;
   char *span = NULL;
   size_t len;
+  int r;
 
-  if (s->disk) {
-    if (source_cache_get (s->disk, key, buf, l->count))
-      return 0;
+  if (s->disk && source_cache_get (s->disk, key, buf, l->count))
+    return 0;
+  for (ahead = 1; ahead < l->ahead && ahead < blocks; ++ahead) {
     /* Not fetching again what the next reads will find there. */
-    for (ahead = 1; ahead < l->ahead; ++ahead)
-      if (source_cache_has (s->disk, key + ahead))
-        break;
+    if (s->disk && source_cache_has (s->disk, key + ahead))
+      break;
+    if (!cache_claim (l->c, &(struct cache_block) {
+          .owner = s->owner, .key = key + ahead,
+          .size = block_size (s, key + ahead) }))
+      break;
   }
-  end = l->offset + (uint64_t) ahead * SOURCE_BLOCK;
-  if (end > s->size)
-    end = s->size;
-  len = end - l->offset;
+  len = (ahead - 1) * (uint64_t) SOURCE_BLOCK +
+    block_size (s, key + ahead - 1);
   if (len > l->count)
     span = malloc (len);
   if (span == NULL) {
-    if (s->ops->fetch (s, buf, l->count, l->offset) == -1)
-      return -1;
-    if (s->disk)
+    r = s->ops->fetch (s, buf, l->count, l->offset);
+    if (r == 0 && s->disk)
       source_cache_put (s->disk, key, buf, l->count);
-    return 0;
+    len = l->count;
   }
-  if (s->ops->fetch (s, span, len, l->offset) == -1) {
-    free (span);
-    return -1;
-  }
-  memcpy (buf, span, l->count);
-  for (size_t at = 0; at < len; at += SOURCE_BLOCK) {
+  else if ((r = s->ops->fetch (s, span, len, l->offset)) == 0)
+    memcpy (buf, span, l->count);
+  for (unsigned i = 0; i < ahead; ++i) {
+    const size_t at = (size_t) i * SOURCE_BLOCK;
     struct cache_block b = {
-      .owner = s->owner, .key = key + at / SOURCE_BLOCK,
-      .size = len - at < SOURCE_BLOCK ? len - at : SOURCE_BLOCK,
+      .owner = s->owner, .key = key + i, .size = block_size (s, key + i),
     };
 
-    if (s->disk)
-      source_cache_put (s->disk, b.key, span + at, b.size);
-    if (at > 0)
-      cache_read (l->c, &b, loaded, NULL, span + at, 0, b.size,
-                  CACHE_WHOLE_DIRECT | CACHE_WHOLE_KEEP);
+    if (i > 0 && (r == -1 || at >= len))
+      cache_abandon (l->c, &b);
+    else if (span) {
+      if (s->disk)
+        source_cache_put (s->disk, b.key, span + at, b.size);
+      if (i > 0)
+        cache_fill (l->c, &b, span + at);
+    }
   }
   free (span);
-  return 0;
+  return r;
 }
 
 /* How many blocks a miss fetches: 1, or for a request that starts where
@@ -375,8 +381,7 @@ read_cached (struct source *s, char *buf, size_t count, uint64_t offset)
   while (count > 0) {
     uint64_t key = offset / SOURCE_BLOCK, start = key * SOURCE_BLOCK;
     size_t within = offset - start;
-    size_t block = s->size - start < SOURCE_BLOCK ?
-      s->size - start : SOURCE_BLOCK;
+    size_t block = block_size (s, key);
     size_t n = block - within < count ? block - within : count;
     struct cache_block b = {
       .owner = s->owner, .key = key, .size = block,

@@ -3,8 +3,10 @@
  * misses on different blocks load in parallel, a failed load reaches every
  * waiter, the size bound holds, a disabled cache still reads, and whole-
  * block reads with CACHE_WHOLE_DIRECT use a cached block, else load
- * straight into the reply and keep a copy only with CACHE_WHOLE_KEEP, and
- * a reader expecting another tag never gets the cached block.
+ * straight into the reply and keep a copy only with CACHE_WHOLE_KEEP (once
+ * for concurrent readers), a reader expecting another tag never gets the
+ * cached block, and readers of a claimed block wait for its fill, or load
+ * it themselves when it is abandoned.
  */
 
 #include <config.h>
@@ -74,6 +76,7 @@ read_block (struct block_cache *c, uint64_t owner, uint64_t key,
 struct job {
   struct block_cache *cache;
   uint64_t key;
+  unsigned flags;               /* 0: a partial read, else a whole one */
   int result, err;
   unsigned char byte;
 };
@@ -82,12 +85,38 @@ static void *
 reader (void *p)
 {
   struct job *j = p;
-  unsigned char out[100];
+  static __thread unsigned char out[BLOCK];
 
-  j->result = read_block (j->cache, 1, j->key, 0, out, 1000, sizeof out, 0);
+  if (j->flags)
+    j->result = read_block (j->cache, 1, j->key, 0, out, 0, BLOCK, j->flags);
+  else
+    j->result = read_block (j->cache, 1, j->key, 0, out, 1000, 100, 0);
   j->err = errno;
-  j->byte = out[99];
+  j->byte = out[j->flags ? BLOCK - 1 : 99];
   return NULL;
+}
+
+/* n readers of blocks key, key + step, ...: whole blocks with flags, or
+ * a part without.
+ */
+static void
+start (struct block_cache *c, struct job *jobs, pthread_t *t, int n,
+       uint64_t key, uint64_t step, unsigned flags)
+{
+  loads = max_loading = 0;
+  for (int i = 0; i < n; ++i) {
+    jobs[i] = (struct job) {
+      .cache = c, .key = key + i * step, .flags = flags,
+    };
+    pthread_create (&t[i], NULL, reader, &jobs[i]);
+  }
+}
+
+static void
+join (pthread_t *t, int n)
+{
+  for (int i = 0; i < n; ++i)
+    pthread_join (t[i], NULL);
 }
 
 static void
@@ -95,13 +124,8 @@ run (struct block_cache *c, struct job *jobs, int same_key)
 {
   pthread_t t[THREADS];
 
-  loads = max_loading = 0;
-  for (int i = 0; i < THREADS; ++i) {
-    jobs[i] = (struct job) { .cache = c, .key = same_key ? 7 : 100 + i };
-    pthread_create (&t[i], NULL, reader, &jobs[i]);
-  }
-  for (int i = 0; i < THREADS; ++i)
-    pthread_join (t[i], NULL);
+  start (c, jobs, t, THREADS, same_key ? 7 : 100, same_key ? 0 : 1, 0);
+  join (t, THREADS);
 }
 
 int
@@ -174,6 +198,54 @@ main (void)
     CHECK (read_block (c, 1, 5000, 0, whole, 100, 2, 0) == 0);
     cache_usage (c, &blocks_after, &bytes);
     CHECK (loads == 5 && blocks_after == blocks + 2);
+    loads = 0;
+  }
+
+  /* Concurrent whole-block readers with CACHE_WHOLE_KEEP load once (the
+   * others wait), and all get the block.
+   */
+  {
+    pthread_t t[THREADS];
+
+    start (c, jobs, t, THREADS, 9000, 0, CACHE_WHOLE_DIRECT | CACHE_WHOLE_KEEP);
+    join (t, THREADS);
+    CHECK (loads == 1);
+    for (int i = 0; i < THREADS; ++i)
+      CHECK (jobs[i].result == 0 && jobs[i].byte == (9000 & 0xff));
+  }
+
+  /* A claimed block: its readers, whole or part, wait for the fill and
+   * load nothing; a block claimed already cannot be claimed again; an
+   * abandoned claim's readers load it themselves, once.
+   */
+  {
+    static unsigned char filled[BLOCK];
+    const struct cache_block b = { .owner = 1, .key = 9100, .size = BLOCK };
+    const struct cache_block d = { .owner = 1, .key = 9200, .size = BLOCK };
+    pthread_t t[2];
+
+    CHECK (cache_claim (c, &b));
+    CHECK (!cache_claim (c, &b));
+    start (c, jobs, t, 1, 9100, 0, 0);
+    start (c, jobs + 1, t + 1, 1, 9100, 0,
+           CACHE_WHOLE_DIRECT | CACHE_WHOLE_KEEP);
+    usleep (100000);
+    memset (filled, 0x55, sizeof filled);
+    cache_fill (c, &b, filled);
+    join (t, 2);
+    CHECK (loads == 0);
+    CHECK (jobs[0].result == 0 && jobs[0].byte == 0x55);
+    CHECK (jobs[1].result == 0 && jobs[1].byte == 0x55);
+    CHECK (!cache_claim (c, &b));
+
+    CHECK (cache_claim (c, &d));
+    start (c, jobs, t, 2, 9200, 0, 0);
+    usleep (100000);
+    cache_abandon (c, &d);
+    join (t, 2);
+    CHECK (loads == 1);
+    CHECK (jobs[0].result == 0 && jobs[0].byte == (9200 & 0xff));
+    CHECK (jobs[1].result == 0 && jobs[1].byte == (9200 & 0xff));
     loads = 0;
   }
 
