@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
-# qemount extract of an image named by URL (nginx on 127.0.0.1), through
-# the helper VM: the tar holds the files that went in.
+# qemount extract of an image named by URL (nginx on 127.0.0.1, and an
+# NBD server that is slow and fails reads for a while: nbdkit's delay
+# and error filters), through the helper VM: the tar holds the files
+# that went in.
 source ./tests/qemount-functions.sh
 source "$top_srcdir/tests/remote-functions.sh"
 requires_guest
@@ -22,4 +24,34 @@ manifest "$tmp/x" > "$tmp/got.manifest"
 diff -u "$tmp/want.manifest" "$tmp/got.manifest" ||
   fail "extract --path /dir/sub over HTTP: the files differ"
 
-echo "PASS: qemount extract of an image by URL"
+# The whole filesystem from a slow NBD server (20 ms a read) that fails
+# reads (EIO) until its first failure is logged: retried, never a short
+# or wrong tar.
+for f in delay error; do
+  nbdkit --filter=$f null --dump-plugin >/dev/null 2>&1 || skip "nbdkit's $f filter is not installed"
+done
+touch "$tmp/failing"
+nbdkit -f -r -U "$tmp/nbd.sock" --filter=delay --filter=error file "$tmp/mbr.qcow2" \
+  rdelay=20ms error=EIO error-pread-rate=100% error-pread-file="$tmp/failing" \
+  2>"$tmp/server.log" &
+server_pid=$!
+stop_server () { kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null || :; }
+on_exit stop_server
+( for _ in $(seq 1200); do
+    grep -q "injecting EIO error into pread" "$tmp/server.log" 2>/dev/null && break
+    sleep 0.05
+  done
+  rm -f "$tmp/failing" ) &
+watcher=$!
+for _ in $(seq 100); do [ -S "$tmp/nbd.sock" ] && break; sleep 0.05; done
+qemount extract "nbd+unix:///?socket=$tmp/nbd.sock" -o "$tmp/all.tar" ||
+  fail "extract from the failing NBD server failed"
+wait "$watcher"
+grep -q "injecting EIO error into pread" "$tmp/server.log" ||
+  fail "the NBD server failed no read"
+mkdir "$tmp/all"
+tar -xf "$tmp/all.tar" -C "$tmp/all"
+manifest "$tmp/all" | diff -u "$tmp/tree.manifest" - ||
+  fail "extract from the failing NBD server: the files differ"
+
+echo "PASS: qemount extract of an image by URL, and from a failing NBD server"
