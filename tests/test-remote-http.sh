@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Images on an HTTP server (nginx on 127.0.0.1): every test image and
-# chain decodes exactly; a small read fetches little; a stopped server,
-# a replaced object and backing files leaving the URL directory are
-# errors naming the URL.
+# chain decodes exactly; a small read fetches little; 503s for a while
+# are retried; a stopped server, a replaced object and backing files
+# leaving the URL directory are errors naming the URL; a local image's
+# backing file on the server is followed under backing=yes only.
 source ./tests/functions.sh
 source "$top_srcdir/tests/remote-functions.sh"
 requires nbdkit
@@ -142,6 +143,23 @@ qemount_read -b yes "$tmp/local-top.qcow2" > "$tmp/local-top.raw" 2>"$tmp/err" |
   { cat "$tmp/err" >&2; fail "local image, remote backing: refused with backing=yes"; }
 cmp -s "$tmp/local-top.raw" "$tmp/base.raw" ||
   fail "local image, remote backing: the data differs from the base's"
+
+# A server answering 503 for a while (until the watcher below sees the
+# first one logged): the requests are sent again, and the data is right.
+nginx_stop
+nginx_start "$tmp/www" "if (-f $tmp/failing) { return 503; }"
+touch "$tmp/failing"
+( for _ in $(seq 600); do
+    grep -q " 503 " "$tmp/nginx/access.log" 2>/dev/null && break
+    sleep 0.05
+  done
+  rm -f "$tmp/failing" ) &
+watcher=$!
+qemount_read "$http/base.qcow2" > "$tmp/flaky.raw" 2>"$tmp/err" ||
+  { cat "$tmp/err" >&2; fail "503 for a while: the read failed"; }
+wait "$watcher"
+grep -q " 503 " "$tmp/nginx/access.log" || fail "503 for a while: nginx answered no 503"
+cmp -s "$tmp/flaky.raw" "$tmp/base.raw" || fail "503 for a while: the data differs"
 
 # Messages never show a user, password or (pre-signed) query of the URL.
 hostport=${http#http://}
