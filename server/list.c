@@ -41,6 +41,7 @@ print_json (const struct mount_state *st, const char *status,
   json_member (stdout, first ? "\n  {" : ",\n  {", "mountpoint",
                st->mountpoint);
   json_member (stdout, ", ", "image", st->image);
+  json_member (stdout, ", ", "snapshot", st->snapshot);
   json_member (stdout, ",\n   ", "command", st->extract ? "extract" : "mount");
   json_member (stdout, ", ", "id", state_id (st));
   json_member (stdout, ", ", "status", status);
@@ -76,6 +77,8 @@ print_human (const struct mount_state *st, const char *status,
   printf ("%s  %s", st->extract ? "(extract)" :
           st->mountpoint ? st->mountpoint : "(unknown)",
           st->image ? st->image : "(unknown image)");
+  if (st->snapshot)
+    printf (" snapshot %s", st->snapshot);
   if (st->partition) {
     char name[16];
 

@@ -168,6 +168,13 @@ if [ "$(id -u)" = 0 ] && [ -c /dev/loop-control ] && [ -c /dev/fuse ] &&
     qemount mount --via kernel "${opts[@]}" "$tmp/fs.qcow2" "$tmp/mnt" ||
       fail "mount ${opts[*]} failed"
     manifest "$tmp/mnt" > "$tmp/got.manifest"
+    qemount list --json | jq -e --arg s "${opts[1]:-}" \
+      '.[0].snapshot == (if $s == "" then null else $s end)' >/dev/null ||
+      fail "list --json: not snapshot ${opts[1]:-null}"
+    if [ "$which" = s1 ]; then
+      qemount list | grep -qF "$tmp/fs.qcow2 snapshot s1" ||
+        fail "list does not show snapshot s1"
+    fi
     qemount umount "$tmp/mnt" || fail "umount failed"
     want=$([ "$which" = s1 ] && echo t1 || echo t2)
     diff -u "$tmp/$want.manifest" "$tmp/got.manifest" ||
