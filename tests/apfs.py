@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
-# APFS blocks for tests/test-qemount-apfs.sh, from the layouts of Apple's
-# "Apple File System Reference", for a container with 4 KiB blocks at
-# the start of IMAGE:
+# APFS blocks for tests/test-qemount-apfs.sh and scripts/fuzz, from the
+# layouts of Apple's "Apple File System Reference", for a container with
+# 4 KiB blocks at the start of IMAGE:
 #   apfs.py blocks IMAGE: the object map's block, its B-tree root's and
 #     volume 0's superblock's, as the object map has it for its last
 #     transaction (a one-node tree, as mkapfs makes)
@@ -9,6 +9,10 @@
 #   apfs.py node IMAGE BLOCK root|node LEVEL TARGET: an object map node
 #     at BLOCK with one entry, for volume 0's object: at LEVEL 0 mapping
 #     it to block TARGET, above pointing at the child node TARGET
+#   apfs.py compact IMAGE OUT: the container's blocks that qemount reads
+#     (superblock, object map, its root and volume 0's superblock) as
+#     blocks 0 to 3 of a 16 KiB container in OUT, a small fuzzing seed
+#     (mkapfs makes nothing under 128 MiB, and puts them 80 MiB in)
 import struct
 import sys
 
@@ -69,6 +73,19 @@ def node(f, block, kind, level, target):
     write(f, block, n)
 
 
+def compact(f, out):
+    omap, root, vsb = blocks(f)
+    sb, om, vol = read(f, 0), read(f, omap), read(f, vsb)
+    struct.pack_into("<Q", sb, 160, 1)
+    struct.pack_into("<Q", om, 48, 2)
+    with open(out, "w+b") as o:
+        o.truncate(4 * BS)
+        write(o, 0, sb)
+        write(o, 1, om)
+        write(o, 3, vol)
+        node(o, 2, "root", 0, 3)
+
+
 with open(sys.argv[2], "r+b") as f:
     if sys.argv[1] == "blocks":
         print(*blocks(f))
@@ -78,3 +95,5 @@ with open(sys.argv[2], "r+b") as f:
     elif sys.argv[1] == "node":
         node(f, int(sys.argv[3]), sys.argv[4], int(sys.argv[5]),
              int(sys.argv[6]))
+    elif sys.argv[1] == "compact":
+        compact(f, sys.argv[3])
