@@ -16,7 +16,8 @@
  * or another one filling the same cache) opens either nothing or a
  * whole file, never one being written; two writers of a block each
  * rename a whole copy.  No flock: nothing waits for anyone, and a
- * process killed halfway leaves only a temporary file.  Nothing is
+ * process killed halfway leaves only a temporary file, which the next
+ * open of the object removes once it is ten minutes old.  Nothing is
  * fsync'd: after a crash a block may be torn or empty, and the checksum
  * (checked on every read) turns that, like any corruption, into a miss:
  * the block is fetched again and rewritten, never served.
@@ -28,6 +29,7 @@
 
 #include <config.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -36,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nettle/sha2.h>
@@ -97,6 +100,33 @@ source_cache_dir_prepare (const char *dir)
   return 0;
 }
 
+/* A block's temporary file is renamed within milliseconds; one this old
+ * was left by a process killed while writing it.
+ */
+#define STALE_TMP_SECONDS 600
+
+/* Remove what killed writers left in the object's directory (a cache
+ * error is never the reader's: failures here are ignored).
+ */
+static void
+remove_stale_tmp (const char *objdir)
+{
+  DIR *d = opendir (objdir);
+  struct dirent *e;
+  struct stat st;
+  time_t now = time (NULL);
+
+  if (d == NULL)
+    return;
+  while ((e = readdir (d)) != NULL) {
+    if (strncmp (e->d_name, ".tmp-", 5) == 0 &&
+        fstatat (dirfd (d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG (st.st_mode) && now - st.st_mtime > STALE_TMP_SECONDS)
+      unlinkat (dirfd (d), e->d_name, 0);
+  }
+  closedir (d);
+}
+
 struct source_cache *
 source_cache_open (const char *dir, const char *pinned, uint64_t size)
 {
@@ -123,6 +153,7 @@ source_cache_open (const char *dir, const char *pinned, uint64_t size)
     source_cache_close (c);
     return NULL;
   }
+  remove_stale_tmp (c->dir);
   return c;
 }
 

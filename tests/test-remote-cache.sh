@@ -86,6 +86,15 @@ after=$(get_bytes)
 reads_right "corrupt blocks kept again"
 [ "$(get_bytes)" = "$after" ] || fail "corrupt blocks: not kept again"
 
+# What a writer killed mid-block left (a temporary file) goes at the
+# next open once it is old; one that may still be being written stays.
+touch -d '1 hour ago' "$dir/.tmp-killed"
+touch "$dir/.tmp-writing"
+reads_right "stale temporary files"
+[ ! -e "$dir/.tmp-killed" ] || fail "a killed writer's temporary file is still there"
+[ -e "$dir/.tmp-writing" ] || fail "a recent temporary file was removed"
+rm -f "$dir/.tmp-writing"
+
 # The object replaced between two runs: the new content, not old blocks.
 head -c $(((3 << 20) + 12345)) /dev/urandom > "$tmp/www/data.new"
 touch -d '2001-01-01' "$tmp/www/data.new"
