@@ -89,43 +89,6 @@ operands_ok (const char *command, int n, char *const args[],
   return false;
 }
 
-/* Out of memory is not worth a distinct path in a command like this. */
-char *
-xstrdup (const char *s)
-{
-  char *r = strdup (s);
-
-  if (r == NULL) {
-    perror ("strdup");
-    exit (EXIT_ERROR);
-  }
-  return r;
-}
-
-char *
-xvasprintf (const char *fs, va_list args)
-{
-  char *r;
-
-  if (vasprintf (&r, fs, args) == -1) {
-    perror ("asprintf");
-    exit (EXIT_ERROR);
-  }
-  return r;
-}
-
-char *
-xasprintf (const char *fs, ...)
-{
-  va_list args;
-  char *r;
-
-  va_start (args, fs);
-  r = xvasprintf (fs, args);
-  va_end (args);
-  return r;
-}
-
 static const struct {
   const char *name;
   int (*main) (int argc, char *argv[]);

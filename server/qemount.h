@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* qemount command: what the subcommands share.
  *
- * One file per concern: qemount.c (dispatch, messages), info.c, mount.c,
- * umount.c (teardown), list.c, extract.c, snapshot.c (the subcommands),
+ * One file per concern: qemount.c (dispatch, messages), xalloc.c
+ * (allocation that cannot fail), info.c, mount.c, umount.c (teardown),
+ * list.c, extract.c, snapshot.c (the subcommands),
  * open.c (opening an image with the right exit status), disk-options.c
  * (the options mount and extract share, and their preparation),
  * partitions.c (libblkid), disklabel.c (BSD disklabels), ufs.c (UFS

@@ -13,8 +13,9 @@
  * block size it claims; the disklabel's), written here from the
  * layouts on their own.
  *
- * The server's messages and allocation helpers live in files with
- * main() (server/qemount.c): quiet stand-ins are defined here.  The
+ * The server's messages live in the file with main()
+ * (server/qemount.c): quiet stand-ins are defined here; its allocation
+ * helpers are linked (server/xalloc.c).  The
  * same file is linked into tests/fuzz-server-replay, which make check
  * runs over the kept corpus and crashers.
  */
@@ -47,38 +48,6 @@ warnf (const char *fs, ...)
 void
 debugf (const char *fs, ...)
 {
-}
-
-char *
-xstrdup (const char *s)
-{
-  char *r = strdup (s);
-
-  if (r == NULL)
-    abort ();
-  return r;
-}
-
-char *
-xvasprintf (const char *fs, va_list args)
-{
-  char *r;
-
-  if (vasprintf (&r, fs, args) == -1)
-    abort ();
-  return r;
-}
-
-char *
-xasprintf (const char *fs, ...)
-{
-  va_list args;
-  char *r;
-
-  va_start (args, fs);
-  r = xvasprintf (fs, args);
-  va_end (args);
-  return r;
 }
 
 static void
