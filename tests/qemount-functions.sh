@@ -78,6 +78,22 @@ wait_for ()
   fail "timed out waiting for: $*"
 }
 
+# gone PID...: wait until none of these processes of this test runs
+# (a pid no longer running something under $tmp; a zombie has no
+# command line): SIGKILL takes effect when the process next runs, not
+# when kill returns.
+gone ()
+{
+  local pid i
+  for pid in "$@"; do
+    for i in $(seq 100); do
+      grep -qF -- "$tmp" "/proc/$pid/cmdline" 2>/dev/null || continue 2
+      sleep 0.1
+    done
+    fail "pid $pid is still running: $(tr '\0' ' ' < "/proc/$pid/cmdline")"
+  done
+}
+
 # The files under the tree we put into the images: a text file, random
 # data across many clusters, a sparse file, an empty file, nested
 # directories.  No spaces in names: mkfs.xfs prototype files cannot have

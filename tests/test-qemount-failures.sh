@@ -187,8 +187,9 @@ assert_clean "$busydir"
 # A killed nbdkit: list says stale, umount cleans up...
 qemount mount "$tmp/mbr.img" "$mnt"
 pids=$(mount_pids "$mnt")
-kill -9 "$(echo $pids | cut -d' ' -f1)"
-sleep 0.2
+nbdkit_pid=$(echo $pids | cut -d' ' -f1)
+kill -9 "$nbdkit_pid"
+gone "$nbdkit_pid"
 qemount list | grep -q "stale: nbdkit is not running" ||
   fail "qemount list does not say the mount is stale: $(qemount list)"
 qemount umount "$mnt" || fail "umount after nbdkit was killed failed"
@@ -197,7 +198,9 @@ assert_clean "$mnt" $pids
 # ... and so does the next mount, of any directory.
 qemount mount "$tmp/mbr.img" "$mnt"
 pids=$(mount_pids "$mnt")
-kill -9 "$(echo $pids | cut -d' ' -f1)"
+nbdkit_pid=$(echo $pids | cut -d' ' -f1)
+kill -9 "$nbdkit_pid"
+gone "$nbdkit_pid"
 mkdir "$tmp/mnt2"
 expect 0 "cleaning up after the broken mount of $tmp/mbr.img on $mnt: nbdkit is not running" \
   qemount mount "$tmp/whole.img" "$tmp/mnt2"

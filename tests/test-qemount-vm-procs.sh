@@ -25,21 +25,6 @@ vm_pids ()
                           "\(.nbdkit_pid) \(.qemu_pid) \(.sshfs_pid)"'
 }
 
-# gone PID...: none of these runs any more as a process of this test
-# (each had $tmp on its command line; a zombie has none).  A killed
-# process takes a moment to die: up to 10 s.
-gone ()
-{
-  local pid i
-  for pid in "$@"; do
-    for i in $(seq 100); do
-      grep -qF -- "$tmp" "/proc/$pid/cmdline" 2>/dev/null || continue 2
-      sleep 0.1
-    done
-    fail "pid $pid is still running: $(tr '\0' ' ' < "/proc/$pid/cmdline")"
-  done
-}
-
 # kill_part PROGRAM PID REASON: a VM mount whose PROGRAM (pid PID) is
 # killed lists as stale for REASON, and umount cleans it up.
 kill_part ()
