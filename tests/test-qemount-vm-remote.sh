@@ -37,11 +37,7 @@ nbdkit -f -r -U "$tmp/nbd.sock" --filter=delay --filter=error file "$tmp/mbr.qco
 server_pid=$!
 stop_server () { kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null || :; }
 on_exit stop_server
-( for _ in $(seq 1200); do
-    grep -q "injecting EIO error into pread" "$tmp/server.log" 2>/dev/null && break
-    sleep 0.05
-  done
-  rm -f "$tmp/failing" ) &
+remove_once_logged "$tmp/failing" "$tmp/server.log" "injecting EIO error into pread"
 watcher=$!
 for _ in $(seq 100); do [ -S "$tmp/nbd.sock" ] && break; sleep 0.05; done
 qemount extract "nbd+unix:///?socket=$tmp/nbd.sock" -o "$tmp/all.tar" ||

@@ -149,11 +149,7 @@ cmp -s "$tmp/local-top.raw" "$tmp/base.raw" ||
 nginx_stop
 nginx_start "$tmp/www" "if (-f $tmp/failing) { return 503; }"
 touch "$tmp/failing"
-( for _ in $(seq 600); do
-    grep -q " 503 " "$tmp/nginx/access.log" 2>/dev/null && break
-    sleep 0.05
-  done
-  rm -f "$tmp/failing" ) &
+remove_once_logged "$tmp/failing" "$tmp/nginx/access.log" " 503 "
 watcher=$!
 qemount_read "$http/base.qcow2" > "$tmp/flaky.raw" 2>"$tmp/err" ||
   { cat "$tmp/err" >&2; fail "503 for a while: the read failed"; }

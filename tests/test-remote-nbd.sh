@@ -63,13 +63,10 @@ for image in src/mixed.raw qcow2/comp-zstd-c64k.qcow2; do
   : > "$tmp/server.log"
   touch "$tmp/failing"
   serve "$IMAGES/$image" error=EIO error-pread-rate=100% error-pread-file="$tmp/failing"
-  ( for _ in $(seq 600); do
-      grep -q "injecting EIO error into pread" "$tmp/server.log" && break
-      sleep 0.05
-    done
-    rm -f "$tmp/failing" ) &
+  remove_once_logged "$tmp/failing" "$tmp/server.log" "injecting EIO error into pread"
+  watcher=$!
   copy_matches_manifest "$image" file="$url" connections=4
-  wait $!
+  wait "$watcher"
   grep -q "injecting EIO error into pread" "$tmp/server.log" ||
     fail "$image: the flaky server failed no read"
 done
