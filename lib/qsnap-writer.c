@@ -570,7 +570,7 @@ check_not_input (const char *output, const struct qsnap_input *inputs,
   struct stat out, st;
 
   /* An object is the same by its name. */
-  if (s3_is_url (output)) {
+  if (source_is_s3 (output)) {
     if (parent && strcmp (parent, output) == 0)
       goto same;
     for (size_t i = 0; i < n; ++i)
@@ -636,7 +636,7 @@ relative_path (const char *target, const char *from)
 
   if (copy == NULL)
     goto out;
-  if (s3_is_url (from)) {
+  if (source_is_s3 (from)) {
     t = strdup (target);
     d = strndup (from, strrchr (from, '/') - from);
   }
@@ -661,9 +661,9 @@ same_place (const char *parent, const char *output)
 {
   size_t bucket = strcspn (output + 5, "/") + 1;
 
-  if (!s3_is_url (output))
+  if (!source_is_s3 (output))
     return !source_is_url (parent);
-  return s3_is_url (parent) && strncmp (parent + 5, output + 5, bucket) == 0;
+  return source_is_s3 (parent) && strncmp (parent + 5, output + 5, bucket) == 0;
 }
 
 /* A thin snapshot's parent: its header says the block size and its id;
@@ -773,7 +773,7 @@ create_output (struct writer *w)
   int r;
 
   /* Mode 0666: the umask decides, as for any new file. */
-  if (!s3_is_url (w->output))
+  if (!source_is_s3 (w->output))
     return outfile_create (&w->out, w->output, 0666);
   w->upload = s3_upload_start (w->output);
   if (w->upload == NULL)

@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <curl/curl.h>
 
@@ -67,12 +66,6 @@ struct s3_upload {
   bool done;                    /* completed: nothing to abort */
 };
 
-bool
-s3_is_url (const char *location)
-{
-  return strncasecmp (location, "s3://", 5) == 0;
-}
-
 static size_t
 write_body (char *data, size_t size, size_t n, void *opaque)
 {
@@ -92,20 +85,17 @@ static size_t
 read_header (char *data, size_t size, size_t n, void *opaque)
 {
   struct request *r = opaque;
-  size_t len = size * n, v = 5;
+  const char *value;
+  size_t value_len;
 
-  if (len > 5 && strncasecmp (data, "etag:", 5) == 0) {
-    while (v < len && (data[v] == ' ' || data[v] == '\t'))
-      v++;
-    while (len > v && isspace ((unsigned char) data[len - 1]))
-      len--;
+  if (source_header_value (data, size * n, "etag", &value, &value_len)) {
     r->etag[0] = '\0';
-    if (len - v < MAX_ETAG) {
-      for (size_t i = v; i < len; ++i)
-        if (!isprint ((unsigned char) data[i]) || strchr ("<>&", data[i]))
+    if (value_len < MAX_ETAG) {
+      for (size_t i = 0; i < value_len; ++i)
+        if (!isprint ((unsigned char) value[i]) || strchr ("<>&", value[i]))
           return size * n;
-      memcpy (r->etag, data + v, len - v);
-      r->etag[len - v] = '\0';
+      memcpy (r->etag, value, value_len);
+      r->etag[value_len] = '\0';
     }
   }
   return size * n;

@@ -14,9 +14,6 @@
 
 struct s3_upload;
 
-/* Whether location is an s3:// URL. */
-bool s3_is_url (const char *location);
-
 /* Start a multipart upload to location, s3://BUCKET/KEY: the keys and
  * the URL are checked (and the key found to be good) before the file
  * to send is made.  NULL after image_error naming location.

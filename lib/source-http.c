@@ -134,7 +134,8 @@ static size_t
 read_header (char *data, size_t size, size_t n, void *opaque)
 {
   struct transfer *t = opaque;
-  size_t len = size * n, v;
+  size_t len = size * n, value_len;
+  const char *value;
 
   /* A new response (after a redirect, or a retry) starts afresh. */
   if (len >= 5 && strncmp (data, "HTTP/", 5) == 0) {
@@ -154,16 +155,10 @@ read_header (char *data, size_t size, size_t n, void *opaque)
         t->total = total;
     }
   }
-  else if (len > 5 && strncasecmp (data, "etag:", 5) == 0) {
-    for (v = 5; v < len && (data[v] == ' ' || data[v] == '\t'); ++v)
-      ;
-    while (len > v && (data[len - 1] == '\r' || data[len - 1] == '\n' ||
-                       data[len - 1] == ' '))
-      len--;
-    if (len - v < MAX_ETAG) {
-      memcpy (t->etag, data + v, len - v);
-      t->etag[len - v] = '\0';
-    }
+  else if (source_header_value (data, len, "etag", &value, &value_len) &&
+           value_len < MAX_ETAG) {
+    memcpy (t->etag, value, value_len);
+    t->etag[value_len] = '\0';
   }
   return size * n;
 }
@@ -192,6 +187,23 @@ destroy_conn (void *handle)
 
   curl_easy_cleanup (conn->curl);
   free (conn);
+}
+
+bool
+source_header_value (const char *line, size_t len, const char *name,
+                     const char **value, size_t *value_len)
+{
+  size_t n = strlen (name), v;
+
+  if (len <= n || strncasecmp (line, name, n) != 0 || line[n] != ':')
+    return false;
+  for (v = n + 1; v < len && (line[v] == ' ' || line[v] == '\t'); ++v)
+    ;
+  while (len > v && strchr (" \t\r\n", line[len - 1]))
+    len--;
+  *value = line + v;
+  *value_len = len - v;
+  return true;
 }
 
 /* Append header to *list; false if out of memory (*list unchanged). */
@@ -478,7 +490,7 @@ source_http_open (struct source *s)
     return -1;
   }
   s->ops = &http_ops;
-  if (strncasecmp (s->location, "s3://", 5) == 0 &&
+  if (source_is_s3 (s->location) &&
       source_s3_resolve (s, &h->s3) == -1)
     return -1;
   /* S3 wants the payload's hash in a signed request; libcurl 7.88

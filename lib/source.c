@@ -66,6 +66,12 @@ source_is_url (const char *location)
     has_scheme (location, nbd_schemes);
 }
 
+bool
+source_is_s3 (const char *location)
+{
+  return has_scheme (location, (const char *const[]) { "s3://", NULL });
+}
+
 /* User and password may come with the URL, and a pre-signed HTTP URL
  * carries its signature in the query.  NBD keeps its query: it names
  * the socket.

@@ -83,6 +83,8 @@ bool source_hides (const char *location);
  * s3://, nbd://, nbds://, nbd+unix://) rather than a path.
  */
 bool source_is_url (const char *location);
+/* Whether location is an s3:// URL. */
+bool source_is_s3 (const char *location);
 
 /* Open location read-only: a local file (a regular file or block
  * device, as image_open_file) or a URL.  NULL after image_error, errno
@@ -156,6 +158,12 @@ int source_curl_init (const char *name);
  * (source_backoff).
  */
 bool source_curl_retry (int rc, long status, unsigned attempt);
+/* Whether the header line (len bytes, as libcurl hands it over) is the
+ * header name; its value then at *value, *value_len bytes, without the
+ * spaces around it and the line's end.
+ */
+bool source_header_value (const char *line, size_t len, const char *name,
+                          const char **value, size_t *value_len);
 void source_curl_options (void *curl, char *error,
                           const struct source_s3 *s3);
 const char *source_libnbd_version (void);
