@@ -126,6 +126,13 @@ hash (uint64_t owner, uint64_t key)
   return h ^ (h >> 29);
 }
 
+/* The shard holding the blocks of hash h. */
+static struct shard *
+shard_of (struct block_cache *c, uint64_t h)
+{
+  return &c->shards[h & (c->n_shards - 1)];
+}
+
 static struct entry **
 bucket (struct shard *s, uint64_t h)
 {
@@ -391,7 +398,7 @@ cache_read (struct block_cache *c, const struct cache_block *b,
   if (c->disabled)
     return load_uncached (block_size, load, opaque, dst, offset, len);
 
-  s = &c->shards[h & (c->n_shards - 1)];
+  s = shard_of (c, h);
   pthread_mutex_lock (&s->lock);
  again:
   e = find (s, h, owner, key);
@@ -457,7 +464,7 @@ cache_claim (struct block_cache *c, const struct cache_block *b)
 
   if (c->disabled)
     return true;
-  s = &c->shards[h & (c->n_shards - 1)];
+  s = shard_of (c, h);
   pthread_mutex_lock (&s->lock);
   claimed = find (s, h, b->owner, b->key) == NULL &&
     insert_loading (s, h, b) != NULL;
@@ -487,7 +494,7 @@ cache_fill (struct block_cache *c, const struct cache_block *b,
 
   if (c->disabled)
     return;
-  s = &c->shards[h & (c->n_shards - 1)];
+  s = shard_of (c, h);
   pthread_mutex_lock (&s->lock);
   data = take_spare (s, b->size);
   pthread_mutex_unlock (&s->lock);
@@ -508,7 +515,7 @@ cache_abandon (struct block_cache *c, const struct cache_block *b)
 
   if (c->disabled)
     return;
-  s = &c->shards[h & (c->n_shards - 1)];
+  s = shard_of (c, h);
   pthread_mutex_lock (&s->lock);
   loaded (s, find_claimed (s, h, b), NULL, -1, 0);
 }
@@ -526,7 +533,7 @@ read_if_cached (struct block_cache *c, const struct cache_block *b,
 
   if (c->disabled)
     return 0;
-  s = &c->shards[h & (c->n_shards - 1)];
+  s = shard_of (c, h);
   pthread_mutex_lock (&s->lock);
   e = find (s, h, b->owner, b->key);
   if (e == NULL || e->state != READY || !same_tag (e, b)) {
