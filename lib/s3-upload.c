@@ -214,21 +214,6 @@ answered (struct s3_upload *u, struct request *r, CURLcode rc,
   return false;
 }
 
-/* The text between <tag> and </tag> in body, malloc'd; NULL if none. */
-static char *
-xml_value (const char *body, const char *tag)
-{
-  char open[64], close[64];
-  const char *start, *end;
-
-  snprintf (open, sizeof open, "<%s>", tag);
-  snprintf (close, sizeof close, "</%s>", tag);
-  start = strstr (body, open);
-  end = start ? strstr (start, close) : NULL;
-  return end ? strndup (start + strlen (open),
-                        end - start - strlen (open)) : NULL;
-}
-
 static int
 initiate (struct s3_upload *u, struct request *r)
 {
@@ -241,7 +226,7 @@ initiate (struct s3_upload *u, struct request *r)
   curl_easy_setopt (r->curl, CURLOPT_POSTFIELDSIZE, 0L);
   if (!answered (u, r, perform (r), "upload"))
     return -1;
-  id = xml_value (r->body, "UploadId");
+  id = source_s3_xml_value (r->body, "UploadId");
   if (id == NULL || id[0] == '\0') {
     image_error ("%s: upload: the server's answer has no upload ID", u->name);
     free (id);

@@ -249,25 +249,33 @@ read_credentials_file (const struct source *s, char **id, char **secret,
   return r;
 }
 
+char *
+source_s3_xml_value (const char *body, const char *tag)
+{
+  char open[64], close[64];
+  const char *start, *end;
+
+  snprintf (open, sizeof open, "<%s>", tag);
+  snprintf (close, sizeof close, "</%s>", tag);
+  start = strstr (body, open);
+  end = start ? strstr (start, close) : NULL;
+  return end ? strndup (start + strlen (open),
+                        end - start - strlen (open)) : NULL;
+}
+
 void
 source_s3_error_code (const char *body, char *code, size_t size)
 {
-  const char *start = strstr (body, "<Code>"), *end;
-  size_t len;
+  char *value = source_s3_xml_value (body, "Code");
+  size_t len = value ? strlen (value) : 0;
 
   code[0] = '\0';
-  end = start ? strstr (start, "</Code>") : NULL;
-  if (end == NULL)
-    return;
-  start += 6;
-  len = end - start;
   /* A word, or nothing: the body is the server's, not ours to print. */
-  if (len < size &&
-      strspn (start, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-              "0123456789.") == len) {
-    memcpy (code, start, len);
-    code[len] = '\0';
-  }
+  if (value && len < size &&
+      strspn (value, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+              "0123456789.") == len)
+    memcpy (code, value, len + 1);
+  free (value);
 }
 
 void

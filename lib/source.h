@@ -136,6 +136,10 @@ void source_s3_clear (struct source_s3 *r);
  * malloc'd; NULL if out of memory.
  */
 char *source_s3_encode (const char *s, const char *keep);
+/* The text between <tag> and </tag> in an S3 answer's XML body,
+ * malloc'd; NULL if there is none.
+ */
+char *source_s3_xml_value (const char *body, const char *tag);
 /* S3's error code in the XML body (a string) of an error response
  * ("<Code>NoSuchKey</Code>") into code, "" if there is none.
  */
